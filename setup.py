@@ -25,6 +25,8 @@ CORE = [
     "scikit-learn==1.9.1",
     # Image decoding for folder datasets (Office-31) and the report's plots.
     "pillow==13.0.0",
+    # tfds imports it when it prepares a builder (digits, office31).
+    "importlib_resources==7.1.0",
     "matplotlib==3.11.2",
     # Reading torchvision-layout .safetensors weights without torch.
     "safetensors==0.8.0",

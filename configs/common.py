@@ -1,0 +1,119 @@
+"""Shared config pieces: typed `file.py:key=value` arguments and the base.
+
+Every experiment config is `get_config(arg=None)` in its own file. The part
+after the colon of `--config=configs/x.py:model=resnet20,runlocal` reaches
+`get_config` as a string; `parse_arg` turns it into typed values and rejects
+keys the config does not declare.
+"""
+
+import ast
+from typing import Any
+
+import ml_collections
+
+
+def _typed(value: str, default: Any):
+  """Converts the string `value` to the type of `default`."""
+  if isinstance(default, bool):
+    if value.lower() in ("1", "true", "yes", ""):
+      return True
+    if value.lower() in ("0", "false", "no"):
+      return False
+    raise ValueError(f"Expected a boolean, got {value!r}.")
+  if isinstance(default, (int, float)) and not isinstance(default, bool):
+    return type(default)(ast.literal_eval(value))
+  if isinstance(default, (tuple, list)):
+    return tuple(v for v in value.split("+") if v)
+  return value
+
+
+def parse_arg(arg: str | None, **spec: Any) -> ml_collections.ConfigDict:
+  """Parses `key=value,flag` into a ConfigDict typed after `spec`'s defaults.
+
+  Args:
+    arg: the string after the colon of `--config=file.py:...`, or None.
+      Values are separated by commas; a bare key sets a boolean to True;
+      tuples are written `a+b+c`.
+    **spec: every accepted key with its default value (the type is taken from
+      the default).
+
+  Returns:
+    A ConfigDict with all keys of `spec`.
+
+  Raises:
+    ValueError: for a key not in `spec`, naming the accepted keys.
+  """
+  result = ml_collections.ConfigDict(dict(spec))
+  for part in filter(None, (arg or "").split(",")):
+    key, _, value = part.partition("=")
+    key = key.strip()
+    if key not in spec:
+      raise ValueError(
+          f"Unknown config argument {key!r} in {arg!r}. This config accepts: "
+          f"{', '.join(sorted(spec))}. Write them after the file name, e.g. "
+          "--config=configs/digits_resnet.py:runlocal.")
+    try:
+      result[key] = _typed(value, spec[key]) if "=" in part else True
+    except (ValueError, SyntaxError) as e:
+      raise ValueError(f"Config argument {key}={value!r}: {e}") from None
+  return result
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+  """Every field a training run reads, with its default. Variants edit it."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # PRNG seed: init, data order, augmentation, attacks.
+
+  c.dataset = ml_collections.ConfigDict()
+  c.dataset.name = "digits"  # Registry name (robustjax.data.DATASETS).
+  c.dataset.source = ""  # Source domain; "" = the dataset's first domain.
+  c.dataset.targets = ()  # Target domains evaluated for domain shift.
+  c.dataset.train_split = "train"  # Split of the source domain to train on.
+  c.dataset.test_split = "test"  # Split of the source domain to test on.
+  c.dataset.target_split = "test"  # Split of each target domain to test on.
+  c.dataset.image_size = 16  # Common resolution (height = width).
+  c.dataset.data_dir = ""  # tfds data dir; "" = $TFDS_DATA_DIR or ~/...
+  c.dataset.manual_dir = ""  # Manual downloads (Office-31); "" = default.
+  c.dataset.max_train_examples = -1  # Truncate splits (smoke runs); -1 = all.
+  c.dataset.max_eval_examples = -1  # Same for the test / target splits.
+  c.dataset.crop_padding = 0  # Random-crop augmentation padding in px.
+  c.dataset.flip = False  # Random horizontal flips.
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "resnet8"  # Registry name (robustjax.models.MODELS).
+  c.model.width = 16  # Channels of the first stage.
+  c.model.init = ""  # Pretrained weights (.safetensors/.pth/orbax); "".
+  c.model.half_precision = False  # bfloat16 compute (accelerators).
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "sgd"  # sgd | adam | adamw.
+  c.optimizer.learning_rate = 0.1  # Peak learning rate.
+  c.optimizer.momentum = 0.9  # SGD momentum (Adam b1).
+  c.optimizer.nesterov = True  # Nesterov momentum for SGD.
+  c.optimizer.weight_decay = 5e-4  # L2 on kernels (decoupled for adamw).
+  c.optimizer.schedule = "cosine"  # cosine | constant | step.
+  c.optimizer.warmup_steps = 0  # Linear warm-up steps.
+  c.optimizer.grad_clip_norm = 0.0  # Global-norm clipping; 0 = off.
+
+  c.batch_size = 64  # Global training batch size.
+  c.eval_batch_size = 500  # Evaluation batch size.
+  c.num_epochs = 8.0  # Training length in epochs ...
+  c.num_train_steps = -1  # ... or in steps, if > 0.
+  c.label_smoothing = 0.0  # Cross-entropy label smoothing.
+  c.log_every_steps = 50  # Train-metric logging period.
+  c.eval_every_steps = -1  # Evaluation period; -1 = every epoch.
+  c.checkpoint_every_steps = 200  # Checkpoint period (and at the end).
+  c.keep_checkpoints = 2  # Checkpoints kept by the manager.
+  return c
+
+
+def runlocal_overrides(c: ml_collections.ConfigDict) -> None:
+  """Shrinks a config to a CPU smoke run (a few steps on a few examples)."""
+  c.dataset.max_train_examples = 256
+  c.dataset.max_eval_examples = 128
+  c.batch_size = 32
+  c.eval_batch_size = 64
+  c.num_train_steps = 8
+  c.log_every_steps = 2
+  c.eval_every_steps = 4
+  c.checkpoint_every_steps = 4

@@ -1,0 +1,121 @@
+"""Input pipeline: deterministic, resumable batches and on-device augmentation.
+
+Training order is a pure function of (seed, step): epoch `e` visits the split
+in the permutation `default_rng([seed, e])`, batches drop the remainder. A run
+resumed at step `s` therefore sees exactly the batches an uninterrupted run
+would, with no iterator state to checkpoint. With several processes each
+takes its contiguous slice of every global batch.
+
+Augmentation runs inside the jitted train step (`augment`), keyed by the
+step's rng, so it is reproducible too.
+"""
+
+from typing import Iterator, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from robustjax.data.registry import Split
+
+
+class TrainBatches:
+  """Shuffled training batches as a function of the global step."""
+
+  def __init__(self, split: Split, batch_size: int, seed: int,
+               process_index: int = 0, process_count: int = 1):
+    if batch_size > len(split):
+      raise ValueError(f"batch_size {batch_size} is larger than the training "
+                       f"split {split.name} ({len(split)} examples); lower "
+                       "config.batch_size.")
+    if batch_size % process_count:
+      raise ValueError(f"batch_size {batch_size} must divide by the number of "
+                       f"processes ({process_count}).")
+    self.split = split
+    self.batch_size = batch_size
+    self.seed = seed
+    self.steps_per_epoch = len(split) // batch_size
+    per_process = batch_size // process_count
+    self._slice = slice(process_index * per_process,
+                        (process_index + 1) * per_process)
+    self._perm_epoch, self._perm = None, None
+
+  def indices(self, step: int) -> np.ndarray:
+    """Example indices of this process's part of the batch at `step`."""
+    epoch, pos = divmod(step, self.steps_per_epoch)
+    if epoch != self._perm_epoch:
+      rng = np.random.default_rng([self.seed, epoch])
+      self._perm, self._perm_epoch = rng.permutation(len(self.split)), epoch
+    batch = self._perm[pos * self.batch_size:(pos + 1) * self.batch_size]
+    return batch[self._slice]
+
+  def batch(self, step: int) -> Tuple[np.ndarray, np.ndarray]:
+    idx = self.indices(step)
+    return self.split.images[idx], self.split.labels[idx]
+
+  def iterate(self, start_step: int = 0) -> Iterator[Tuple[np.ndarray,
+                                                           np.ndarray]]:
+    step = start_step
+    while True:
+      yield self.batch(step)
+      step += 1
+
+
+def eval_batches(split: Split, batch_size: int, process_index: int = 0,
+                 process_count: int = 1):
+  """Yields (images, labels, mask) in order; the last batch is zero-padded.
+
+  Padding keeps every batch the same shape (one compilation); `mask` is 1 for
+  real examples. With several processes each gets every `process_count`-th
+  batch.
+  """
+  n = len(split)
+  for b, start in enumerate(range(0, n, batch_size)):
+    if b % process_count != process_index:
+      continue
+    images = split.images[start:start + batch_size]
+    labels = split.labels[start:start + batch_size]
+    mask = np.ones(len(labels), np.float32)
+    pad = batch_size - len(labels)
+    if pad:
+      images = np.concatenate([images, np.zeros((pad,) + images.shape[1:],
+                                                images.dtype)])
+      labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
+      mask = np.concatenate([mask, np.zeros(pad, np.float32)])
+    yield images, labels, mask
+
+
+def to_float(images) -> jax.Array:
+  """uint8 [0, 255] -> float32 [0, 1] (floats pass through)."""
+  images = jnp.asarray(images)
+  if images.dtype == jnp.uint8:
+    return images.astype(jnp.float32) / 255.0
+  return images.astype(jnp.float32)
+
+
+def augment(images: jax.Array, key: jax.Array, crop_padding: int = 0,
+            flip: bool = False) -> jax.Array:
+  """Random crop (after reflect-free zero padding) and horizontal flip.
+
+  Args:
+    images: float [N, H, W, C].
+    key: PRNG key.
+    crop_padding: pad each side by this many pixels, then crop back to H x W
+      at a random offset per image (0 disables).
+    flip: flip each image left-right with probability 1/2.
+
+  Returns:
+    Augmented images, same shape.
+  """
+  n, h, w, _ = images.shape
+  k_crop, k_flip = jax.random.split(key)
+  if crop_padding:
+    p = crop_padding
+    padded = jnp.pad(images, ((0, 0), (p, p), (p, p), (0, 0)))
+    offsets = jax.random.randint(k_crop, (n, 2), 0, 2 * p + 1)
+    images = jax.vmap(lambda im, o: jax.lax.dynamic_slice(
+        im, (o[0], o[1], 0), (h, w, im.shape[-1])))(padded, offsets)
+  if flip:
+    do_flip = jax.random.bernoulli(k_flip, 0.5, (n, 1, 1, 1))
+    images = jnp.where(do_flip, images[:, :, ::-1], images)
+  return images

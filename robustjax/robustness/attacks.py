@@ -1,0 +1,428 @@
+"""White-box adversarial attacks (FGSM, PGD-Linf, PGD-L2) and robust accuracy.
+
+Attacks follow an optax-like functional API: a factory returns an `Attack`, a
+NamedTuple holding a name and a pure `perturb` function
+
+  adv = attack.perturb(apply_fn, variables, images, labels, key, eps)
+
+that sees a model only through the suite's calling convention
+`logits = apply_fn(variables, images)` (inference mode). Float, pruned and
+quantized models are therefore attacked alike; a quantized model must give a
+useful input gradient (e.g. a straight-through estimator
+`f + stop_gradient(q - f)`), otherwise the attack sees gradient masking.
+
+Conventions:
+
+* Images are float NHWC in [0, 1]; `eps` is in the same pixel units
+  (`8 / 255` means what it says) and is an ordinary traced value, so
+  `jax.vmap` over an eps grid compiles the attack once.
+* The loss is the cross-entropy of the logits with integer labels, summed over
+  the batch; the gradient is taken w.r.t. the input only (`variables` are
+  constants, no weight gradients are formed).
+* Every iterate is projected onto the eps-ball around the clean images (L-inf:
+  element-wise clip; L2: per-example rescaling of the perturbation) and onto
+  [0, 1]. For L2 the rescaling comes first and clipping to [0, 1] can only
+  shrink the perturbation, so the result lies in both sets (as in Madry et al.
+  and torchattacks; it is feasible, not the Euclidean projection onto the
+  intersection).
+* `eps = 0` returns the clean images bit for bit: the random start scales with
+  eps and the L2 normalisations are guarded against division by zero.
+* Randomness is per example: `key` is one PRNG key (split over the batch) or a
+  batch of keys, one per example. `robust_accuracy` derives example keys from
+  the example's index, so its result does not depend on `chunk_size`.
+
+PGD's default step size is relative, `2.5 * eps / steps` (Madry et al. 2018),
+which gives the common 2/255 for eps = 8/255 and 10 steps; a float
+`step_size` is absolute (pixel units) and used for every eps.
+
+On CPU, PGD is unrolled into straight-line code by default: XLA:CPU runs the
+same steps inside a `lax.fori_loop` several times slower. Elsewhere the loop is
+a `lax.fori_loop`, which compiles faster.
+"""
+
+import dataclasses
+import functools
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+Array = jax.Array
+ApplyFn = Callable[[Any, Array], Array]
+
+# Floor for L2 norms, so a zero perturbation or gradient is divided by a
+# positive number (and stays exactly zero) instead of producing NaNs.
+_TINY = 1e-12
+
+
+class Attack(NamedTuple):
+  """An adversarial attack.
+
+  Attributes:
+    name: registry name, e.g. 'fgsm', 'pgd_linf' or 'pgd_l2'.
+    perturb: pure function
+      `perturb(apply_fn, variables, images, labels, key, eps) -> adv_images`.
+      `apply_fn(variables, images) -> logits` is the model in inference mode;
+      `images` float [batch, ...] in [0, 1]; `labels` int [batch]; `key` a
+      PRNG key or one key per example; `eps` the radius in pixel units, a
+      scalar or one value per example (may be traced). Returns adversarial
+      images of the shape and dtype of `images`. Jit it with `apply_fn`
+      static: `jax.jit(attack.perturb, static_argnums=0)`.
+  """
+  name: str
+  perturb: Callable[..., Array]
+
+
+# ----------------------------------------------------------------------------
+# Building blocks.
+
+
+def _per_example(value: Array, x: Array) -> Array:
+  """Broadcasts a scalar or per-example value [batch] against images `x`."""
+  value = jnp.asarray(value, x.dtype)
+  return value.reshape(value.shape + (1,) * (x.ndim - value.ndim))
+
+
+def _l2_norm(v: Array) -> Array:
+  """Per-example L2 norm of `v`, keeping dimensions for broadcasting."""
+  axes = tuple(range(1, v.ndim))
+  return jnp.sqrt(jnp.sum(jnp.square(v), axis=axes, keepdims=True))
+
+
+def _is_key_batch(key: Array) -> bool:
+  """Whether `key` holds several PRNG keys (typed or raw uint32 keys)."""
+  if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    return key.ndim >= 1
+  return key.ndim >= 2
+
+
+def _example_keys(key: Array, batch: int) -> Array:
+  """One PRNG key per example: splits a single key, checks a batch of keys."""
+  key = jnp.asarray(key)
+  if not _is_key_batch(key):
+    return jax.random.split(key, batch)
+  if key.shape[0] != batch:
+    raise ValueError(f"Got {key.shape[0]} PRNG keys for a batch of {batch} "
+                     "images; pass one key, or one key per example.")
+  return key
+
+
+def _per_example_loss(logits: Array, labels: Array) -> Array:
+  return optax.losses.softmax_cross_entropy_with_integer_labels(
+      logits.astype(jnp.float32), labels)
+
+
+def input_gradient(apply_fn: ApplyFn, variables: Any, images: Array,
+                   labels: Array) -> Array:
+  """Gradient of the summed cross-entropy w.r.t. the images only.
+
+  Args:
+    apply_fn: `apply_fn(variables, images) -> logits`.
+    variables: model variables; treated as constants.
+    images: float [batch, ...].
+    labels: int [batch].
+
+  Returns:
+    d loss / d images, shape of `images`. Example i's gradient depends only on
+    example i (inference mode), so summing keeps per-example gradients.
+  """
+  def loss(x):
+    return jnp.sum(_per_example_loss(apply_fn(variables, x), labels))
+  return jax.grad(loss)(images)
+
+
+def project_linf(adv: Array, images: Array, eps: Array) -> Array:
+  """Clips `adv` to the L-inf ball of radius `eps` around `images` and [0, 1].
+
+  Args:
+    adv: candidate images.
+    images: clean images in [0, 1].
+    eps: radius, scalar or [batch].
+
+  Returns:
+    The nearest point (in any norm) of the intersection of the two boxes;
+    `images` exactly when `eps == 0`.
+  """
+  eps = _per_example(eps, images)
+  lower = jnp.maximum(images - eps, 0.0)
+  upper = jnp.minimum(images + eps, 1.0)
+  return jnp.clip(adv, lower, upper)
+
+
+def project_l2(adv: Array, images: Array, eps: Array) -> Array:
+  """Rescales the perturbation into the L2 ball of radius `eps`, then clips.
+
+  Args:
+    adv: candidate images.
+    images: clean images in [0, 1].
+    eps: radius, scalar or [batch].
+
+  Returns:
+    `images + delta * min(1, eps / ||delta||)`, clipped to [0, 1]; clipping
+    only shrinks each coordinate of the perturbation, so the result stays in
+    the ball. `images` exactly when `eps == 0`.
+  """
+  eps = _per_example(eps, images)
+  delta = adv - images
+  factor = jnp.minimum(1.0, eps / jnp.maximum(_l2_norm(delta), _TINY))
+  return jnp.clip(images + delta * factor, 0.0, 1.0)
+
+
+# ----------------------------------------------------------------------------
+# Attacks. `perturb` functions are frozen dataclasses: they compare and hash
+# by value, so two `pgd()` calls with the same settings share compiled code in
+# `robust_accuracy`'s jit cache.
+
+
+@dataclasses.dataclass(frozen=True)
+class _FGSM:
+  """Fast gradient sign method (Goodfellow et al. 2015), L-inf."""
+
+  def __call__(self, apply_fn, variables, images, labels, key, eps):
+    del key  # Deterministic.
+    grad = input_gradient(apply_fn, variables, images, labels)
+    adv = images + _per_example(eps, images) * jnp.sign(grad)
+    return project_linf(adv, images, eps)
+
+
+@dataclasses.dataclass(frozen=True)
+class _PGD:
+  """Projected gradient descent (Madry et al. 2018), L-inf or L2."""
+  norm: str
+  steps: int
+  step_size: Optional[float]
+  restarts: int
+  random_start: bool
+  unroll: Optional[bool]
+
+  def _project(self, adv, images, eps):
+    if self.norm == "linf":
+      return project_linf(adv, images, eps)
+    return project_l2(adv, images, eps)
+
+  def _random_start(self, images, keys, eps):
+    """A random point of the ball (scaled by eps, so eps = 0 adds nothing)."""
+    shape = images.shape[1:]
+    eps = _per_example(eps, images)
+    if self.norm == "linf":
+      noise = jax.vmap(lambda k: jax.random.uniform(
+          k, shape, images.dtype, -1.0, 1.0))(keys)
+      return self._project(images + eps * noise, images, eps)
+    # L2 as in torchattacks: Gaussian direction, radius uniform in [0, eps].
+    def draw(k):
+      k_dir, k_radius = jax.random.split(k)
+      direction = jax.random.normal(k_dir, shape, images.dtype)
+      return direction, jax.random.uniform(k_radius, (), images.dtype)
+    direction, radius = jax.vmap(draw)(keys)
+    direction = direction / jnp.maximum(_l2_norm(direction), _TINY)
+    noise = direction * _per_example(radius, images) * eps
+    return self._project(images + noise, images, eps)
+
+  def _step(self, apply_fn, variables, images, labels, eps, step_size, adv):
+    grad = input_gradient(apply_fn, variables, adv, labels)
+    if self.norm == "linf":
+      direction = jnp.sign(grad)
+    else:
+      direction = grad / jnp.maximum(_l2_norm(grad), _TINY)
+    return self._project(adv + step_size * direction, images, eps)
+
+  def _run(self, apply_fn, variables, images, labels, keys, eps, unroll):
+    """One PGD run from a (random) start; returns the last iterate."""
+    if self.step_size is None:
+      step_size = 2.5 * _per_example(eps, images) / self.steps
+    else:
+      step_size = jnp.asarray(self.step_size, images.dtype)
+    adv = (self._random_start(images, keys, eps) if self.random_start
+           else images)
+    step = functools.partial(self._step, apply_fn, variables, images, labels,
+                             eps, step_size)
+    if unroll:
+      for _ in range(self.steps):
+        adv = step(adv)
+      return adv
+    return jax.lax.fori_loop(0, self.steps, lambda _, a: step(a), adv)
+
+  def __call__(self, apply_fn, variables, images, labels, key, eps):
+    unroll = self.unroll
+    if unroll is None:
+      unroll = jax.default_backend() == "cpu"
+    keys = _example_keys(key, images.shape[0])
+    restart_keys = lambda r: jax.vmap(jax.random.fold_in, (0, None))(keys, r)
+    run = functools.partial(self._run, apply_fn, variables, images, labels,
+                            eps=eps, unroll=unroll)
+    if self.restarts == 1:
+      return run(restart_keys(0))
+
+    def evaluate(adv):
+      logits = apply_fn(variables, adv)
+      fooled = jnp.argmax(logits, axis=-1) != labels
+      return fooled, _per_example_loss(logits, labels)
+
+    def restart(r, best):
+      best_adv, best_fooled, best_loss = best
+      adv = run(restart_keys(r))
+      fooled, loss = evaluate(adv)
+      # Worst case per example: fooling beats not fooling, then higher loss.
+      better = (fooled & ~best_fooled) | ((fooled == best_fooled) &
+                                          (loss > best_loss))
+      mask = better.reshape(better.shape + (1,) * (images.ndim - 1))
+      return (jnp.where(mask, adv, best_adv),
+              best_fooled | fooled, jnp.where(better, loss, best_loss))
+
+    first = run(restart_keys(0))
+    best = (first, *evaluate(first))
+    if unroll:
+      for r in range(1, self.restarts):
+        best = restart(r, best)
+    else:
+      best = jax.lax.fori_loop(1, self.restarts, restart, best)
+    return best[0]
+
+
+def fgsm() -> Attack:
+  """Fast gradient sign method, L-inf: `clip(x + eps * sign(grad))`.
+
+  Returns:
+    An `Attack` named 'fgsm'; its `perturb` ignores the key.
+  """
+  return Attack("fgsm", _FGSM())
+
+
+def pgd(norm: str = "linf", steps: int = 10,
+        step_size: Optional[float] = None, restarts: int = 1,
+        random_start: bool = True, unroll: Optional[bool] = None) -> Attack:
+  """Projected gradient descent on the cross-entropy, L-inf or L2.
+
+  Args:
+    norm: 'linf' (signed-gradient steps, element-wise clip) or 'l2'
+      (normalised-gradient steps, per-example rescaling).
+    steps: gradient steps per restart.
+    step_size: absolute step in pixel units; None (default) means
+      `2.5 * eps / steps`, relative to each eps (2/255 for eps = 8/255 and
+      10 steps).
+    restarts: independent random starts; per example the worst case is kept
+      (a fooling restart over a non-fooling one, then the higher loss), so an
+      example counts as robust only if no restart fools it. Restart r uses
+      `fold_in(example_key, r)`, so more restarts never raise the accuracy
+      for the same key.
+    random_start: start from a uniform point of the L-inf ball (L2: Gaussian
+      direction, radius uniform in [0, eps]) instead of the clean image.
+    unroll: True: steps (and restarts) as a Python loop (straight-line code,
+      fastest on CPU, compiles slower); False: `lax.fori_loop`; None: True
+      on the CPU backend, False elsewhere.
+
+  Returns:
+    An `Attack` named 'pgd_linf' or 'pgd_l2'.
+
+  Raises:
+    ValueError: for an unknown norm or non-positive steps or restarts.
+  """
+  if norm not in ("linf", "l2"):
+    raise ValueError(f"Unknown PGD norm {norm!r}; use 'linf' or 'l2'.")
+  if steps < 1 or restarts < 1:
+    raise ValueError(f"PGD needs steps >= 1 and restarts >= 1, got "
+                     f"steps={steps}, restarts={restarts}.")
+  return Attack(f"pgd_{norm}", _PGD(norm, int(steps), step_size,
+                                    int(restarts), bool(random_start),
+                                    unroll))
+
+
+ATTACKS = {
+    "fgsm": fgsm,
+    "pgd_linf": functools.partial(pgd, "linf"),
+    "pgd_l2": functools.partial(pgd, "l2"),
+}
+
+
+def get_attack(name: str, **kwargs: Any) -> Attack:
+  """Builds a registered attack by name.
+
+  Args:
+    name: 'fgsm', 'pgd_linf' or 'pgd_l2'.
+    **kwargs: arguments of the factory (`pgd`'s except `norm`).
+
+  Returns:
+    The `Attack`.
+
+  Raises:
+    ValueError: if `name` is not registered (the message lists the names).
+  """
+  if name not in ATTACKS:
+    raise ValueError(f"Unknown attack {name!r}. Registered attacks: "
+                     f"{', '.join(sorted(ATTACKS))}.")
+  return ATTACKS[name](**kwargs)
+
+
+# ----------------------------------------------------------------------------
+# Robust accuracy over an eps grid.
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "attack"))
+def _correct_counts(apply_fn, attack, variables, images, labels, keys,
+                    eps_grid, valid):
+  """Correctly classified valid examples after the attack, per eps [len]."""
+  def count(eps):
+    adv = attack.perturb(apply_fn, variables, images, labels, keys, eps)
+    predictions = jnp.argmax(apply_fn(variables, adv), axis=-1)
+    return jnp.sum((predictions == labels) & valid, dtype=jnp.int32)
+  return jax.vmap(count)(eps_grid)
+
+
+def _indexed_keys(key: Array, n: int) -> Array:
+  """Key of example i: `fold_in(key, i)`, independent of chunking."""
+  return jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(n))
+
+
+def robust_accuracy(apply_fn: ApplyFn, variables: Any, images: Array,
+                    labels: Array, key: Array,
+                    eps_grid: Union[Sequence[float], Array], attack: Attack,
+                    chunk_size: Optional[int] = None) -> Array:
+  """Accuracy under `attack` for every radius of `eps_grid`.
+
+  The attack is vmapped over the eps grid inside one jitted program, compiled
+  once per (apply_fn, attack, shapes) and cached across calls, so reuse the
+  same `apply_fn` object (e.g. `robustjax.models.inference_fn(model)`).
+
+  Args:
+    apply_fn: `apply_fn(variables, images) -> logits`, inference mode.
+    variables: model variables.
+    images: float [n, ...] in [0, 1].
+    labels: int [n].
+    key: PRNG key; example i uses `fold_in(key, i)`.
+    eps_grid: radii in pixel units, 1-D; 0 gives the clean accuracy exactly.
+    attack: an `Attack`, e.g. `pgd()` or `get_attack('fgsm')`.
+    chunk_size: attack at most this many images at once (all eps together);
+      bounds memory. The last chunk is padded to the same shape, so one
+      compiled program serves all chunks. None: one chunk.
+
+  Returns:
+    float32 [len(eps_grid)], fraction of the n images still classified
+    correctly at each eps. Independent of `chunk_size`.
+  """
+  eps_grid = jnp.asarray(eps_grid, jnp.float32)
+  if eps_grid.ndim != 1:
+    raise ValueError(f"eps_grid must be 1-D, got shape {eps_grid.shape}.")
+  n = images.shape[0]
+  if labels.shape[:1] != (n,):
+    raise ValueError(f"Got {labels.shape[0]} labels for {n} images.")
+  if n == 0:
+    raise ValueError("robust_accuracy needs at least one image.")
+  chunk = n if chunk_size is None else max(1, min(int(chunk_size), n))
+  keys = _indexed_keys(key, n)
+  total = jnp.zeros(eps_grid.shape, jnp.int32)
+  for start in range(0, n, chunk):
+    x = images[start:start + chunk]
+    y = labels[start:start + chunk]
+    k = keys[start:start + chunk]
+    valid = np.ones((chunk,), bool)
+    pad = chunk - x.shape[0]
+    if pad:  # Pad the remainder by repeating its first example, masked out.
+      valid[chunk - pad:] = False
+      x = jnp.concatenate([x, jnp.repeat(x[:1], pad, axis=0)])
+      y = jnp.concatenate([y, jnp.repeat(y[:1], pad, axis=0)])
+      k = jnp.concatenate([k, jnp.repeat(k[:1], pad, axis=0)])
+    total = total + _correct_counts(apply_fn, attack, variables, x, y, k,
+                                    eps_grid, valid)
+  return total.astype(jnp.float32) / n
