@@ -1,4 +1,4 @@
-r"""ResNet-8 on the embedded digits benchmark: MNIST-5k -> UCI digits.
+r"""ResNet-20 on the embedded digits benchmark: MNIST-5k -> UCI digits.
 
   python launch/train.py --config=configs/digits_resnet.py --workdir=/tmp/dig
 
@@ -13,7 +13,7 @@ from configs import common
 
 def get_config(arg=None):
   """Returns the config; `arg` is `key=value,...` (see module doc)."""
-  arg = common.parse_arg(arg, model="resnet8", width=16, epochs=8.0,
+  arg = common.parse_arg(arg, model="resnet20", width=16, epochs=8.0,
                          runlocal=False)
   c = common.get_base_config()
   c.dataset.name = "digits"
