@@ -425,4 +425,5 @@ def robust_accuracy(apply_fn: ApplyFn, variables: Any, images: Array,
       k = jnp.concatenate([k, jnp.repeat(k[:1], pad, axis=0)])
     total = total + _correct_counts(apply_fn, attack, variables, x, y, k,
                                     eps_grid, valid)
-  return total.astype(jnp.float32) / n
+  # Correctly rounded count / n (XLA would multiply by a rounded 1 / n).
+  return jnp.asarray(np.asarray(total, np.float32) / np.float32(n))
