@@ -107,6 +107,35 @@ def get_base_config() -> ml_collections.ConfigDict:
   return c
 
 
+# The 15 benchmark corruptions of Hendrycks & Dietterich (2019).
+BENCHMARK_CORRUPTIONS = (
+    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur",
+    "glass_blur", "motion_blur", "zoom_blur", "snow", "frost", "fog",
+    "brightness", "contrast", "elastic_transform", "pixelate",
+    "jpeg_compression")
+
+
+def study_block() -> ml_collections.ConfigDict:
+  """The `study` block (the grid; see robustjax/study/grid.py)."""
+  s = ml_collections.ConfigDict()
+  s.archs = ("resnet8:16",)  # "name:width", smallest to largest.
+  s.prune = ml_collections.ConfigDict()
+  s.prune.sparsities = (0.5, 0.75, 0.9)  # Unstructured sparsities.
+  s.prune.scopes = ("global",)  # global | layerwise.
+  s.prune.structured = ()  # Channel (filter) pruning sparsities.
+  s.prune.finetune_epochs = 2.0  # Fine-tuning after one-shot pruning.
+  s.distill = ml_collections.ConfigDict()
+  s.distill.teacher = ""  # An arch of `archs`; "" = no distillation.
+  s.distill.students = ()  # Student archs ("name:width").
+  s.distill.temperature = 4.0  # KD temperature T.
+  s.distill.alpha = 0.9  # Weight of the KD term (1 - alpha: CE).
+  s.distill.epochs = 8.0  # Student training length.
+  s.quantize = ml_collections.ConfigDict()
+  s.quantize.weight_bits = (8, 4)  # PTQ weight bit widths.
+  s.quantize.activation_bits = 8  # PTQ activation bits.
+  return s
+
+
 def runlocal_overrides(c: ml_collections.ConfigDict) -> None:
   """Shrinks a config to a CPU smoke run (a few steps on a few examples)."""
   c.dataset.max_train_examples = 256

@@ -1,0 +1,229 @@
+"""The resumable study runner: `run_study(config, workdir)`.
+
+For every model of the grid (robustjax.study.grid) the runner builds the model
+(trains the originals, compresses them), then evaluates it on every shift
+cell (robustjax.robustness.evaluate) and appends that cell's rows to
+`WORKDIR/results.jsonl` in one fsynced write. A cell whose rows are all
+present is skipped, and so is building a model whose cells are all done;
+built models are reused from `WORKDIR/models/<model_id>/`. Killing the run at
+any moment and re-running the same command therefore finishes the grid
+without redoing finished work: at worst the cell being written is redone (a
+torn last line is dropped on restart).
+
+At the end: `results.csv`, `report.md` and `plots/*.png`.
+"""
+
+import copy
+import json
+import os
+import time
+from typing import Dict, List, Tuple
+
+from absl import logging
+import jax
+import ml_collections
+
+from robustjax import io_utils
+from robustjax import models as models_lib
+from robustjax import parallel
+from robustjax.compress import size as size_lib
+from robustjax.robustness import evaluate as evaluate_lib
+from robustjax.study import grid as grid_lib
+from robustjax.study import report as report_lib
+from robustjax.train import checkpoint
+from robustjax.train import trainer
+
+RESULTS = "results.jsonl"
+ROW_FIELDS = ("model_id", "arch", "method", "setting", "size_bits",
+              "sparsity", "shift", "name", "level", "accuracy", "n")
+
+
+def arch_config(config, arch: str, epochs=None) -> ml_collections.ConfigDict:
+  """The training config of one architecture of the grid."""
+  c = copy.deepcopy(config)
+  with c.unlocked():
+    c.model.name, c.model.width = grid_lib.parse_arch(arch)
+    if epochs is not None:
+      c.num_epochs = float(epochs)
+      c.num_train_steps = -1
+  return c
+
+
+def _cell_keys(config, targets) -> Dict[str, int]:
+  """Cell key -> number of rows it produces, for one model."""
+  e = config.evals
+  keys = {}
+  if e.clean:
+    keys["clean/source"] = 1
+  if e.domain:
+    keys.update({f"domain/{t}": 1 for t in targets})
+  keys.update({f"corruption/{n}": len(e.corruptions.severities)
+               for n in e.corruptions.names})
+  keys.update({f"adversarial/{n}": len(e.attacks.eps)
+               for n in e.attacks.names})
+  return keys
+
+
+def load_results(workdir: str) -> List[dict]:
+  """Rows of a study, deduplicated (last write wins), torn lines dropped."""
+  rows = io_utils.read_jsonl(os.path.join(workdir, RESULTS))
+  unique = {}
+  for r in rows:
+    unique[(r["model_id"], r["shift"], r["name"], r["level"])] = r
+  return list(unique.values())
+
+
+def validate_row(row: dict) -> None:
+  """Raises ValueError if `row` does not follow the results schema."""
+  missing = [k for k in ROW_FIELDS if k not in row]
+  if missing:
+    raise ValueError(f"Result row misses {missing}: {row}")
+  if row["method"] not in ("original", "prune", "distill", "distill_control",
+                           "quantize"):
+    raise ValueError(f"Bad method {row['method']!r}")
+  if row["shift"] not in ("clean", "domain", "corruption", "adversarial"):
+    raise ValueError(f"Bad shift {row['shift']!r}")
+  if not 0.0 <= row["accuracy"] <= 1.0 or row["n"] <= 0:
+    raise ValueError(f"Bad accuracy/n in {row}")
+  if not isinstance(row["setting"], dict):
+    raise ValueError(f"setting must be an object: {row}")
+
+
+class _Models:
+  """Builds (or reloads) every model of the grid, once."""
+
+  def __init__(self, config, workdir):
+    self.config = config
+    self.root = os.path.join(workdir, "models")
+    self._cache = {}
+
+  def _dir(self, spec):
+    return os.path.join(self.root, spec.model_id.replace("/", "__"))
+
+  def get(self, spec: grid_lib.ModelSpec, specs) -> Tuple:
+    """Returns (apply_fn, variables, meta) for `spec`."""
+    if spec.model_id in self._cache:
+      return self._cache[spec.model_id]
+    folder = self._dir(spec)
+    meta_path = os.path.join(folder, "meta.json")
+    from robustjax import compress  # pylint: disable=g-import-not-at-top
+    if os.path.exists(meta_path):
+      meta = _read_json(meta_path)
+      model = compress.build_model(self.config, spec.arch, spec.method,
+                                   spec.settings)
+      variables = checkpoint.load_variables(os.path.join(folder, "variables"))
+    else:
+      model, variables, meta = self._build(spec, specs, folder)
+      checkpoint.save_variables(os.path.join(folder, "variables"), variables)
+      io_utils.write_json(meta_path, meta)
+    out = (models_lib.inference_fn(model), variables, meta)
+    self._cache[spec.model_id] = out
+    return out
+
+  def _build(self, spec, specs, folder):
+    s = self.config.study
+    from robustjax import compress  # pylint: disable=g-import-not-at-top
+    if spec.method == "original":
+      cfg = arch_config(self.config, spec.arch)
+      state = trainer.train_and_evaluate(cfg, os.path.join(folder, "train"))
+      model = trainer.build_model(cfg)
+      variables = jax.device_get(state.variables)
+      return model, variables, size_lib.describe(variables, method="original")
+    by_id = {x.model_id: x for x in specs}
+    _, base_vars, _ = self.get(by_id[spec.original_id], specs)
+    if spec.method == "prune":
+      cfg = arch_config(self.config, spec.arch, s.prune.finetune_epochs)
+      return compress.prune(cfg, base_vars, spec.settings,
+                            os.path.join(folder, "finetune"))
+    if spec.method == "quantize":
+      cfg = arch_config(self.config, spec.arch)
+      return compress.quantize(cfg, base_vars, spec.settings)
+    if spec.method in ("distill", "distill_control"):
+      teacher_spec = by_id[spec.original_id]
+      teacher_cfg = arch_config(self.config, teacher_spec.arch)
+      cfg = arch_config(self.config, spec.arch, s.distill.epochs)
+      return compress.distill(cfg, teacher_cfg, base_vars, spec.settings,
+                              os.path.join(folder, "train"))
+    raise ValueError(f"Unknown method {spec.method!r}")
+
+
+def _read_json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def run_study(config: ml_collections.ConfigDict, workdir: str) -> List[dict]:
+  """Runs (or finishes) the study grid of `config` in `workdir`.
+
+  Args:
+    config: a study config (configs/default.py and friends): training fields,
+      `study` (the grid) and `evals` (the shifts).
+    workdir: output folder; re-running with the same workdir resumes.
+
+  Returns:
+    All result rows.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  main = parallel.is_main_process()
+  if main:
+    io_utils.write_atomic(os.path.join(workdir, "config.json"),
+                          config.to_json_best_effort(indent=2))
+  rows = load_results(workdir)
+  if main:  # Rewrite without torn lines / duplicates before appending.
+    io_utils.write_atomic(os.path.join(workdir, RESULTS), "".join(
+        json.dumps(r, sort_keys=True) + "\n" for r in rows)
+        if rows else "")
+  specs = grid_lib.model_specs(config.study)
+  _, evals_data = trainer.load_data(config)
+  test = evals_data.pop("test")
+  targets = {k.split("/", 1)[1]: v for k, v in evals_data.items()}
+  cell_keys = _cell_keys(config, targets)
+  done = {}
+  for r in rows:
+    key = (r["model_id"], f"{r['shift']}/{r['name']}")
+    done[key] = done.get(key, 0) + 1
+  is_done = lambda m, k: done.get((m, k), 0) >= cell_keys[k]
+  total = len(specs) * len(cell_keys)
+  finished = sum(is_done(s.model_id, k) for s in specs for k in cell_keys)
+  logging.info("Study: %d models x %d cells = %d cells, %d already done.",
+               len(specs), len(cell_keys), total, finished)
+  models = _Models(config, workdir)
+  t0, done_now = time.time(), 0
+  for spec in specs:
+    todo = [k for k in cell_keys if not is_done(spec.model_id, k)]
+    if not todo:
+      continue
+    apply_fn, variables, meta = models.get(spec, specs)
+    header = {"model_id": spec.model_id,
+              "arch": spec.arch, "method": spec.method,
+              "setting": spec.settings, "original_id": spec.original_id,
+              "size_bits": meta["size_bits"], "sparsity": meta["sparsity"],
+              "params": meta.get("params")}
+    for cell in evaluate_lib.plan(apply_fn, variables, config.evals, test,
+                                  targets, config.seed):
+      if cell.key not in todo:
+        continue
+      new_rows = [{**header, **r} for r in cell.run()]
+      for r in new_rows:
+        validate_row(r)
+      if main:
+        io_utils.append_jsonl(os.path.join(workdir, RESULTS), new_rows)
+      rows.extend(new_rows)
+      finished += 1
+      done_now += 1
+      rate = (time.time() - t0) / done_now
+      logging.info("[%d/%d cells] %s %s: %s (ETA %.0f s)", finished, total,
+                   spec.model_id, cell.key, ", ".join(
+                       f"{r['level']}: {100 * r['accuracy']:.1f}%"
+                       if r["level"] is not None else
+                       f"{100 * r['accuracy']:.1f}%" for r in new_rows),
+                   rate * (total - finished))
+  rows = load_results(workdir)
+  if main:
+    report_lib.write_csv(rows, os.path.join(workdir, "results.csv"))
+    path = report_lib.write_report(
+        rows, workdir, title=config.get("study_name", ""),
+        notes=[f"Hardware: {jax.device_count()} x "
+               f"{jax.devices()[0].device_kind}; {len(rows)} rows."])
+    logging.info("Report: %s", path)
+  return rows
