@@ -98,9 +98,14 @@ def train_step(state, images, labels, *, model, tx, loss_fn, crop_padding,
                             batch_stats=batch_stats, opt_state=opt_state)
   if post_update is not None:
     new_state = post_update(new_state)
+  # The loss was computed before this update: also check the updated params,
+  # so a non-finite update is caught before it can be checkpointed.
+  finite = jnp.isfinite(loss)
+  for p in jax.tree.leaves(new_state.params):
+    finite &= jnp.all(jnp.isfinite(p))
   metrics = {"loss": loss,
              "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
-             "finite": jnp.isfinite(loss).astype(jnp.float32)}
+             "finite": finite.astype(jnp.float32)}
   return new_state, metrics
 
 
@@ -242,10 +247,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   def check_finite(pending, step):
     if pending and float(np.min([m["finite"] for m in pending])) < 1.0:
+      last = ckpt.latest_step()
+      kept = (f"the last good checkpoint (step {last}) is intact in "
+              f"{ckpt.directory}" if last is not None else
+              "no checkpoint had been written yet")
       raise FloatingPointError(
-          f"The training loss became NaN/Inf before step {step}. Stopped "
-          f"without saving; the last good checkpoint (step "
-          f"{ckpt.latest_step()}) is intact in {ckpt.directory}. Lower "
+          f"The training loss or parameters became NaN/Inf before step "
+          f"{step}. Stopped without saving; {kept}. Lower "
           "config.optimizer.learning_rate or set "
           "config.optimizer.grad_clip_norm, then use a fresh --workdir (or "
           "rerun here to retry from that checkpoint).")
