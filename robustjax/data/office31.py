@@ -29,6 +29,7 @@ CLASSES = (
     "phone", "printer", "projector", "punchers", "ring_binder", "ruler",
     "scissors", "speaker", "stapler", "tape_dispenser", "trash_can")
 STORED_SIZE = 256
+_INSTRUCTIONS = __doc__
 _EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
@@ -57,7 +58,7 @@ class Office31(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version("1.0.0")
   BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=d) for d in DOMAINS]
-  MANUAL_DOWNLOAD_INSTRUCTIONS = __doc__
+  MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS  # The module doc.
 
   def _info(self):
     return tfds.core.DatasetInfo(

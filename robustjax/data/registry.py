@@ -19,7 +19,7 @@ ArrayRecord format (see BUILD.md, "Datasets").
 import dataclasses
 import functools
 import os
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from absl import logging
 import jax
@@ -63,6 +63,9 @@ class DatasetSpec:
     mean, std: per-channel statistics for the models' normalisation layer.
     default_size: native / default resolution (height = width).
     how_to_get: one sentence telling a user how to obtain the data.
+    manual_check: `(manual_dir, domain) -> Any`, called before a custom
+      builder is prepared; raises a clear error if the manual download is
+      missing (tfds' own check would fail first, with a generic message).
   """
   name: str
   num_classes: int
@@ -76,6 +79,7 @@ class DatasetSpec:
   std: Sequence[float] = IMAGENET_STD
   default_size: int = 32
   how_to_get: str = ""
+  manual_check: Optional[Callable[[str, str], Any]] = None
 
 
 _TFDS_BUILD = ("Prepare it once in ArrayRecord format (needs TensorFlow and "
@@ -123,7 +127,8 @@ DATASETS = {
                           "full": "train"},
         tfds_name=lambda d: f"office31/{d}", builder=office31.Office31,
         default_size=224,
-        how_to_get="See BUILD.md, 'Office-31' (manual download)."),
+        how_to_get="See BUILD.md, 'Office-31' (manual download).",
+        manual_check=office31.domain_dir),
 }
 
 
@@ -160,6 +165,8 @@ def _data_source(spec, domain, split_str, data_dir, manual_dir):
     builder = spec.builder(config=domain, data_dir=data_dir,
                            file_format="array_record")
     if not builder.is_prepared():
+      if spec.manual_check is not None:
+        spec.manual_check(manual_dir, domain)
       logging.info("Preparing %s into %s (first use).", name, data_dir)
       dl_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
       builder.download_and_prepare(download_config=dl_config)
