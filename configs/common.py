@@ -21,7 +21,15 @@ def _typed(value: str, default: Any):
       return False
     raise ValueError(f"Expected a boolean, got {value!r}.")
   if isinstance(default, (int, float)) and not isinstance(default, bool):
-    return type(default)(ast.literal_eval(value))
+    try:
+      number = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      number = None
+    if (isinstance(number, bool) or not isinstance(number, (int, float)) or
+        (isinstance(default, int) and not float(number).is_integer())):
+      kind = "an integer" if isinstance(default, int) else "a number"
+      raise ValueError(f"Expected {kind}, got {value!r}.")
+    return type(default)(number)
   if isinstance(default, (tuple, list)):
     return tuple(v for v in value.split("+") if v)
   return value
