@@ -2,6 +2,8 @@
 
 import logging as std_logging
 import os
+import re
+import sys
 
 from absl import flags
 from absl import logging
@@ -34,3 +36,41 @@ def setup():
                jax.__version__, jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count(),
                jax.devices()[0].device_kind)
+
+
+def parse_flags(argv):
+  """`app.run` flags parser: absl's, plus a clear error for a bad override.
+
+  ml_collections reports `--config.<field>=...` for a field the config does
+  not have as a bare AttributeError/KeyError traceback; this reports it like
+  any other flag error (one line, exit status 1).
+
+  Args:
+    argv: the command line, program name first.
+
+  Returns:
+    The arguments left after parsing, program name first.
+  """
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    message = str(e)
+  except (AttributeError, KeyError) as e:
+    overrides = [a.lstrip("-").split("=")[0] for a in argv[1:]
+                 if re.match(r"^--?config\.", a)]
+    detail = e
+    while isinstance(detail, BaseException) and detail.args:
+      detail = detail.args[0]  # A KeyError inside an AttributeError.
+    detail = str(detail)
+    field = re.match(r"^[\"']*([^\"'\n]*)", detail).group(1)
+    bad = [o for o in overrides if field in o.split(".")[1:]]
+    if not bad:
+      raise
+    hint = " ".join(line.strip() for line in detail.splitlines()[1:])
+    message = (f"--{bad[0]}: the config has no field {field!r}. {hint} "
+               "Overrides must name an existing field, e.g. "
+               "--config.model.width=8; see the config file and "
+               "configs/common.py (get_base_config) for all fields.")
+  sys.stderr.write(f"FATAL Flags parsing error: {' '.join(message.split())}\n"
+                   "Pass --helpshort or --helpfull to see help on flags.\n")
+  sys.exit(1)
