@@ -92,7 +92,13 @@ def train_step(state, images, labels, *, model, tx, loss_fn, crop_padding,
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(
       loss_and_aux, has_aux=True)(state.params)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  if state.masks is not None and isinstance(
+      tx, optax.GradientTransformationExtraArgs):
+    # Pruning (compress.pruning.wrap_optax) reads the current masks.
+    updates, opt_state = tx.update(grads, state.opt_state, state.params,
+                                   masks=state.masks)
+  else:
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = apply_masks(optax.apply_updates(state.params, updates), state.masks)
   new_state = state.replace(step=state.step + 1, params=params,
                             batch_stats=batch_stats, opt_state=opt_state)
