@@ -1,0 +1,443 @@
+"""Magnitude pruning with an optax-like functional API.
+
+A *pruner* is a small NamedTuple of pure functions (jaxpruner / optax style)
+that plugs into the one training loop through `robustjax.train.Hooks`:
+
+  pruner = pruning.magnitude_pruner(0.9, scope="global")
+  hooks = pruner.hooks(init_variables=base_variables)
+  train.train_and_evaluate(config, workdir, hooks=hooks)
+
+Masks are pytrees shaped like the params, boolean, `True` = kept. They live
+in `TrainState.masks`; every leaf has a mask (all `True` for leaves that are
+never pruned: biases, normalisation parameters, and by default the first
+conv `conv_init` and the classifier `head`).
+
+Guarantees:
+
+* **Exact sparsity.** Pruning `s` of `n` weights removes exactly
+  `k = round(s * n)` of them (round half up, computed in float64 when `s` is
+  a Python number). Ties in magnitude are broken by position (a stable sort),
+  so equal weights never make the count drift.
+* **Zeros stay zero.** `wrap_optax` masks the incoming gradients (so momentum
+  never accumulates for pruned weights) and the outgoing updates (so weight
+  decay, momentum left over from before a weight was pruned, or anything
+  else the wrapped optimizer adds cannot move them); the trainer also
+  multiplies the params by the masks after every update.
+* **Monotone gradual pruning.** A weight pruned once is never revived: when
+  masks are recomputed, previously pruned weights rank below every kept one.
+
+Scopes: `global` (one threshold over all prunable weights) or `layerwise`
+(the same sparsity in every prunable tensor). Structures: `unstructured`
+(single weights) or `channel` (whole output filters, ranked by the L1 or L2
+norm of each filter; with `global` scope the norms are divided by the fan-in
+(L1) or its square root (L2) so layers of different sizes compare fairly, and
+`k` counts filters; layer-wise channel pruning always keeps at least one
+filter per layer, global channel pruning does not). Schedules: `oneshot` (prune at the start, fine-tune
+with fixed masks) and `gradual` (Zhu & Gupta 2017: the sparsity follows
+`s_t = s_f + (s_i - s_f) (1 - (t - t0) / (t1 - t0))^3` between steps t0 and
+t1, masks recomputed every `update_every` steps by the trainer's
+`post_update` hook, fixed after t1).
+"""
+
+import math
+import re
+from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Union
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+Params = Any
+Masks = Any
+# (path tuple, leaf) -> whether the leaf may be pruned.
+PrunableFn = Callable[[Sequence[str], Any], bool]
+
+SCOPES = ("global", "layerwise")
+STRUCTURES = ("unstructured", "channel")
+SCHEDULES = ("oneshot", "gradual")
+NORMS = ("l1", "l2")
+
+
+def _check(name: str, value: str, valid: Sequence[str]) -> None:
+  if value not in valid:
+    raise ValueError(f"Unknown pruning {name} {value!r}; use one of "
+                     f"{', '.join(valid)}.")
+
+
+def _path_names(path) -> tuple:
+  return tuple(getattr(k, "key", getattr(k, "name", str(k))) for k in path)
+
+
+def path_str(path) -> str:
+  """'stage1_block1/conv1/kernel' for a pytree key path or name tuple."""
+  names = path if all(isinstance(p, str) for p in path) else _path_names(path)
+  return "/".join(str(p) for p in names)
+
+
+def default_prunable(prune_first: bool = False, prune_last: bool = False,
+                     exclude: Sequence[str] = ()) -> PrunableFn:
+  """Which params may be pruned: conv and dense kernels only.
+
+  Args:
+    prune_first: also prune the first convolution (`conv_init`).
+    prune_last: also prune the classifier (`head`).
+    exclude: regular expressions; a param whose path ('a/b/kernel') matches
+      any of them is never pruned.
+
+  Returns:
+    A `(path, leaf) -> bool` predicate. Biases, BatchNorm scales/biases and
+    anything that is not a >= 2-D `kernel` are never pruned.
+  """
+  patterns = [re.compile(p) for p in exclude]
+
+  def prunable(path, leaf):
+    names = tuple(path)
+    if not names or names[-1] != "kernel" or np.ndim(leaf) < 2:
+      return False
+    if not prune_first and "conv_init" in names:
+      return False
+    if not prune_last and "head" in names:
+      return False
+    return not any(p.search(path_str(names)) for p in patterns)
+
+  return prunable
+
+
+def prunable_tree(params: Params, prunable: Optional[PrunableFn] = None):
+  """A params-shaped tree of Python bools: which leaves may be pruned."""
+  prunable = prunable or default_prunable()
+  return jax.tree_util.tree_map_with_path(
+      lambda p, x: bool(prunable(_path_names(p), x)), params)
+
+
+def _num_pruned(sparsity, n: int):
+  """k = round(s * n), half up; exact for Python floats, traced otherwise."""
+  if isinstance(sparsity, (int, float, np.floating)):
+    if not 0.0 <= float(sparsity) <= 1.0:
+      raise ValueError(f"Sparsity must be in [0, 1], got {sparsity}.")
+    return int(math.floor(float(sparsity) * n + 0.5))
+  k = jnp.floor(jnp.asarray(sparsity, jnp.float32) * n + 0.5)
+  return jnp.clip(k, 0, n).astype(jnp.int32)
+
+
+def _keep_lowest_pruned(scores: jax.Array, k) -> jax.Array:
+  """Boolean keep-mask of `scores` (1-D) removing exactly the k lowest."""
+  n = scores.shape[0]
+  order = jnp.argsort(scores, stable=True)
+  ranks = jnp.zeros((n,), jnp.int32).at[order].set(
+      jnp.arange(n, dtype=jnp.int32))
+  return ranks >= k
+
+
+def _filter_scores(kernel: jax.Array, norm: str,
+                   normalise: bool) -> jax.Array:
+  """One score per output channel (last axis) of a conv/dense kernel."""
+  w = kernel.reshape(-1, kernel.shape[-1]).astype(jnp.float32)
+  fan_in = w.shape[0]
+  if norm == "l1":
+    s = jnp.sum(jnp.abs(w), axis=0)
+    return s / fan_in if normalise else s
+  s = jnp.sqrt(jnp.sum(w * w, axis=0))
+  return s / math.sqrt(fan_in) if normalise else s
+
+
+def magnitude_masks(params: Params, sparsity: Union[float, jax.Array], *,
+                    scope: str = "global", structure: str = "unstructured",
+                    norm: str = "l1", prunable: Optional[PrunableFn] = None,
+                    prev_masks: Optional[Masks] = None) -> Masks:
+  """Magnitude-pruning masks at `sparsity` (jittable; sparsity may be traced).
+
+  Args:
+    params: model parameters.
+    sparsity: fraction of prunable weights (unstructured) or of output
+      filters (channel) to remove, in [0, 1].
+    scope: "global" (one ranking over all prunable tensors) or "layerwise"
+      (each prunable tensor pruned to `sparsity`).
+    structure: "unstructured" or "channel" (whole output filters).
+    norm: filter score for channel pruning, "l1" or "l2".
+    prunable: `(path, leaf) -> bool`; default `default_prunable()`.
+    prev_masks: masks from an earlier pruning step; weights they removed rank
+      lowest, so they stay removed (gradual pruning is monotone).
+
+  Returns:
+    Boolean masks shaped like `params` (True = kept; all True on leaves that
+    are not prunable).
+  """
+  _check("scope", scope, SCOPES)
+  _check("structure", structure, STRUCTURES)
+  _check("norm", norm, NORMS)
+  flags = prunable_tree(params, prunable)
+  leaves, treedef = jax.tree.flatten(params)
+  flag_leaves = treedef.flatten_up_to(flags)
+  prev = (treedef.flatten_up_to(prev_masks) if prev_masks is not None
+          else [None] * len(leaves))
+  idx = [i for i, f in enumerate(flag_leaves) if f]
+  masks = [jnp.ones(jnp.shape(x), jnp.bool_) for x in leaves]
+  if not idx:
+    return jax.tree.unflatten(treedef, masks)
+
+  def scores_of(i):
+    x = leaves[i]
+    if structure == "unstructured":
+      s = jnp.abs(x).reshape(-1).astype(jnp.float32)
+      if prev[i] is not None:
+        s = jnp.where(prev[i].reshape(-1), s, -1.0)
+    else:
+      s = _filter_scores(x, norm, normalise=scope == "global")
+      if prev[i] is not None:
+        kept = jnp.any(prev[i].reshape(-1, x.shape[-1]), axis=0)
+        s = jnp.where(kept, s, -1.0)
+    return s
+
+  def expand(i, keep):
+    shape = jnp.shape(leaves[i])
+    if structure == "unstructured":
+      return keep.reshape(shape)
+    return jnp.broadcast_to(keep, shape)
+
+  if scope == "layerwise":
+    for i in idx:
+      s = scores_of(i)
+      k = _num_pruned(sparsity, s.shape[0])
+      if structure == "channel":  # Never remove every filter of a layer.
+        k = jnp.minimum(k, s.shape[0] - 1)
+      masks[i] = expand(i, _keep_lowest_pruned(s, k))
+  else:
+    scores = [scores_of(i) for i in idx]
+    flat = jnp.concatenate(scores)
+    keep = _keep_lowest_pruned(flat, _num_pruned(sparsity, flat.shape[0]))
+    offset = 0
+    for i, s in zip(idx, scores):
+      masks[i] = expand(i, keep[offset:offset + s.shape[0]])
+      offset += s.shape[0]
+  return jax.tree.unflatten(treedef, masks)
+
+
+def apply_masks(params: Params, masks: Optional[Masks]) -> Params:
+  """params * masks (masked weights become exactly zero)."""
+  if masks is None:
+    return params
+  return jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)),
+                      params, masks)
+
+
+def polynomial_schedule(final_sparsity: float, begin_step: int, end_step: int,
+                        initial_sparsity: float = 0.0,
+                        power: float = 3.0) -> Callable[[Any], Any]:
+  """Zhu & Gupta (2017) sparsity schedule: step -> sparsity.
+
+  `s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (t1 - t0))^power`, constant
+  `s_i` before t0 and `s_f` after t1.
+  """
+  if end_step <= begin_step:
+    raise ValueError(f"Gradual pruning needs end_step ({end_step}) > "
+                     f"begin_step ({begin_step}); train for more steps.")
+
+  def schedule(step):
+    t = jnp.clip((jnp.asarray(step, jnp.float32) - begin_step) /
+                 (end_step - begin_step), 0.0, 1.0)
+    return final_sparsity + (initial_sparsity - final_sparsity) * (
+        1.0 - t) ** power
+
+  return schedule
+
+
+def wrap_optax(tx: optax.GradientTransformation,
+               masks: Optional[Masks] = None
+               ) -> optax.GradientTransformationExtraArgs:
+  """Wraps an optax transformation so masked weights never move.
+
+  The current masks come with each update as the extra argument `masks=`
+  (the trainer passes `TrainState.masks`); `masks` given here is the fallback
+  for standalone use. Incoming gradients are masked before the wrapped
+  transformation sees them (no momentum builds up on pruned weights) and its
+  updates are masked on the way out (weight decay, left-over momentum and
+  adaptive terms cannot revive them). The state is the wrapped one's.
+
+  Args:
+    tx: the optimizer to wrap (e.g. from `robustjax.train.optim.make`).
+    masks: default masks, used when `update` gets none.
+
+  Returns:
+    An `optax.GradientTransformationExtraArgs`.
+  """
+  static_masks = masks
+  inner = optax.with_extra_args_support(tx)
+
+  def init(params):
+    return inner.init(params)
+
+  def update(updates, state, params=None, *, masks=None, **extra_args):
+    masks = static_masks if masks is None else masks
+    if masks is None:
+      raise ValueError(
+          "pruning.wrap_optax: no masks. Pass them to update(..., masks=m) "
+          "(the trainer passes TrainState.masks) or to wrap_optax(tx, masks).")
+    updates = apply_masks(updates, masks)
+    updates, state = inner.update(updates, state, params, **extra_args)
+    return apply_masks(updates, masks), state
+
+  return optax.GradientTransformationExtraArgs(init, update)
+
+
+class Pruner(NamedTuple):
+  """Pure functions that plug a pruning method into the trainer.
+
+  Attributes:
+    init_masks: params -> masks at the start of fine-tuning.
+    wrap_tx: wraps the optimizer (`wrap_optax`).
+    post_update: jittable TrainState -> TrainState after every update
+      (gradual schedule), or None.
+    sparsity_at: step -> target sparsity.
+    config: the settings, for metadata.
+  """
+  init_masks: Callable[[Params], Masks]
+  wrap_tx: Callable[[optax.GradientTransformation],
+                    optax.GradientTransformationExtraArgs]
+  post_update: Optional[Callable[[Any], Any]]
+  sparsity_at: Callable[[Any], Any]
+  config: Dict[str, Any]
+
+  def hooks(self, init_variables=None, **kwargs):
+    """`robustjax.train.Hooks` running this pruner (plus any other hooks)."""
+    from robustjax.train import trainer  # pylint: disable=g-import-not-at-top
+    return trainer.Hooks(init_variables=init_variables,
+                         init_masks=self.init_masks, wrap_tx=self.wrap_tx,
+                         post_update=self.post_update, **kwargs)
+
+
+def magnitude_pruner(sparsity: float, *, scope: str = "global",
+                     structure: str = "unstructured", norm: str = "l1",
+                     schedule: str = "oneshot", begin_step: int = 0,
+                     end_step: int = 0, update_every: int = 10,
+                     initial_sparsity: float = 0.0,
+                     prunable: Optional[PrunableFn] = None) -> Pruner:
+  """Magnitude pruning to `sparsity`, one-shot or gradual.
+
+  Args:
+    sparsity: final fraction of prunable weights (or filters) removed.
+    scope: "global" or "layerwise".
+    structure: "unstructured" or "channel".
+    norm: "l1" or "l2" (filter ranking for channel pruning).
+    schedule: "oneshot" (masks fixed from the first step) or "gradual"
+      (polynomial schedule from `begin_step` to `end_step`).
+    begin_step, end_step: gradual schedule span in optimizer steps.
+    update_every: gradual masks are recomputed every this many steps.
+    initial_sparsity: sparsity at `begin_step` (gradual).
+    prunable: `(path, leaf) -> bool`; default `default_prunable()`.
+
+  Returns:
+    A `Pruner`.
+  """
+  _check("scope", scope, SCOPES)
+  _check("structure", structure, STRUCTURES)
+  _check("schedule", schedule, SCHEDULES)
+  _check("norm", norm, NORMS)
+  if not 0.0 <= sparsity <= 1.0:
+    raise ValueError(f"Sparsity must be in [0, 1], got {sparsity}.")
+  kw = dict(scope=scope, structure=structure, norm=norm, prunable=prunable)
+  if schedule == "oneshot":
+    sparsity_at = lambda step: sparsity  # pylint: disable=unused-argument
+    post_update = None
+    first = sparsity
+  else:
+    if update_every < 1:
+      raise ValueError(f"update_every must be >= 1, got {update_every}.")
+    sparsity_at = polynomial_schedule(sparsity, begin_step, end_step,
+                                      initial_sparsity)
+    first = initial_sparsity
+
+    def post_update(state):
+      step = state.step
+      due = ((step >= begin_step) & (step <= end_step) &
+             ((step - begin_step) % update_every == 0)) | (step == end_step)
+
+      def recompute(operand):
+        params, masks = operand
+        return magnitude_masks(params, sparsity_at(step), prev_masks=masks,
+                               **kw)
+
+      masks = jax.lax.cond(due, recompute, lambda op: op[1],
+                           (state.params, state.masks))
+      return state.replace(masks=masks,
+                           params=apply_masks(state.params, masks))
+
+  def init_masks(params):
+    return magnitude_masks(params, first, **kw)
+
+  config = dict(method="magnitude", sparsity=sparsity, scope=scope,
+                structure=structure, norm=norm, schedule=schedule,
+                begin_step=begin_step, end_step=end_step,
+                update_every=update_every, initial_sparsity=initial_sparsity)
+  return Pruner(init_masks=init_masks, wrap_tx=wrap_optax,
+                post_update=post_update, sparsity_at=sparsity_at,
+                config=config)
+
+
+def sparsity_report(params: Params,
+                    prunable: Optional[PrunableFn] = None) -> Dict[str, Any]:
+  """Per-tensor and overall sparsity (zeros / size) of `params`.
+
+  Args:
+    params: model parameters (host or device arrays).
+    prunable: which leaves count as prunable; default `default_prunable()`.
+
+  Returns:
+    {"layers": {path: {"shape", "size", "zeros", "sparsity", "prunable",
+    "zero_channels", "channels"}}, "prunable_size", "prunable_zeros",
+    "prunable_sparsity", "total_size", "total_zeros", "overall_sparsity"}.
+    `zero_channels` counts output channels (last axis) that are all zero.
+  """
+  flags = prunable_tree(params, prunable)
+  flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params))
+  flat_flags = flax.traverse_util.flatten_dict(flax.core.unfreeze(flags))
+  layers = {}
+  tot = [0, 0, 0, 0]
+  for path, x in sorted(flat.items()):
+    x = np.asarray(x)
+    zeros = int(x.size - np.count_nonzero(x))
+    entry = dict(shape=list(x.shape), size=int(x.size), zeros=zeros,
+                 sparsity=zeros / max(x.size, 1),
+                 prunable=bool(flat_flags[path]))
+    if x.ndim >= 2:
+      per = x.reshape(-1, x.shape[-1])
+      entry["channels"] = int(x.shape[-1])
+      entry["zero_channels"] = int(np.sum(~np.any(per != 0, axis=0)))
+    layers["/".join(path)] = entry
+    tot[0] += x.size
+    tot[1] += zeros
+    if entry["prunable"]:
+      tot[2] += x.size
+      tot[3] += zeros
+  return dict(layers=layers, total_size=tot[0], total_zeros=tot[1],
+              overall_sparsity=tot[1] / max(tot[0], 1), prunable_size=tot[2],
+              prunable_zeros=tot[3],
+              prunable_sparsity=tot[3] / max(tot[2], 1))
+
+
+def format_report(report: Dict[str, Any], only_prunable: bool = False) -> str:
+  """The sparsity report as a fixed-width text table."""
+  rows = [("param", "shape", "size", "zeros", "sparsity", "zero ch.")]
+  for name, e in report["layers"].items():
+    if only_prunable and not e["prunable"]:
+      continue
+    ch = (f"{e['zero_channels']}/{e['channels']}" if "channels" in e
+          else "")
+    rows.append((name + ("" if e["prunable"] else " (kept)"),
+                 "x".join(map(str, e["shape"])), str(e["size"]),
+                 str(e["zeros"]), f"{100 * e['sparsity']:.2f}%", ch))
+  rows.append(("prunable total", "", str(report["prunable_size"]),
+               str(report["prunable_zeros"]),
+               f"{100 * report['prunable_sparsity']:.2f}%", ""))
+  rows.append(("overall", "", str(report["total_size"]),
+               str(report["total_zeros"]),
+               f"{100 * report['overall_sparsity']:.2f}%", ""))
+  widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+  lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                     for i, (c, w) in enumerate(zip(r, widths)))
+           for r in rows]
+  lines.insert(1, "-" * len(lines[0]))
+  lines.insert(len(lines) - 2, "-" * len(lines[0]))
+  return "\n".join(lines)
