@@ -60,10 +60,13 @@ def get_model(name: str, num_classes: int, **kwargs: Any):
   return MODELS[name](num_classes, **kwargs)
 
 
+@functools.lru_cache(maxsize=256)
 def inference_fn(model) -> Callable[..., Any]:
   """The one calling convention of the suite: `logits = fn(variables, x)`.
 
   BatchNorm uses running statistics and nothing is mutated, so evaluators and
-  attacks can treat every model (float, pruned, quantized) alike.
+  attacks can treat every model (float, pruned, quantized) alike. Equal
+  modules get the same function object, so jitted evaluators and attacks
+  (cached per function) compile once per architecture, not once per model.
   """
   return functools.partial(model.apply, train=False)

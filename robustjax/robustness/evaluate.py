@@ -24,6 +24,7 @@ Corrupted images and attack starts depend only on (seed, cell), so every model
 is tested on the same inputs.
 """
 
+import collections
 import dataclasses
 import zlib
 from typing import Callable, Dict, List, Optional, Sequence
@@ -95,25 +96,62 @@ def _use_map(level_map: str) -> bool:
   return level_map == "map"
 
 
-def _corruption_kernel(apply_fn, name: str, table: str, use_map: bool):
-  """Jitted (variables, images, labels, mask, key, severities) -> #correct."""
+def _corruption_fn(name: str, table: str, use_map: bool):
+  """Jitted (images, key, severities) -> corrupted images [S, N, ...]."""
   from robustjax.robustness import corruptions  # pylint: disable=g-import-not-at-top
-  cache_key = ("corruption", id(apply_fn), name, table, use_map)
+  cache_key = ("corrupt", name, table, use_map)
   if cache_key not in _CACHE:
     corruption = corruptions.get_corruption(name, table)
 
-    def correct(variables, images, labels, mask, key, severities):
+    def corrupt(images, key, severities):
       x = pipeline.to_float(images)
-
-      def one(severity):
-        xc = corruption.apply(x, severity, jax.random.fold_in(key, severity))
-        hit = jnp.argmax(apply_fn(variables, xc), -1) == labels
-        return jnp.sum(hit * mask)
+      one = lambda s: corruption.apply(x, s, jax.random.fold_in(key, s))
       if use_map:
         return jax.lax.map(one, severities)
       return jax.vmap(one)(severities)
+    _CACHE[cache_key] = (None, jax.jit(corrupt))
+  return _CACHE[cache_key][1]
+
+
+def _corruption_kernel(apply_fn, name: str, table: str, use_map: bool):
+  """Jitted (variables, images, labels, mask, key, severities) -> #correct."""
+  cache_key = ("corruption", id(apply_fn), name, table, use_map)
+  if cache_key not in _CACHE:
+    corrupt = _corruption_fn(name, table, use_map)
+
+    def correct(variables, images, labels, mask, key, severities):
+      xc = corrupt(images, key, severities)
+      hits = jax.vmap(lambda x: jnp.argmax(apply_fn(variables, x), -1) ==
+                      labels)(xc)
+      return jnp.sum(hits * mask, axis=1)
     _CACHE[cache_key] = (apply_fn, jax.jit(correct))
   return _CACHE[cache_key][1]
+
+
+# Corrupted copies of evaluation splits, shared by every model of a study:
+# each corruption is computed once, and each model then needs only forward
+# passes. Bounded LRU; bigger sets are corrupted on the fly per model.
+CORRUPTED_CACHE_BYTES = 1 << 30
+_CORRUPTED = collections.OrderedDict()
+
+
+def corrupted_split(split: Split, name: str, severities: Sequence[int],
+                    key: jax.Array, table: str = "cifar",
+                    batch_size: int = 500, level_map: str = "auto"
+                    ) -> np.ndarray:
+  """Corrupted images of `split` at every severity: float32 [S, N, H, W, C].
+
+  Batch b of the split uses `fold_in(key, b)` (then the severity), exactly as
+  the fused per-model kernel does, so both paths see identical images.
+  """
+  fn = _corruption_fn(name, table, _use_map(level_map))
+  sev = jnp.asarray(severities, jnp.int32)
+  out = []
+  for b, (images, _, mask) in enumerate(pipeline.eval_batches(split,
+                                                              batch_size)):
+    xc = np.asarray(fn(images, jax.random.fold_in(key, b), sev))
+    out.append(xc[:, :int(mask.sum())])
+  return np.concatenate(out, axis=1)
 
 
 def corruption_accuracy(apply_fn, variables, split: Split, name: str,
@@ -129,6 +167,22 @@ def corruption_accuracy(apply_fn, variables, split: Split, name: str,
   """
   mesh = mesh or parallel.make_mesh()
   batch_size = -(-batch_size // mesh.devices.size) * mesh.devices.size
+  nbytes = len(severities) * split.images[0].size * len(split) * 4
+  if nbytes <= CORRUPTED_CACHE_BYTES:
+    cache_key = (split.name, len(split), name, tuple(severities), table,
+                 tuple(np.asarray(jax.random.key_data(key)).ravel()),
+                 batch_size)
+    if cache_key not in _CORRUPTED:
+      _CORRUPTED[cache_key] = corrupted_split(split, name, severities, key,
+                                              table, batch_size, level_map)
+      while sum(v.nbytes for v in _CORRUPTED.values()) > \
+          CORRUPTED_CACHE_BYTES and len(_CORRUPTED) > 1:
+        _CORRUPTED.popitem(last=False)
+    _CORRUPTED.move_to_end(cache_key)
+    images = _CORRUPTED[cache_key]
+    return np.array([eval_lib.accuracy(
+        apply_fn, variables, Split(images[i], split.labels, split.name),
+        batch_size, mesh) for i in range(len(severities))])
   kernel = _corruption_kernel(apply_fn, name, table, _use_map(level_map))
   sev = jnp.asarray(severities, jnp.int32)
   total = np.zeros(len(severities))
