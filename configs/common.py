@@ -132,6 +132,7 @@ def study_block() -> ml_collections.ConfigDict:
   s.prune.scopes = ("global",)  # global | layerwise.
   s.prune.structured = ()  # Channel (filter) pruning sparsities.
   s.prune.finetune_epochs = 2.0  # Fine-tuning after one-shot pruning.
+  s.prune.finetune_lr = 0.01  # Peak (cosine) learning rate of fine-tuning.
   s.distill = ml_collections.ConfigDict()
   s.distill.teacher = ""  # An arch of `archs`; "" = no distillation.
   s.distill.students = ()  # Student archs ("name:width").

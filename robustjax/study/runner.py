@@ -24,13 +24,11 @@ import jax
 import ml_collections
 
 from robustjax import io_utils
-from robustjax import models as models_lib
 from robustjax import parallel
-from robustjax.compress import size as size_lib
+from robustjax.compress import methods
 from robustjax.robustness import evaluate as evaluate_lib
 from robustjax.study import grid as grid_lib
 from robustjax.study import report as report_lib
-from robustjax.train import checkpoint
 from robustjax.train import trainer
 
 RESULTS = "results.jsonl"
@@ -38,14 +36,19 @@ ROW_FIELDS = ("model_id", "arch", "method", "setting", "size_bits",
               "sparsity", "shift", "name", "level", "accuracy", "n")
 
 
-def arch_config(config, arch: str, epochs=None) -> ml_collections.ConfigDict:
-  """The training config of one architecture of the grid."""
+def arch_config(config, arch: str) -> ml_collections.ConfigDict:
+  """The training config of one architecture of the grid.
+
+  The study's pruning settings reach robustjax.compress through a `compress`
+  block (see robustjax.compress.methods.DEFAULTS).
+  """
   c = copy.deepcopy(config)
   with c.unlocked():
     c.model.name, c.model.width = grid_lib.parse_arch(arch)
-    if epochs is not None:
-      c.num_epochs = float(epochs)
-      c.num_train_steps = -1
+    c.compress = ml_collections.ConfigDict(dict(
+        finetune_epochs=float(config.study.prune.finetune_epochs),
+        finetune_learning_rate=float(config.study.prune.finetune_lr),
+        act_bits=int(config.study.quantize.activation_bits)))
   return c
 
 
@@ -90,66 +93,64 @@ def validate_row(row: dict) -> None:
 
 
 class _Models:
-  """Builds (or reloads) every model of the grid, once."""
+  """Builds (or reloads) every model of the grid, once.
+
+  Each model lives in `WORKDIR/models/<model_id>/` as saved by
+  robustjax.compress.methods (`variables/` + `compression.json`, written
+  last); training and fine-tuning runs resume from their checkpoints there.
+  """
 
   def __init__(self, config, workdir):
     self.config = config
     self.root = os.path.join(workdir, "models")
     self._cache = {}
+    self._data = None
 
   def _dir(self, spec):
     return os.path.join(self.root, spec.model_id.replace("/", "__"))
 
+  def data(self):
+    if self._data is None:
+      self._data = trainer.load_data(self.config)
+    return self._data
+
   def get(self, spec: grid_lib.ModelSpec, specs) -> Tuple:
-    """Returns (apply_fn, variables, meta) for `spec`."""
-    if spec.model_id in self._cache:
-      return self._cache[spec.model_id]
-    folder = self._dir(spec)
-    meta_path = os.path.join(folder, "meta.json")
-    from robustjax import compress  # pylint: disable=g-import-not-at-top
-    if os.path.exists(meta_path):
-      meta = _read_json(meta_path)
-      model = compress.build_model(self.config, spec.arch, spec.method,
-                                   spec.settings)
-      variables = checkpoint.load_variables(os.path.join(folder, "variables"))
-    else:
-      model, variables, meta = self._build(spec, specs, folder)
-      checkpoint.save_variables(os.path.join(folder, "variables"), variables)
-      io_utils.write_json(meta_path, meta)
-    out = (models_lib.inference_fn(model), variables, meta)
-    self._cache[spec.model_id] = out
-    return out
+    """Returns (apply_fn, variables, metadata) for `spec`."""
+    if spec.model_id not in self._cache:
+      folder = self._dir(spec)
+      if methods.is_done(folder):
+        result = methods.load_compressed(folder)
+      else:
+        result = self._build(spec, specs, folder)
+      self._cache[spec.model_id] = result
+    return self._cache[spec.model_id]
 
   def _build(self, spec, specs, folder):
-    s = self.config.study
-    from robustjax import compress  # pylint: disable=g-import-not-at-top
+    s, st = self.config.study, spec.settings
+    cfg = arch_config(self.config, spec.arch)
     if spec.method == "original":
-      cfg = arch_config(self.config, spec.arch)
       state = trainer.train_and_evaluate(cfg, os.path.join(folder, "train"))
-      model = trainer.build_model(cfg)
-      variables = jax.device_get(state.variables)
-      return model, variables, size_lib.describe(variables, method="original")
+      variables = {"params": state.params, "batch_stats": state.batch_stats}
+      return methods.original(variables, cfg, folder, self.data())
     by_id = {x.model_id: x for x in specs}
-    _, base_vars, _ = self.get(by_id[spec.original_id], specs)
+    base_fn, base_vars, _ = self.get(by_id[spec.original_id], specs)
     if spec.method == "prune":
-      cfg = arch_config(self.config, spec.arch, s.prune.finetune_epochs)
-      return compress.prune(cfg, base_vars, spec.settings,
-                            os.path.join(folder, "finetune"))
+      return methods.prune_and_finetune(
+          base_vars, cfg, st["sparsity"], st["scope"], folder,
+          structure="channel" if st["structured"] else "unstructured",
+          data=self.data(), name=spec.model_id)
     if spec.method == "quantize":
-      cfg = arch_config(self.config, spec.arch)
-      return compress.quantize(cfg, base_vars, spec.settings)
+      return methods.quantize(
+          base_vars, cfg, weight_bits=st["weight_bits"],
+          act_bits=st["activation_bits"], workdir=folder, data=self.data(),
+          name=spec.model_id)
     if spec.method in ("distill", "distill_control"):
-      teacher_spec = by_id[spec.original_id]
-      teacher_cfg = arch_config(self.config, teacher_spec.arch)
-      cfg = arch_config(self.config, spec.arch, s.distill.epochs)
-      return compress.distill(cfg, teacher_cfg, base_vars, spec.settings,
-                              os.path.join(folder, "train"))
+      name, width = grid_lib.parse_arch(spec.arch)
+      return methods.distill(
+          base_fn, base_vars, cfg, folder, student=name, width=width,
+          temperature=s.distill.temperature, alpha=st["alpha"],
+          epochs=s.distill.epochs, data=self.data(), name=spec.model_id)
     raise ValueError(f"Unknown method {spec.method!r}")
-
-
-def _read_json(path):
-  with open(path) as f:
-    return json.load(f)
 
 
 def run_study(config: ml_collections.ConfigDict, workdir: str) -> List[dict]:
@@ -198,7 +199,8 @@ def run_study(config: ml_collections.ConfigDict, workdir: str) -> List[dict]:
               "arch": spec.arch, "method": spec.method,
               "setting": spec.settings, "original_id": spec.original_id,
               "size_bits": meta["size_bits"], "sparsity": meta["sparsity"],
-              "params": meta.get("params")}
+              "params": int(sum(x.size for x in jax.tree.leaves(
+                  variables["params"])))}
     for cell in evaluate_lib.plan(apply_fn, variables, config.evals, test,
                                   targets, config.seed):
       if cell.key not in todo:
