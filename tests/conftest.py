@@ -11,6 +11,8 @@
   ResNet-8's init + train step + eval); the many short runs of the tests
   compile the same programs, so with the cache each one after the first
   costs ~1 s. Results are unchanged (an entry is the same executable).
+* absl flags count as parsed (absltest's `create_tempdir` works under
+  pytest; its folders go into the session folder too).
 * tfds progress bars and INFO logs are turned off.
 """
 
@@ -32,8 +34,10 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(SESSION_DIR, "jax_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ["TEST_TMPDIR"] = os.path.join(SESSION_DIR, "absltest")
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags
 from absl import logging
 import jax
 import tensorflow_datasets as tfds
@@ -44,5 +48,8 @@ jax.config.update("jax_compilation_cache_dir",
 _MIN_SECS = os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]
 jax.config.update("jax_persistent_cache_min_compile_time_secs",
                   float(_MIN_SECS))
+# absltest reads flags (e.g. --test_tmpdir for create_tempdir) that pytest
+# never parses: use their defaults.
+flags.FLAGS.mark_as_parsed()
 tfds.disable_progress_bar()
 logging.set_verbosity(logging.WARNING)

@@ -14,7 +14,7 @@ from robustjax.study import claims as claims_lib
 
 CSV_FIELDS = ("model_id", "arch", "method", "setting", "size_bits",
               "sparsity", "shift", "name", "level", "accuracy", "n",
-              "original_id", "params")
+              "original_id", "weights")
 
 
 def write_csv(rows: Sequence[dict], path: str) -> None:

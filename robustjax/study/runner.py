@@ -199,8 +199,8 @@ def run_study(config: ml_collections.ConfigDict, workdir: str) -> List[dict]:
               "arch": spec.arch, "method": spec.method,
               "setting": spec.settings, "original_id": spec.original_id,
               "size_bits": meta["size_bits"], "sparsity": meta["sparsity"],
-              "params": int(sum(x.size for x in jax.tree.leaves(
-                  variables["params"])))}
+              # Conv/dense kernel entries (zeros included).
+              "weights": meta["size"]["weights"]}
     for cell in evaluate_lib.plan(apply_fn, variables, config.evals, test,
                                   targets, config.seed):
       if cell.key not in todo:
