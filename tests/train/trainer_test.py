@@ -1,0 +1,150 @@
+"""Tests for robustjax.train.trainer on the embedded digits.
+
+A ResNet-8 of width 4 trains for 100 steps (~3 s of compute on a 2-core CPU
+once compiled) and classifies MNIST far above chance. The failure-path tests
+use the `runlocal` smoke config with a constant schedule, shared with
+resume_test.py so the compiled programs are reused (see tests/conftest.py).
+"""
+
+import json
+import os
+
+from absl.testing import absltest
+import jax
+import numpy as np
+
+from configs import digits_resnet
+from robustjax import io_utils
+from robustjax import models
+from robustjax import train
+from robustjax.train import checkpoint
+from robustjax.train import eval_lib
+
+
+def smoke_config(num_train_steps, **optimizer):
+  """The digits smoke run: ResNet-8 width 4, 256 examples, constant lr."""
+  c = digits_resnet.get_config("runlocal,model=resnet8,width=4")
+  c.optimizer.schedule = "constant"
+  c.optimizer.update(optimizer)
+  c.num_train_steps = num_train_steps
+  c.log_every_steps = 2
+  c.eval_every_steps = 1000
+  c.checkpoint_every_steps = 4
+  return c
+
+
+def _restore(workdir, like):
+  ckpt = checkpoint.Checkpointer(workdir)
+  try:
+    return ckpt.latest_step(), ckpt.restore(checkpoint.abstract(like))
+  finally:
+    ckpt.close()
+
+
+class TrainEndToEndTest(absltest.TestCase):
+
+  def test_digits_training_learns(self):
+    config = digits_resnet.get_config("model=resnet8,width=4")
+    config.batch_size = 32
+    config.num_train_steps = 100
+    config.log_every_steps = 25
+    config.eval_every_steps = 50
+    config.checkpoint_every_steps = 50
+    workdir = self.create_tempdir().full_path
+    state = train.train_and_evaluate(config, workdir)
+    self.assertEqual(int(state.step), 100)
+
+    final = json.load(open(os.path.join(workdir, "final_metrics.json")))
+    self.assertEqual(final["step"], 100)
+    self.assertGreater(final["test_accuracy"], 0.5)  # Chance: 10 %.
+    self.assertBetween(final["target/uci_accuracy"], 0.0, 1.0)
+
+    rows = io_utils.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+    train_rows = [r for r in rows if r["split"] == "train"]
+    eval_rows = [r for r in rows if r["split"] == "eval"]
+    self.assertEqual([r["step"] for r in train_rows], [25, 50, 75, 100])
+    self.assertEqual([r["step"] for r in eval_rows], [50, 100])
+    for r in train_rows:
+      for key in ("loss", "accuracy", "images_per_sec", "epoch", "time"):
+        self.assertIn(key, r)
+      self.assertBetween(r["accuracy"], 0.0, 1.0)
+    self.assertLess(train_rows[-1]["loss"], train_rows[0]["loss"])
+    self.assertGreater(train_rows[-1]["accuracy"], 0.5)
+    self.assertAlmostEqual(train_rows[-1]["epoch"], 100 * 32 / 4000)
+    self.assertEqual(eval_rows[-1]["test_accuracy"], final["test_accuracy"])
+    self.assertEqual(eval_rows[-1]["target/uci_accuracy"],
+                     final["target/uci_accuracy"])
+
+    # The record of the run: the resolved config, as JSON.
+    written = json.load(open(os.path.join(workdir, "config.json")))
+    self.assertEqual(written, json.loads(config.to_json_best_effort()))
+    self.assertEqual(written["model"]["width"], 4)
+    self.assertEqual(sorted(os.listdir(os.path.join(workdir, "checkpoints"))),
+                     ["100", "50"])
+
+    # The returned state is the evaluated model.
+    model = train.build_model(config)
+    _, evals = train.load_data(config)
+    self.assertEqual(
+        eval_lib.accuracy(models.inference_fn(model), state.variables,
+                          evals["test"], 250),
+        final["test_accuracy"])
+    step, restored = _restore(workdir, state)
+    self.assertEqual(step, 100)
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
+      np.testing.assert_array_equal(a, b)
+
+
+class TrainFailuresTest(absltest.TestCase):
+
+  def test_nan_loss_stops_and_keeps_the_checkpoint(self):
+    workdir = self.create_tempdir().full_path
+    good = train.train_and_evaluate(smoke_config(4), workdir)
+    with self.assertRaises(FloatingPointError) as cm:
+      train.train_and_evaluate(smoke_config(12, learning_rate=1e30), workdir)
+    message = str(cm.exception)
+    self.assertIn("NaN/Inf", message)
+    self.assertIn("last good checkpoint (step 4) is intact", message)
+    self.assertIn(os.path.join(workdir, "checkpoints"), message)
+    self.assertIn("config.optimizer.learning_rate", message)
+    step, restored = _restore(workdir, good)
+    self.assertEqual(step, 4)
+    for a, b in zip(jax.tree.leaves(restored.params),
+                    jax.tree.leaves(good.params)):
+      self.assertTrue(np.all(np.isfinite(a)))
+      np.testing.assert_array_equal(a, b)
+
+  def test_non_finite_update_is_never_saved(self):
+    # learning_rate=inf: the loss of step 1 is finite (computed before the
+    # update) but the updated parameters are not.
+    workdir = self.create_tempdir().full_path
+    with self.assertRaisesRegex(FloatingPointError,
+                                "no checkpoint had been written yet"):
+      train.train_and_evaluate(smoke_config(1, learning_rate=float("inf")),
+                               workdir)
+    self.assertEqual(os.listdir(os.path.join(workdir, "checkpoints")), [])
+    self.assertFalse(os.path.exists(os.path.join(workdir,
+                                                 "final_metrics.json")))
+
+  def test_incompatible_checkpoint(self):
+    workdir = self.create_tempdir().full_path
+    train.train_and_evaluate(smoke_config(2), workdir)
+    wider = smoke_config(4)
+    wider.model.width = 8
+    with self.assertRaisesRegex(
+        ValueError, "The checkpoint in .*checkpoints does not match this "
+        "config's model/state .*different architecture, width.*fresh "
+        "--workdir"):
+      train.train_and_evaluate(wider, workdir)
+    self.assertEqual(os.listdir(os.path.join(workdir, "checkpoints")), ["2"])
+
+  def test_batch_larger_than_the_split(self):
+    config = smoke_config(2)
+    config.batch_size = 512  # runlocal keeps 256 training examples.
+    with self.assertRaisesRegex(ValueError, "batch_size 512 is larger than "
+                                "the training split digits/mnist/train"):
+      train.train_and_evaluate(config, self.create_tempdir().full_path)
+
+
+if __name__ == "__main__":
+  absltest.main()
