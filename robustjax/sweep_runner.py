@@ -1,0 +1,263 @@
+"""Local runner for a config's `sweep(add)` definition (big_vision style).
+
+A config file may define, next to `get_config`,
+
+  def sweep(add):
+    for sparsity in (0.0, 0.5, 0.9):
+      add(**{"seed": 0, "pruning.sparsity": sparsity})
+
+  def metrics():          # optional: headline numbers for the summary
+    return ["test_accuracy"]
+
+Each `add(**overrides)` is one *point*: the base config (from `get_config`)
+with dotted-path overrides (unknown keys are rejected). `add(name=...)` names
+a point; otherwise the name is built from the overrides, e.g.
+`seed=0,sparsity=0.5`. `run_sweep` trains every point in `workdir/<name>/`
+with the normal trainer and records its progress in `workdir/sweep.jsonl`
+(one JSON line per event: `point`, `status` running | done | failed,
+`metrics`, `overrides`, `config_hash`, `mode`, `seconds`, `error`). Running
+the same command again skips points whose last status is `done` and resumes
+the others (a point's own checkpoints make an interrupted point resume
+mid-run).
+
+In vmapped mode, points whose configs differ only in `seed` and
+`pruning.sparsity` are trained together as one vmapped program
+(`robustjax.train.vmapped`, at most `max_models` per program); each member
+still ends up in its own `workdir/<name>/`, exactly as if trained alone.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+import traceback
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from absl import logging
+import ml_collections
+
+from robustjax import io_utils
+from robustjax import parallel
+from robustjax.train import trainer
+from robustjax.train import vmapped
+
+SWEEP_FILE = "sweep.jsonl"
+VMAPPED_DIR = "_vmapped"  # Checkpoints of vmapped groups.
+
+
+@dataclasses.dataclass
+class Point:
+  """One point of a sweep: its name, overrides and resolved config."""
+  name: str
+  overrides: Dict[str, Any]
+  config: ml_collections.ConfigDict
+
+  @property
+  def config_hash(self) -> str:
+    text = self.config.to_json(sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class SweepError(RuntimeError):
+  """Raised after a sweep in which some points failed (others finished)."""
+
+
+def apply_overrides(config: ml_collections.ConfigDict,
+                    overrides: Dict[str, Any]) -> ml_collections.ConfigDict:
+  """A copy of `config` with dotted-path overrides, e.g. `{"a.b": 1}`.
+
+  Raises:
+    KeyError: if a path does not name an existing field.
+  """
+  config = ml_collections.ConfigDict(config.to_dict())
+  for path, value in overrides.items():
+    node, parts = config, path.split(".")
+    for i, part in enumerate(parts):
+      if part not in node:
+        where = ".".join(parts[:i]) or "the config"
+        raise KeyError(
+            f"Sweep override {path!r}: {where} has no field {part!r} (it has "
+            f"{', '.join(sorted(node.keys()))}).")
+      if i < len(parts) - 1:
+        node = node[part]
+    node[parts[-1]] = tuple(value) if isinstance(value, list) else value
+  return config
+
+
+def _default_name(overrides: Dict[str, Any]) -> str:
+  if not overrides:
+    return "base"
+  return ",".join(f"{k.split('.')[-1]}={v}" for k, v in overrides.items())
+
+
+def _check_name(name: str) -> str:
+  if not name or name.startswith(("_", ".")) or "/" in name or any(
+      c.isspace() for c in name):
+    raise ValueError(f"Invalid sweep point name {name!r}: it becomes a "
+                     "folder; no '/', spaces or leading '_' / '.'.")
+  return name
+
+
+def collect_points(sweep_fn: Callable[[Callable[..., None]], None],
+                   base_config: ml_collections.ConfigDict) -> List[Point]:
+  """Calls `sweep_fn(add)` and returns its points in order.
+
+  Args:
+    sweep_fn: the config module's `sweep(add)`.
+    base_config: the config every point starts from.
+
+  Returns:
+    The points, with unique names.
+
+  Raises:
+    ValueError: on duplicate names; KeyError on unknown override fields.
+  """
+  points: List[Point] = []
+
+  def add(name: Optional[str] = None, **overrides):
+    name = _check_name(name or _default_name(overrides))
+    if any(p.name == name for p in points):
+      raise ValueError(f"Two sweep points are named {name!r}; pass distinct "
+                       "`name=` arguments to add().")
+    points.append(Point(name, dict(overrides),
+                        apply_overrides(base_config, overrides)))
+
+  sweep_fn(add)
+  if not points:
+    raise ValueError("The sweep function added no points.")
+  return points
+
+
+def read_status(workdir: str) -> Dict[str, dict]:
+  """The last `sweep.jsonl` row of every point (empty for a fresh sweep)."""
+  status = {}
+  for row in io_utils.read_jsonl(os.path.join(workdir, SWEEP_FILE)):
+    if "point" in row:
+      status[row["point"]] = row
+  return status
+
+
+def plan_groups(points: Sequence[Point], vmap: bool,
+                max_models: int) -> List[List[Point]]:
+  """Splits points into programs: vmappable groups (in order) or singles."""
+  if not vmap:
+    return [[p] for p in points]
+  by_key: Dict[str, List[Point]] = {}
+  for p in points:
+    by_key.setdefault(vmapped.group_key(p.config), []).append(p)
+  groups = []
+  for members in by_key.values():
+    for i in range(0, len(members), max(1, max_models)):
+      groups.append(members[i:i + max_models])
+  return groups
+
+
+def _record(workdir: str, point: Point, status: str, **fields) -> dict:
+  row = {"point": point.name, "status": status, "time": time.time(),
+         "overrides": point.overrides, "config_hash": point.config_hash,
+         **fields}
+  if parallel.is_main_process():
+    io_utils.append_jsonl(os.path.join(workdir, SWEEP_FILE), [row])
+  return row
+
+
+def _group_dir(workdir: str, members: Sequence[Point]) -> str:
+  text = "\n".join(f"{p.name}:{p.config_hash}" for p in members)
+  return os.path.join(workdir, VMAPPED_DIR,
+                      hashlib.sha256(text.encode()).hexdigest()[:12])
+
+
+def run_sweep(base_config: ml_collections.ConfigDict, workdir: str,
+              sweep_fn: Callable[[Callable[..., None]], None], *,
+              vmap: bool = False, max_models: int = 8,
+              headline: Sequence[str] = ()) -> Dict[str, dict]:
+  """Runs (or resumes) every point of a sweep.
+
+  Args:
+    base_config: the config the sweep's overrides apply to.
+    workdir: the sweep folder; point `p` trains in `workdir/p/`.
+    sweep_fn: `sweep(add)` from the config file.
+    vmap: train points that differ only in seed / sparsity as one vmapped
+      program (see `robustjax.train.vmapped`).
+    max_models: at most this many models per vmapped program.
+    headline: metric names to log in the end-of-sweep summary.
+
+  Returns:
+    {point name: its last status row} for every point of the sweep.
+
+  Raises:
+    ValueError: if a finished point was trained from a different config
+      (the sweep definition changed under an existing workdir).
+    SweepError: if some points failed; the others are still run and
+      recorded, and rerunning retries only the unfinished ones.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  points = collect_points(sweep_fn, base_config)
+  status = read_status(workdir)
+  todo = []
+  for p in points:
+    row = status.get(p.name)
+    if row and row.get("status") == "done":
+      if row.get("config_hash") != p.config_hash:
+        raise ValueError(
+            f"Point {p.name!r} in {workdir} finished with a different config "
+            f"(hash {row.get('config_hash')} != {p.config_hash}): the sweep "
+            "or base config changed. Use a fresh --workdir, or delete that "
+            f"point's folder and its lines in {SWEEP_FILE}.")
+      continue
+    todo.append(p)
+  logging.info("Sweep of %d points in %s: %d finished, %d to run%s.",
+               len(points), workdir, len(points) - len(todo), len(todo),
+               " (vmapped)" if vmap else "")
+
+  for group in plan_groups(todo, vmap, max_models):
+    t0 = time.time()
+    names = [p.name for p in group]
+    for p in group:
+      status[p.name] = _record(workdir, p, "running",
+                               mode="vmapped" if len(group) > 1 else "single",
+                               group=names if len(group) > 1 else None)
+    try:
+      dirs = [os.path.join(workdir, p.name) for p in group]
+      if len(group) == 1:
+        p = group[0]
+        trainer.train_and_evaluate(p.config, dirs[0],
+                                   vmapped.hooks_for(p.config))
+        with open(os.path.join(dirs[0], "final_metrics.json")) as f:
+          finals = [json.load(f)]
+      else:
+        logging.info("Training %d points as one vmapped program: %s",
+                     len(group), ", ".join(names))
+        _, finals = vmapped.train_and_evaluate_vmapped(
+            [p.config for p in group], _group_dir(workdir, group), dirs)
+    except Exception as e:  # pylint: disable=broad-except
+      logging.error("Sweep point(s) %s failed:\n%s", ", ".join(names),
+                    traceback.format_exc())
+      for p in group:
+        status[p.name] = _record(workdir, p, "failed",
+                                 error=f"{type(e).__name__}: {e}"[:2000],
+                                 seconds=time.time() - t0)
+      continue
+    for p, final in zip(group, finals):
+      status[p.name] = _record(workdir, p, "done", metrics=final,
+                               seconds=time.time() - t0,
+                               mode="vmapped" if len(group) > 1 else "single")
+
+  _log_summary(points, status, headline)
+  failed = [p.name for p in points if status[p.name]["status"] != "done"]
+  if failed:
+    raise SweepError(f"{len(failed)} of {len(points)} sweep points did not "
+                     f"finish: {', '.join(failed)}. See the errors in "
+                     f"{os.path.join(workdir, SWEEP_FILE)}; rerun the same "
+                     "command to retry them.")
+  return {p.name: status[p.name] for p in points}
+
+
+def _log_summary(points, status, headline):
+  for p in points:
+    row = status.get(p.name, {})
+    metrics = row.get("metrics") or {}
+    shown = headline or sorted(k for k in metrics if k != "step")
+    logging.info("  %-32s %-8s %s", p.name, row.get("status"), "  ".join(
+        f"{k} {metrics[k]:.4f}" for k in shown if k in metrics))
