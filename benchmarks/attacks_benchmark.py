@@ -1,0 +1,418 @@
+"""Speed of robustjax attacks vs torchattacks 3.5.1 on CIFAR-style ResNet-20.
+
+Run by hand on an otherwise idle machine (results: attacks_results.md):
+
+  . /tmp/venvs/core/bin/activate
+  PYTHONPATH=. python benchmarks/attacks_benchmark.py \
+      --torch_python=/tmp/venvs/torch/bin/python
+
+What is measured, all in this one process tree on the same machine:
+
+* Attack throughput, batch 256 of 32x32x3 images: PGD-10 L-inf (eps 8/255,
+  step 2/255, random start) and FGSM. Ours: the jitted `attack.perturb`,
+  compile time measured separately (`lower().compile()`) and excluded from
+  images/s; unrolled vs `lax.fori_loop`, and the same 256 images attacked in
+  chunks of a smaller jitted batch. torchattacks: the same ResNet-20 in
+  PyTorch (eval mode, identical weights, logits checked), run in a subprocess
+  of the torch venv (`--torch_python`), also whole-batch and chunked.
+* An eps sweep (5 radii, PGD-10): `robust_accuracy`, one compiled program
+  vmapped over the grid, vs a Python loop of per-eps programs each compiled
+  for its own constant eps; compile time included in both.
+
+Throughput is the best of `--repeats` timed runs (robust to brief
+interference from other processes); the 1-minute load average is recorded
+before and after every section, and the script waits (up to
+`--wait_idle_s`) for the load to drop below `--max_load` before starting.
+
+The same file is the torch worker (`--torch_worker`), so it imports jax and
+torch lazily: the torch venv has no jax and the core venv no torch.
+"""
+
+import argparse
+import functools
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+EPS = 8 / 255
+STEP = 2 / 255
+SWEEP_EPS = (0.0, 2 / 255, 4 / 255, 8 / 255, 16 / 255)
+
+
+def _timed(fn, repeats):
+  """Runs `fn` `repeats` times; returns (best, median) seconds."""
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return min(times), statistics.median(times)
+
+
+def _load():
+  return round(os.getloadavg()[0], 2)
+
+
+# ----------------------------------------------------------------------------
+# PyTorch side (runs in the torch venv).
+
+
+def _torch_worker(args):
+  """Times torchattacks FGSM / PGD on a ResNet-20 with the given weights."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+  import torchattacks  # pylint: disable=g-import-not-at-top
+  from torch import nn  # pylint: disable=g-import-not-at-top
+  import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
+
+  class Block(nn.Module):
+
+    def __init__(self, cin, cout, stride):
+      super().__init__()
+      self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+      self.bn1 = nn.BatchNorm2d(cout)
+      self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+      self.bn2 = nn.BatchNorm2d(cout)
+      self.proj = None
+      if stride != 1 or cin != cout:
+        self.proj_conv = nn.Conv2d(cin, cout, 1, stride, bias=False)
+        self.proj_bn = nn.BatchNorm2d(cout)
+        self.proj = True
+
+    def forward(self, x):
+      y = F.relu(self.bn1(self.conv1(x)))
+      y = self.bn2(self.conv2(y))
+      r = x if self.proj is None else self.proj_bn(self.proj_conv(x))
+      return F.relu(y + r)
+
+  class ResNet20(nn.Module):
+    """CIFAR ResNet-20, option-B shortcuts, like robustjax's `resnet20`."""
+
+    def __init__(self):
+      super().__init__()
+      self.register_buffer("mean", torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1))
+      self.register_buffer("std", torch.tensor(CIFAR_STD).view(1, 3, 1, 1))
+      self.conv_init = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+      self.bn_init = nn.BatchNorm2d(16)
+      blocks, cin = {}, 16
+      for i, width in enumerate((16, 32, 64)):
+        for j in range(3):
+          blocks[f"stage{i + 1}_block{j + 1}"] = Block(
+              cin, width, 2 if i > 0 and j == 0 else 1)
+          cin = width
+      self.blocks = nn.ModuleDict(blocks)
+      self.head = nn.Linear(64, 10)
+
+    def forward(self, x):
+      x = F.relu(self.bn_init(self.conv_init((x - self.mean) / self.std)))
+      for block in self.blocks.values():
+        x = block(x)
+      return self.head(x.mean((2, 3)))
+
+  data = np.load(os.path.join(args.workdir, "data.npz"))
+  model = ResNet20()
+  state = {}
+  for name in model.state_dict():
+    key = name.replace("blocks.", "")
+    if key.endswith("num_batches_tracked") or key in ("mean", "std"):
+      continue
+    state[name] = torch.from_numpy(data[key])
+  missing = model.load_state_dict(state, strict=False).missing_keys
+  missing = [k for k in missing if not k.endswith("num_batches_tracked")
+             and k not in ("mean", "std")]
+  assert not missing, f"weights missing for {missing}"
+  model.eval()
+  for p in model.parameters():
+    p.requires_grad_(False)  # Input gradients only, as ours.
+  torch.manual_seed(0)
+  images = torch.from_numpy(data["images"]).permute(0, 3, 1, 2).contiguous()
+  labels = torch.from_numpy(data["labels"]).long()
+  with torch.no_grad():
+    logits = model(images[:16]).numpy().tolist()
+
+  def run(attack, chunk):
+    def fn():
+      for s in range(0, len(images), chunk):
+        attack(images[s:s + chunk], labels[s:s + chunk])
+    fn()  # Warm-up.
+    return fn
+
+  result = dict(torch=torch.__version__, torchattacks=torchattacks.__version__,
+                threads=torch.get_num_threads(), logits=logits, rows=[])
+  n = len(images)
+  attacks = dict(
+      fgsm=torchattacks.FGSM(model, eps=EPS),
+      pgd10=torchattacks.PGD(model, eps=EPS, alpha=STEP, steps=10,
+                             random_start=True))
+  for name, chunk in (("fgsm", n), ("pgd10", n)) + tuple(
+      ("pgd10", c) for c in args.chunk_sizes if c < n):
+    load = _load()
+    best, median = _timed(run(attacks[name], chunk), args.repeats)
+    result["rows"].append(dict(attack=name, chunk=chunk, best_s=best,
+                               median_s=median, img_s=n / best,
+                               load_before=load, load_after=_load()))
+  print("RESULT " + json.dumps(result))
+
+
+# ----------------------------------------------------------------------------
+# JAX side.
+
+
+def _export_for_torch(variables, images, labels, path):
+  """Writes weights (PyTorch layouts, torch parameter names) and data."""
+  import flax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  flat = {}
+  for collection, tree in variables.items():
+    for keys, value in flax.traverse_util.flatten_dict(tree).items():
+      module, leaf = ".".join(keys[:-1]), keys[-1]
+      value = np.asarray(value)
+      if leaf == "kernel" and value.ndim == 4:
+        flat[f"{module}.weight"] = value.transpose(3, 2, 0, 1)  # HWIO->OIHW
+      elif leaf == "kernel":
+        flat[f"{module}.weight"] = value.T
+      elif collection == "batch_stats":
+        name = {"mean": "running_mean", "var": "running_var"}[leaf]
+        flat[f"{module}.{name}"] = value
+      else:  # BatchNorm scale / bias, dense bias.
+        name = "weight" if leaf == "scale" else leaf
+        flat[f"{module}.{name}"] = value
+  np.savez(path, images=np.asarray(images), labels=np.asarray(labels), **flat)
+
+
+def _run_torch(args, workdir):
+  cmd = [args.torch_python, os.path.abspath(__file__), "--torch_worker",
+         f"--workdir={workdir}", f"--repeats={args.repeats}",
+         "--chunk_sizes=" + ",".join(map(str, args.chunk_sizes))]
+  out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+  line = [l for l in out.splitlines() if l.startswith("RESULT ")][-1]
+  return json.loads(line[len("RESULT "):])
+
+
+def _wait_for_idle(args):
+  deadline = time.time() + args.wait_idle_s
+  while _load() > args.max_load and time.time() < deadline:
+    time.sleep(10)
+  if _load() > args.max_load:
+    print(f"WARNING: load average {_load()} > {args.max_load}; numbers from "
+          "a busy machine are not comparable. Re-run when idle.", flush=True)
+
+
+def _jax_main(args):
+  """Runs every measurement and prints a markdown report."""
+  # pylint: disable=g-import-not-at-top
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from robustjax import models
+  from robustjax.robustness import attacks
+  # pylint: enable=g-import-not-at-top
+
+  _wait_for_idle(args)
+  n = args.batch_size
+  model = models.get_model("resnet20", num_classes=10, mean=CIFAR_MEAN,
+                           std=CIFAR_STD)
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.uniform(size=(n, 32, 32, 3)), jnp.float32)
+  variables = model.init(jax.random.key(0), images[:2])
+  # Calibrate BatchNorm's running statistics on the batch (momentum 0.9), so
+  # inference-mode activations are realistic and the logit check is telling.
+  calibrate = jax.jit(lambda v, x: model.apply(
+      v, x, train=True, mutable=["batch_stats"])[1])
+  for _ in range(30):
+    variables = dict(variables, **calibrate(variables, images))
+  apply_fn = models.inference_fn(model)
+  labels = jnp.argmax(apply_fn(variables, images), -1).astype(jnp.int32)
+  key = jax.random.key(0)
+
+  rows = []
+  report = dict(machine=dict(
+      cpu=_cpu_name(), cores=os.cpu_count(), python=platform.python_version(),
+      jax=jax.__version__, backend=jax.default_backend()), rows=rows)
+
+  torch_runs = []
+  workdir = tempfile.mkdtemp(prefix="attacks_benchmark_")
+  if args.torch_python:
+    _export_for_torch(variables, images, labels,
+                      os.path.join(workdir, "data.npz"))
+    torch_runs.append(_run_torch(args, workdir))
+    ours = np.asarray(apply_fn(variables, images[:16]))
+    diff = float(np.max(np.abs(ours - np.asarray(torch_runs[0]["logits"]))))
+    report["max_logit_diff_vs_torch"] = diff
+    print(f"torch run 1 done; max |logit diff| = {diff:.2e}", flush=True)
+
+  def measure(label, attack, chunk):
+    perturb = jax.jit(functools.partial(attack.perturb, apply_fn))
+    x, y = images[:chunk], labels[:chunk]
+    load = _load()
+    start = time.perf_counter()
+    compiled = perturb.lower(variables, x, y, key, EPS).compile()
+    compile_s = time.perf_counter() - start
+
+    def fn():
+      outs = [compiled(variables, images[s:s + chunk], labels[s:s + chunk],
+                       key, EPS) for s in range(0, n, chunk)]
+      jax.block_until_ready(outs)
+    fn()  # Warm-up.
+    best, median = _timed(fn, args.repeats)
+    rows.append(dict(impl="robustjax", attack=label, chunk=chunk,
+                     compile_s=compile_s, best_s=best, median_s=median,
+                     img_s=n / best, load_before=load, load_after=_load()))
+    print(rows[-1], flush=True)
+
+  measure("fgsm", attacks.fgsm(), n)
+  pgd_args = dict(steps=10, step_size=STEP, random_start=True)
+  measure("pgd10 unrolled", attacks.pgd(unroll=True, **pgd_args), n)
+  for chunk in args.chunk_sizes:
+    if chunk < n:
+      measure("pgd10 unrolled", attacks.pgd(unroll=True, **pgd_args), chunk)
+  if not args.skip_fori:
+    measure("pgd10 fori_loop", attacks.pgd(unroll=False, **pgd_args), n)
+
+  if args.torch_python:
+    torch_runs.append(_run_torch(args, workdir))
+    print("torch run 2 done", flush=True)
+  report["torch"] = torch_runs
+  report["sweep"] = _sweep(args, apply_fn, variables, images, labels, key)
+  print(_markdown(report), flush=True)
+  if args.output:
+    with open(args.output, "w") as f:
+      json.dump(report, f, indent=1)
+
+
+def _sweep(args, apply_fn, variables, images, labels, key):
+  """Eps sweep: one vmapped program vs per-eps compiled programs."""
+  # pylint: disable=g-import-not-at-top
+  import jax
+  import jax.numpy as jnp
+  from robustjax.robustness import attacks
+  # pylint: enable=g-import-not-at-top
+  attack = attacks.pgd(steps=10, unroll=True)  # Relative step 2.5 eps / 10.
+  chunk = args.sweep_chunk or None
+  results = []
+
+  def record(label, fn):
+    load = _load()
+    start = time.perf_counter()
+    accuracy = jax.block_until_ready(fn())
+    seconds = time.perf_counter() - start
+    results.append(dict(label=label, seconds=seconds,
+                        img_s=len(SWEEP_EPS) * len(images) / seconds,
+                        accuracy=[round(float(a), 4) for a in accuracy],
+                        load_before=load, load_after=_load()))
+    print(results[-1], flush=True)
+
+  # A fresh apply_fn object for each variant, so nothing is cached yet.
+  fresh = lambda: functools.partial(apply_fn)
+  record("robust_accuracy, vmap over 5 eps, 1 compile",
+         lambda: attacks.robust_accuracy(fresh(), variables, images, labels,
+                                         key, SWEEP_EPS, attack, chunk))
+
+  def loop_constant_eps():
+    accuracy = []
+    fn = fresh()
+    for eps in SWEEP_EPS:
+      count = jax.jit(lambda v, x, y, k, eps=eps: jnp.mean(jnp.argmax(
+          fn(v, attack.perturb(fn, v, x, y, k, eps)), -1) == y))
+      accuracy.append(_chunked_mean(count, variables, images, labels, key,
+                                    chunk))
+    return jnp.stack(accuracy)
+  record("python loop, 5 programs (eps constant)", loop_constant_eps)
+
+  def loop_traced_eps():
+    fn = fresh()
+    return jnp.concatenate([attacks.robust_accuracy(
+        fn, variables, images, labels, key, [eps], attack, chunk)
+                            for eps in SWEEP_EPS])
+  record("python loop, 1 program (eps traced)", loop_traced_eps)
+  return results
+
+
+def _chunked_mean(count, variables, images, labels, key, chunk):
+  import jax  # pylint: disable=g-import-not-at-top
+  chunk = chunk or len(images)
+  keys = jax.vmap(jax.random.fold_in, (None, 0))(key, jax.numpy.arange(
+      len(images)))
+  means = [count(variables, images[s:s + chunk], labels[s:s + chunk],
+                 keys[s:s + chunk]) * len(images[s:s + chunk])
+           for s in range(0, len(images), chunk)]
+  return sum(means) / len(images)
+
+
+def _cpu_name():
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor()
+
+
+def _markdown(report):
+  """Formats the report as markdown tables."""
+  lines = ["| impl | attack | jitted batch | compile s | best img/s | "
+           "median img/s | load before/after |", "|---|---|---|---|---|---|---|"]
+  n = None
+  for r in report["rows"]:
+    n = n or r["img_s"] * r["best_s"]
+    lines.append(
+        f"| robustjax | {r['attack']} | {r['chunk']} | {r['compile_s']:.1f} | "
+        f"{r['img_s']:.1f} | {n / r['median_s']:.1f} | "
+        f"{r['load_before']}/{r['load_after']} |")
+  for i, run in enumerate(report.get("torch", [])):
+    for r in run["rows"]:
+      lines.append(
+          f"| torchattacks (run {i + 1}) | {r['attack']} | {r['chunk']} | - | "
+          f"{r['img_s']:.1f} | {n / r['median_s']:.1f} | "
+          f"{r['load_before']}/{r['load_after']} |")
+  lines += ["", "| eps sweep (PGD-10, 5 eps, compile included) | seconds | "
+            "img x eps / s | accuracy per eps | load before/after |",
+            "|---|---|---|---|---|"]
+  for r in report["sweep"]:
+    lines.append(f"| {r['label']} | {r['seconds']:.1f} | {r['img_s']:.1f} | "
+                 f"{r['accuracy']} | {r['load_before']}/{r['load_after']} |")
+  lines += ["", "machine: " + json.dumps(report["machine"])]
+  if "max_logit_diff_vs_torch" in report:
+    lines.append(f"max |logit diff| JAX vs PyTorch ResNet-20: "
+                 f"{report['max_logit_diff_vs_torch']:.2e}")
+  return "\n".join(lines)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--torch_python", default="",
+                      help="python of a venv with torch + torchattacks; "
+                      "empty: skip the PyTorch comparison.")
+  parser.add_argument("--batch_size", type=int, default=256)
+  parser.add_argument("--chunk_sizes", type=lambda s: [int(c) for c in
+                                                       s.split(",") if c],
+                      default=[64], help="also attack the batch in chunks "
+                      "of these sizes (both frameworks).")
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--sweep_chunk", type=int, default=0,
+                      help="chunk_size of the eps sweep; 0: whole batch.")
+  parser.add_argument("--skip_fori", action="store_true")
+  parser.add_argument("--max_load", type=float, default=0.5)
+  parser.add_argument("--wait_idle_s", type=float, default=300)
+  parser.add_argument("--output", default="", help="also write JSON here.")
+  parser.add_argument("--torch_worker", action="store_true",
+                      help=argparse.SUPPRESS)
+  parser.add_argument("--workdir", default="", help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.torch_worker:
+    _torch_worker(args)
+  else:
+    _jax_main(args)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
