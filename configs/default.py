@@ -56,8 +56,9 @@ def get_config(arg=None):
   if arg.runlocal:
     common.runlocal_overrides(c)
     c.study.archs = ("resnet8:4", "resnet8:8")
-    c.study.prune.sparsities = (0.5, 0.9)
+    c.study.prune.sparsities = (0.9,)
     c.study.prune.finetune_epochs = 0.25
+    c.study.quantize.weight_bits = (8,)
     c.study.distill.teacher = "resnet8:8"
     c.study.distill.students = ("resnet8:4",)
     c.study.distill.epochs = 0.5

@@ -1,0 +1,158 @@
+"""The study end to end on `configs/default.py:runlocal`, and its resume."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl.testing import absltest
+
+from configs import default
+from robustjax import io_utils
+from robustjax.study import grid
+from robustjax.study import runner
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+
+
+def _key(r):
+  return (r["model_id"], r["shift"], r["name"], r["level"])
+
+
+def _by_key(rows):
+  return {_key(r): r["accuracy"] for r in rows}
+
+
+class StudyTest(absltest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.root = tempfile.mkdtemp()
+    cls.config = default.get_config("runlocal")
+    cls.workdir = os.path.join(cls.root, "full")
+    t = time.time()
+    cls.rows = runner.run_study(cls.config, cls.workdir)
+    cls.seconds = time.time() - t
+
+  @classmethod
+  def tearDownClass(cls):
+    shutil.rmtree(cls.root, ignore_errors=True)
+    super().tearDownClass()
+
+  def test_grid_is_complete_and_rows_validate(self):
+    specs = grid.model_specs(self.config.study)
+    e = self.config.evals
+    per_model = (1 + len(self.config.dataset.targets) +
+                 len(e.corruptions.names) * len(e.corruptions.severities) +
+                 len(e.attacks.names) * len(e.attacks.eps))
+    self.assertLen(self.rows, len(specs) * per_model)
+    methods = {r["method"] for r in self.rows}
+    self.assertEqual(methods, {"original", "prune", "quantize", "distill",
+                               "distill_control"})
+    for r in self.rows:
+      runner.validate_row(r)
+    on_disk = io_utils.read_jsonl(os.path.join(self.workdir,
+                                               runner.RESULTS))
+    self.assertEqual(_by_key(on_disk), _by_key(self.rows))
+
+  def test_eps_zero_equals_clean_for_every_model(self):
+    clean = {r["model_id"]: r["accuracy"] for r in self.rows
+             if r["shift"] == "clean"}
+    attack_n = self.config.evals.attacks.max_examples
+    test_n = next(r["n"] for r in self.rows if r["shift"] == "clean")
+    for r in self.rows:
+      if r["shift"] == "adversarial" and r["level"] == 0.0 and \
+          attack_n >= test_n:
+        self.assertEqual(r["accuracy"], clean[r["model_id"]])
+
+  def test_outputs(self):
+    for name in ("results.csv", "report.md", "config.json"):
+      self.assertTrue(os.path.exists(os.path.join(self.workdir, name)), name)
+    report = open(os.path.join(self.workdir, "report.md")).read()
+    self.assertIn("## Claims", report)
+    for claim in ("(a)", "(b)", "(c)", "(d)"):
+      self.assertIn(f"### {claim}", report)
+    plots = os.listdir(os.path.join(self.workdir, "plots"))
+    self.assertGreaterEqual(len([p for p in plots if p.endswith(".png")]), 3)
+    with open(os.path.join(self.workdir, "results.csv")) as f:
+      self.assertLen(f.readlines(), len(self.rows) + 1)
+
+  def test_resume_skips_finished_cells_and_reproduces_results(self):
+    workdir = os.path.join(self.root, "resume")
+    shutil.copytree(self.workdir, workdir)
+    path = os.path.join(workdir, runner.RESULTS)
+    lines = open(path).read().splitlines(keepends=True)
+    kept = lines[:len(lines) // 2]
+    # Half the rows, a torn last line, and one model to be rebuilt.
+    with open(path, "w") as f:
+      f.writelines(kept)
+      f.write('{"model_id": "torn')
+    victim = sorted(os.listdir(os.path.join(workdir, "models")))[-1]
+    shutil.rmtree(os.path.join(workdir, "models", victim))
+    calls = []
+    original_plan = runner.evaluate_lib.plan
+
+    def counting_plan(*args, **kwargs):
+      cells = original_plan(*args, **kwargs)
+      for c in cells:
+        run = c.run
+        c.run = lambda run=run, key=c.key: calls.append(key) or run()
+      return cells
+    runner.evaluate_lib.plan = counting_plan
+    try:
+      rows = runner.run_study(self.config, workdir)
+    finally:
+      runner.evaluate_lib.plan = original_plan
+    self.assertLen(calls, self._cells(self.rows) - self._complete(kept))
+    self.assertEqual(_by_key(rows), _by_key(self.rows))
+
+  def _groups(self, rows):
+    groups = {}
+    for r in rows:
+      groups.setdefault((r["model_id"], r["shift"], r["name"]), []).append(r)
+    return groups
+
+  def _cells(self, rows):
+    return len(self._groups(rows))
+
+  def _complete(self, kept):
+    """Cells whose rows are all in `kept` (the others are recomputed)."""
+    levels = {"clean": 1, "domain": 1,
+              "corruption": len(self.config.evals.corruptions.severities),
+              "adversarial": len(self.config.evals.attacks.eps)}
+    groups = self._groups([json.loads(x) for x in kept])
+    return sum(len(v) == levels[k[1]] for k, v in groups.items())
+
+  def test_sigkill_then_rerun_finishes_with_same_results(self):
+    workdir = os.path.join(self.root, "killed")
+    cmd = [sys.executable, os.path.join(REPO, "launch", "study.py"),
+           "--config=" + os.path.join(REPO, "configs", "default.py") +
+           ":runlocal", "--workdir=" + workdir]
+    path = os.path.join(workdir, runner.RESULTS)
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+      if len(io_utils.read_jsonl(path)) >= len(self.rows) // 3:
+        break
+      time.sleep(0.2)
+    self.assertIsNone(proc.poll(), "the study ended before it was killed")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    self.assertLess(len(io_utils.read_jsonl(path)), len(self.rows))
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
+                          timeout=900)
+    self.assertEqual(done.returncode, 0, done.stderr[-3000:])
+    self.assertIn("already done", done.stderr)
+    rows = runner.load_results(workdir)
+    self.assertEqual(_by_key(rows), _by_key(self.rows))
+
+
+if __name__ == "__main__":
+  absltest.main()
