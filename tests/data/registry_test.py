@@ -106,7 +106,8 @@ class DigitsTest(parameterized.TestCase):
     self.assertGreater(ring_corr[0], 0.6)
     self.assertGreater(bar_corr[1], 0.6)
     # The hole of the zero is darker than its ring.
-    self.assertLess(means[0][radius < 3].mean(), 0.5 * means[0][ring > 0].mean())
+    self.assertLess(means[0][radius < 3].mean(),
+                    0.5 * means[0][ring > 0].mean())
     # Classes differ: no two class means are near-identical.
     dist = np.linalg.norm((means[:, None] - means[None]).reshape(10, 10, -1),
                           axis=-1)

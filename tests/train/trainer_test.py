@@ -87,7 +87,7 @@ class TrainEndToEndTest(absltest.TestCase):
     _, evals = train.load_data(config)
     self.assertEqual(
         eval_lib.accuracy(models.inference_fn(model), state.variables,
-                          evals["test"], 250),
+                          evals["test"], config.eval_batch_size),
         final["test_accuracy"])
     step, restored = _restore(workdir, state)
     self.assertEqual(step, 100)
