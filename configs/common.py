@@ -11,6 +11,8 @@ from typing import Any
 
 import ml_collections
 
+from robustjax.robustness import evaluate
+
 
 def _typed(value: str, default: Any):
   """Converts the string `value` to the type of `default`."""
@@ -112,6 +114,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.eval_every_steps = -1  # Evaluation period; -1 = every epoch.
   c.checkpoint_every_steps = 200  # Checkpoint period (and at the end).
   c.keep_checkpoints = 2  # Checkpoints kept by the manager.
+  # Shifts for launch/evaluate.py and the study (robustness/evaluate.py).
+  c.evals = evaluate.default_evals()
   return c
 
 

@@ -24,6 +24,7 @@ import jax
 import ml_collections
 
 from robustjax import io_utils
+from robustjax import models as models_lib
 from robustjax import parallel
 from robustjax.compress import methods
 from robustjax.robustness import evaluate as evaluate_lib
@@ -153,6 +154,77 @@ class _Models:
     raise ValueError(f"Unknown method {spec.method!r}")
 
 
+class _Progress:
+  """Cells done / total and an ETA from the pace of this run."""
+
+  def __init__(self, total: int, finished: int):
+    self.total, self.finished, self.t0, self.now = total, finished, \
+        time.time(), 0
+
+  def step(self, label: str, rows: List[dict]):
+    self.finished += 1
+    self.now += 1
+    eta = (time.time() - self.t0) / self.now * (self.total - self.finished)
+    logging.info("[%d/%d cells] %s: %s (ETA %.0f s)", self.finished,
+                 self.total, label, ", ".join(
+                     f"{r['level']}: {100 * r['accuracy']:.1f}%"
+                     if r["level"] is not None else
+                     f"{100 * r['accuracy']:.1f}%" for r in rows), eta)
+
+
+def run_cells(cells, header: dict, path: str,
+              progress: _Progress = None) -> List[dict]:
+  """Runs cells, appending each cell's rows (+ `header`) to `path`."""
+  out = []
+  for cell in cells:
+    rows = [{**header, **r} for r in cell.run()]
+    if "model_id" in header:
+      for r in rows:
+        validate_row(r)
+    if parallel.is_main_process():
+      io_utils.append_jsonl(path, rows)
+    out.extend(rows)
+    if progress is not None:
+      progress.step(f"{header.get('model_id', '')} {cell.key}", rows)
+  return out
+
+
+def evaluate_workdir(config, workdir: str, output: str = "") -> List[dict]:
+  """Evaluates a trained or compressed model on `config.evals`, resumably.
+
+  Args:
+    config: the model's config with an `evals` block.
+    workdir: a training workdir (its newest checkpoint) or a compressed-model
+      folder (`compression.json`, from launch/compress.py or a study).
+    output: JSON-lines file for the rows (default
+      `workdir/eval_results.jsonl`); cells already in it are skipped.
+
+  Returns:
+    All rows of `output`.
+  """
+  output = output or os.path.join(workdir, "eval_results.jsonl")
+  if methods.is_done(workdir):
+    apply_fn, variables, meta = methods.load_compressed(workdir)
+    header = {"model": meta.get("name", ""), "method": meta.get("method"),
+              "size_bits": meta.get("size_bits"),
+              "sparsity": meta.get("sparsity")}
+  else:
+    variables = methods.restore_trained(workdir)
+    apply_fn = models_lib.inference_fn(trainer.build_model(config))
+    header = {"model": config.model.name, "method": "original"}
+  _, evals_data = trainer.load_data(config)
+  test = evals_data.pop("test")
+  targets = {k.split("/", 1)[1]: v for k, v in evals_data.items()}
+  done = {f"{r['shift']}/{r['name']}" for r in io_utils.read_jsonl(output)}
+  cells = [c for c in evaluate_lib.plan(apply_fn, variables, config.evals,
+                                        test, targets, config.seed)
+           if c.key not in done]
+  logging.info("Evaluating %s: %d cells to run, %d already in %s.", workdir,
+               len(cells), len(done), output)
+  run_cells(cells, header, output, _Progress(len(cells), 0))
+  return io_utils.read_jsonl(output)
+
+
 def run_study(config: ml_collections.ConfigDict, workdir: str) -> List[dict]:
   """Runs (or finishes) the study grid of `config` in `workdir`.
 
@@ -189,7 +261,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str) -> List[dict]:
   logging.info("Study: %d models x %d cells = %d cells, %d already done.",
                len(specs), len(cell_keys), total, finished)
   models = _Models(config, workdir)
-  t0, done_now = time.time(), 0
+  progress = _Progress(total, finished)
   for spec in specs:
     todo = [k for k in cell_keys if not is_done(spec.model_id, k)]
     if not todo:
@@ -201,25 +273,10 @@ def run_study(config: ml_collections.ConfigDict, workdir: str) -> List[dict]:
               "size_bits": meta["size_bits"], "sparsity": meta["sparsity"],
               # Conv/dense kernel entries (zeros included).
               "weights": meta["size"]["weights"]}
-    for cell in evaluate_lib.plan(apply_fn, variables, config.evals, test,
-                                  targets, config.seed):
-      if cell.key not in todo:
-        continue
-      new_rows = [{**header, **r} for r in cell.run()]
-      for r in new_rows:
-        validate_row(r)
-      if main:
-        io_utils.append_jsonl(os.path.join(workdir, RESULTS), new_rows)
-      rows.extend(new_rows)
-      finished += 1
-      done_now += 1
-      rate = (time.time() - t0) / done_now
-      logging.info("[%d/%d cells] %s %s: %s (ETA %.0f s)", finished, total,
-                   spec.model_id, cell.key, ", ".join(
-                       f"{r['level']}: {100 * r['accuracy']:.1f}%"
-                       if r["level"] is not None else
-                       f"{100 * r['accuracy']:.1f}%" for r in new_rows),
-                   rate * (total - finished))
+    cells = evaluate_lib.plan(apply_fn, variables, config.evals, test,
+                              targets, config.seed)
+    rows.extend(run_cells([c for c in cells if c.key in todo], header,
+                          os.path.join(workdir, RESULTS), progress))
   rows = load_results(workdir)
   if main:
     report_lib.write_csv(rows, os.path.join(workdir, "results.csv"))
