@@ -211,6 +211,27 @@ def attack_accuracy(apply_fn, variables, split: Split, name: str,
   return np.asarray(acc, np.float64)
 
 
+def _check_names(evals):
+  """Fails fast (before any work) on unknown corruption / attack names."""
+  from robustjax.robustness import attacks, corruptions  # pylint: disable=g-import-not-at-top
+  names = evals.corruptions.names
+  if isinstance(names, str):
+    raise ValueError(f"evals.corruptions.names={names!r} must be a tuple, "
+                     "e.g. --config.evals.corruptions.names=\"('fog',)\".")
+  for name in names:
+    if name not in corruptions.ALL:
+      raise ValueError(f"Unknown corruption {name!r} in "
+                       "evals.corruptions.names; valid names: "
+                       f"{', '.join(corruptions.ALL)}.")
+  if evals.corruptions.table not in ("cifar", "imagenet"):
+    raise ValueError(f"evals.corruptions.table={evals.corruptions.table!r}; "
+                     "use 'cifar' or 'imagenet'.")
+  for name in evals.attacks.names:
+    if name not in attacks.ATTACKS:
+      raise ValueError(f"Unknown attack {name!r} in evals.attacks.names; "
+                       f"valid names: {', '.join(sorted(attacks.ATTACKS))}.")
+
+
 def _row(shift, name, level, accuracy, n):
   return {"shift": shift, "name": name, "level": level,
           "accuracy": float(accuracy), "n": int(n)}
@@ -233,6 +254,7 @@ def plan(apply_fn: Callable, variables, evals: ml_collections.ConfigDict,
   Returns:
     Cells; `cell.run()` returns that cell's rows.
   """
+  _check_names(evals)
   cells = []
   bs = evals.batch_size
   if evals.clean:
