@@ -155,8 +155,9 @@ def init_variables(model, config, rng):
   spec = registry.get_spec(config.dataset.name)
   shape = (1, config.dataset.image_size, config.dataset.image_size,
            spec.channels)
-  variables = jax.jit(functools.partial(model.init, train=False))(
-      rng, jnp.zeros(shape, jnp.float32))
+  # Eager, not jitted: XLA:CPU needs 5-10 s to compile a ResNet's init,
+  # while eager op-by-op init is fast once its ops are cached (same values).
+  variables = model.init(rng, jnp.zeros(shape, jnp.float32), train=False)
   variables = flax.core.unfreeze(variables)
   if config.model.init:
     from robustjax.models import pretrained  # pylint: disable=g-import-not-at-top
