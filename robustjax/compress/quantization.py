@@ -109,6 +109,8 @@ def _float_op(x, w, spec: _Spec):
 
 def _aqt_op(x, w_int, w_scale, a_scale, spec: _Spec):
   """AQT's quantized forward with frozen integer weights."""
+  x, w_int, w_scale, a_scale = (jnp.asarray(v) for v in (x, w_int, w_scale,
+                                                          a_scale))
   static = spec.act_bits is not None and spec.act_calibration == "static"
   if spec.kind == "conv":
     cfg = aqt_conv_general.conv_general_dilated_make(
