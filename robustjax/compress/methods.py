@@ -151,7 +151,8 @@ def evaluate(apply_fn, variables, config, data=None) -> Dict[str, float]:
 
 
 def _finish(name, method, setting, spec, variables, config, workdir, data,
-            t0, *, reference, quant=None, extra=None) -> Result:
+            t0, *, reference, quant=None, extra=None,
+            sparse_format=None) -> Result:
   """Evaluates, measures size, writes metadata (+ variables if workdir)."""
   variables = _to_host(variables)
   metadata = dict(name=name, method=method, setting=setting, model=spec,
@@ -159,7 +160,8 @@ def _finish(name, method, setting, spec, variables, config, workdir, data,
   apply_fn = build_apply_fn(metadata)
   size = size_lib.model_size(
       variables, weight_bits=quant["weight_bits"] if quant else None,
-      sparse_format=_setting(config, "sparse_format"), reference=reference)
+      sparse_format=sparse_format or _setting(config, "sparse_format"),
+      reference=reference)
   metadata.update(
       accuracy=evaluate(apply_fn, variables, config, data),
       size_bits=size["total_bits"], size_bytes=size["total_bytes"],
@@ -254,7 +256,9 @@ def prune_and_finetune(base_variables, config, sparsity: float,
                  variables, config, workdir, data, t0,
                  reference=base_variables,
                  extra=dict(prunable_sparsity=report["prunable_sparsity"],
-                            sparsity_report=report))
+                            sparsity_report=report),
+                 # Filter-pruned kernels are stored as their kept filters.
+                 sparse_format="channel" if structure == "channel" else None)
 
 
 # ----------------------------------------------------------- distillation
@@ -337,7 +341,8 @@ def quantize(base_variables, config, *, weight_bits: int = 8,
              = None, calib_examples: Optional[int] = None,
              workdir: Optional[str] = None, spec: Optional[Dict] = None,
              reference=None, data=None, name: str = "",
-             extra: Optional[Dict[str, Any]] = None) -> Result:
+             extra: Optional[Dict[str, Any]] = None,
+             sparse_format: Optional[str] = None) -> Result:
   """AQT post-training quantization of every conv and dense layer.
 
   Args:
@@ -354,6 +359,8 @@ def quantize(base_variables, config, *, weight_bits: int = 8,
     data: (train split, eval splits) to reuse.
     name: label for logs / manifest.
     extra: more metadata fields.
+    sparse_format: size accounting of zero weights (default
+      `compress.sparse_format`).
 
   Returns:
     (apply_fn, variables, metadata); variables hold int8 containers and
@@ -383,7 +390,7 @@ def quantize(base_variables, config, *, weight_bits: int = 8,
   return _finish(name or f"ptq/{label}", "ptq", setting, spec, qvars, config,
                  workdir, data, t0, quant=quant,
                  reference=base_variables if reference is None else reference,
-                 extra=extra)
+                 extra=extra, sparse_format=sparse_format)
 
 
 # ------------------------------------------------------------ everything
@@ -497,7 +504,8 @@ def compress_all(config, workdir: str) -> List[Dict[str, Any]]:
     name = f"ptq_pruned/{pmeta['name'].split('/', 1)[1]}-w8a{c.act_bits or 32}"
     add(quantize(pvars, config, weight_bits=8,
                  workdir=os.path.join(workdir, name), reference=base,
-                 data=data, name=name, extra=dict(pruned_from=pmeta["name"])))
+                 data=data, name=name, extra=dict(pruned_from=pmeta["name"]),
+                 sparse_format=pmeta["size"]["sparse_format"]))
   logging.info("compress_all: %d models in %.0f s; manifest %s.",
                len(entries), time.time() - t0, manifest_path)
   return entries

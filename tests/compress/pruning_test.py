@@ -3,6 +3,7 @@
   python -m pytest tests/compress/pruning_test.py
 """
 
+import functools
 import tempfile
 
 from absl.testing import absltest
@@ -19,11 +20,18 @@ from robustjax.compress import pruning
 from robustjax.train import trainer
 
 
-def _params(width=4, seed=0):
+@functools.cache
+def _init(width, seed):
   model = models.get_model("resnet8", 10, width=width, mean=(0.5,),
                            std=(0.5,))
-  variables = model.init(jax.random.key(seed), jnp.zeros((1, 16, 16, 1)))
-  return flax.core.unfreeze(variables)
+  variables = jax.jit(model.init)(jax.random.key(seed),
+                                  jnp.zeros((1, 16, 16, 1)))
+  return jax.device_get(flax.core.unfreeze(variables))
+
+
+def _params(width=4, seed=0):
+  """Fresh ResNet-8 variables (a copy: tests may not share arrays)."""
+  return jax.tree.map(np.array, _init(width, seed))
 
 
 def _flat(tree):
@@ -190,13 +198,16 @@ class WrapOptaxTest(absltest.TestCase):
         optax.add_decayed_weights(5e-2), optax.sgd(0.1, momentum=0.9,
                                                    nesterov=True)))
     state = tx.init(params)
-    key = jax.random.key(1)
-    for i in range(5):
-      grads = jax.tree.map(
-          lambda p: jax.random.normal(jax.random.fold_in(key, i), p.shape),
-          params)
+
+    @jax.jit
+    def step(params, state, i):
+      key = jax.random.fold_in(jax.random.key(1), i)
+      grads = jax.tree.map(lambda p: jax.random.normal(key, p.shape), params)
       updates, state = tx.update(grads, state, params, masks=masks)
-      params = optax.apply_updates(params, updates)  # No re-masking here.
+      return optax.apply_updates(params, updates), state  # No re-masking.
+
+    for i in range(5):
+      params, state = step(params, state, i)
     for p, m in zip(jax.tree.leaves(params), jax.tree.leaves(masks)):
       self.assertTrue(np.all(np.asarray(p)[~np.asarray(m)] == 0.0))
     # No momentum built up on pruned weights either.
