@@ -235,6 +235,19 @@ def _zoom_blur_stack(n, ranges):
 
 
 @functools.lru_cache(maxsize=None)
+def _zoom_blur_taps(n, ranges):
+  """Two-tap form of `_zoom_blur_stack`: index/fraction `(5, K, n)` arrays."""
+  mats, _ = _zoom_blur_stack(n, ranges)
+  idx = np.zeros(mats.shape[:3], np.int32)
+  frac = np.zeros(mats.shape[:3], np.float32)
+  for s in range(mats.shape[0]):
+    for k in range(mats.shape[1]):
+      if mats[s, k].any():
+        idx[s, k], frac[s, k] = ops.two_tap(mats[s, k].astype(np.float64))
+  return idx, frac
+
+
+@functools.lru_cache(maxsize=None)
 def _pixelate_stack(n, fracs):
   mats = []
   for f in fracs:
@@ -336,7 +349,12 @@ def _glass_blur(x, idx, key, ctx):
   u = _random(key, u=('uniform', (max(iters), x.shape[0], 2, ctx.h, ctx.w))
               )['u']
   for i in range(max(iters)):
-    y = ops.local_shuffle(y, u[i], delta, i < n_iter)
+    if i == 0:
+      y = ops.local_shuffle(y, u[i], delta, True)
+    else:  # Skipped at run time when the severity has fewer iterations.
+      y = jax.lax.cond(i < n_iter, functools.partial(
+          ops.local_shuffle, u=u[i], delta=delta, active=True),
+                       lambda y: y, y)
   return _blur(y, idx, ctx, sigmas)
 
 
@@ -357,14 +375,34 @@ def _motion_blur(x, idx, key, ctx):
 def _zoom_blur(x, idx, key, ctx):
   del key
   ranges = tuple(tuple(r) for r in ctx.params)
-  mh, wts = _zoom_blur_stack(ctx.h, ranges)
-  mw, _ = _zoom_blur_stack(ctx.w, ranges)
-  mh = ops.take_severity(mh, idx)
-  mw = ops.take_severity(mw, idx) * ops.take_severity(wts, idx)[:, None, None]
-  norm = jnp.max(ops.take_severity(wts, idx))  # 1 / (n + 1)
-  y = jnp.einsum('khi,biwc->kbhwc', mh, x, precision=jax.lax.Precision.HIGHEST)
-  y = jnp.einsum('kwj,kbhjc->bhwc', mw, y, precision=jax.lax.Precision.HIGHEST)
-  return x * norm + y
+  b, h, w, c = x.shape
+  _, wts = _zoom_blur_stack(h, ranges)
+  wts = ops.take_severity(wts, idx)
+  norm = jnp.max(wts)  # 1 / (n + 1)
+  hi = jax.lax.Precision.HIGHEST
+  if h * w <= 1024:
+    # Small images: all zooms summed into one (HW x HW) operator, one GEMM
+    # (6x faster at 32 px than separable products).
+    mh = ops.take_severity(_zoom_blur_stack(h, ranges)[0], idx)
+    mw = ops.take_severity(_zoom_blur_stack(w, ranges)[0], idx) * wts[:, None,
+                                                                     None]
+    op = jnp.einsum('khi,kwj->hwij', mh, mw, precision=hi).reshape(h * w, -1)
+    y = jnp.einsum('pq,bqc->bpc', op, x.reshape(b, h * w, c), precision=hi)
+    return x * norm + y.reshape(x.shape)
+  # Large images: bilinear zooms as two-tap gathers, only the severity's
+  # zoom factors (the loop count is traced).
+  rj, rf = (ops.take_severity(a, idx) for a in _zoom_blur_taps(h, ranges))
+  cj, cf = (ops.take_severity(a, idx) for a in _zoom_blur_taps(w, ranges))
+  count = jnp.sum(wts > 0)
+
+  def zoom(k, acc):
+    f = rf[k][None, :, None, None]
+    y = x[:, rj[k]] * (1 - f) + x[:, jnp.minimum(rj[k] + 1, h - 1)] * f
+    f = cf[k][None, None, :, None]
+    y = y[:, :, cj[k]] * (1 - f) + y[:, :, jnp.minimum(cj[k] + 1, w - 1)] * f
+    return acc + norm * y
+
+  return jax.lax.fori_loop(0, count, zoom, x * norm)
 
 
 # ----------------------------------------------------------------------------

@@ -270,6 +270,23 @@ class ReferenceAgreementTest(parameterized.TestCase):
       ref = ndimage.gaussian_filter(a, sigma, mode=mode, truncate=truncate)
       np.testing.assert_allclose(m @ a @ m.T, ref, atol=1e-12)
 
+  def test_large_image_paths_match_dense_operators(self):
+    # Zoom blur switches from one (HW x HW) GEMM to two-tap gathers above
+    # 32x32; correlate2d switches to an FFT above 11 taps.
+    x = jnp.asarray(_scene(1, 36, 40))
+    ranges = tuple(tuple(r) for r in corruptions._PARAMS['cifar']['zoom_blur'])
+    ys = corruptions.get_corruption('zoom_blur').apply(x, 5)
+    mh, wts = corruptions._zoom_blur_stack(36, ranges)
+    mw, _ = corruptions._zoom_blur_stack(40, ranges)
+    ref = np.asarray(x) * wts[4].max() + np.einsum(
+        'khi,kwj,k,bijc->bhwc', mh[4], mw[4], wts[4], np.asarray(x))
+    np.testing.assert_allclose(ys, np.clip(ref, 0, 1), atol=1e-5)
+    kernel = np.random.RandomState(0).rand(13, 13).astype(np.float32)
+    ours = ops.correlate2d(x, jnp.asarray(kernel), 'mirror')
+    ref = np.stack([ndimage.correlate(np.asarray(x)[0, ..., ch], kernel,
+                                      mode='mirror') for ch in range(3)], -1)
+    np.testing.assert_allclose(ours[0], ref, atol=1e-4)
+
   def test_bilinear_sampling_matches_map_coordinates(self):
     rng = np.random.RandomState(1)
     img = rng.rand(9, 7, 1)
