@@ -38,13 +38,14 @@ _PHOTO_STATS = (
 )
 
 # Structure knobs per texture: (number of crystals, mean stem length in px,
-# background weight, crystal weight, seed).
+# background weight, crystal weight, grain weight, seed). The grain weights
+# bring the power-spectrum slopes near the photographs' (docs/corruptions.md).
 _STYLES = (
-    (260, 40.0, 0.65, 0.35, 11),   # bluish crinkled ice, small crystals
-    (420, 55.0, 0.25, 0.75, 12),   # dense white feathers
-    (420, 55.0, 0.25, 0.75, 13),   # same look, different layout
-    (650, 28.0, 0.35, 0.65, 14),   # fine, busy crystals
-    (140, 90.0, 0.40, 0.60, 15),   # large ferns on a darker pane
+    (260, 40.0, 0.65, 0.35, 0.55, 11),   # bluish crinkled ice, small crystals
+    (420, 55.0, 0.25, 0.75, 0.15, 12),   # dense white feathers
+    (420, 55.0, 0.25, 0.75, 0.15, 13),   # same look, different layout
+    (650, 28.0, 0.35, 0.65, 0.45, 14),   # fine, busy crystals
+    (140, 90.0, 0.40, 0.60, 0.15, 15),   # large ferns on a darker pane
 )
 
 
@@ -126,7 +127,7 @@ def frost_textures() -> np.ndarray:
   """
   n = TEXTURE_SIZE
   out = np.zeros((NUM_TEXTURES, n, n, 3), np.float32)
-  for i, ((mean, std), (count, length, w_bg, w_cr, seed)) in enumerate(
+  for i, ((mean, std), (count, length, w_bg, w_cr, w_gr, seed)) in enumerate(
       zip(_PHOTO_STATS, _STYLES)):
     rng = np.random.default_rng(seed)
     bg = _fractal_noise(rng, n, beta=2.6)
@@ -136,7 +137,7 @@ def frost_textures() -> np.ndarray:
     cr = (cr - cr.mean()) / (cr.std() + 1e-8)
     grain = _gaussian_blur_periodic(rng.normal(size=(n, n)), 0.7)
     grain /= grain.std()
-    lum = w_bg * bg + w_cr * cr + 0.15 * grain
+    lum = w_bg * bg + w_cr * cr + w_gr * grain
     lum = (lum - lum.mean()) / lum.std()
     # Slight colour variation across channels, as on real ice.
     tint = 0.15 * _fractal_noise(rng, n, beta=3.0)
