@@ -51,6 +51,20 @@ def shard_batch(mesh: Mesh, *arrays):
   return out if len(out) > 1 else out[0]
 
 
+def shard_global_batch(mesh: Mesh, *arrays):
+  """Like `shard_batch`, for a global batch that every process holds whole.
+
+  Each process contributes only its contiguous slice (evaluation loops read
+  the same batches on every process).
+  """
+  n, count = len(arrays[0]), jax.process_count()
+  if n % count:
+    raise ValueError(f"Batch of {n} does not split over {count} processes.")
+  i, per = jax.process_index(), n // count
+  return shard_batch(mesh, *(np.asarray(a)[i * per:(i + 1) * per]
+                             for a in arrays))
+
+
 def replicate(mesh: Mesh, tree):
   """Places a pytree replicated on every device of the mesh."""
   return jax.device_put(tree, replicated(mesh))

@@ -188,7 +188,7 @@ def corruption_accuracy(apply_fn, variables, split: Split, name: str,
   total = np.zeros(len(severities))
   for b, (images, labels, mask) in enumerate(
       pipeline.eval_batches(split, batch_size)):
-    batch = parallel.shard_batch(mesh, images, labels, mask)
+    batch = parallel.shard_global_batch(mesh, images, labels, mask)
     total += np.asarray(kernel(variables, *batch, jax.random.fold_in(key, b),
                                sev))
   return total / len(split)

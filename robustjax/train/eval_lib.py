@@ -43,7 +43,7 @@ def accuracy(apply_fn: Callable, variables, split: Split, batch_size: int,
   correct_fn = _correct_fn(apply_fn)
   total = 0.0
   for images, labels, mask in pipeline.eval_batches(split, batch_size):
-    batch = parallel.shard_batch(mesh, images, labels, mask)
+    batch = parallel.shard_global_batch(mesh, images, labels, mask)
     total += float(correct_fn(variables, *batch))
   return total / len(split)
 
