@@ -19,10 +19,13 @@ What is measured, all in this one process tree on the same machine:
   vmapped over the grid, vs a Python loop of per-eps programs each compiled
   for its own constant eps; compile time included in both.
 
-Throughput is the best of `--repeats` timed runs (robust to brief
-interference from other processes); the 1-minute load average is recorded
-before and after every section, and the script waits (up to
-`--wait_idle_s`) for the load to drop below `--max_load` before starting.
+Ours and torchattacks run alternately, run by run (a persistent torch worker
+process answers one timed run per request), so both see the same machine
+load; the table gives best and median img/s of `--repeats` runs, the median
+of the per-round speed ratios, CPU time per image and the 1-minute load
+average. The script first waits (up to `--wait_idle_s`) for the load to drop
+below `--max_load`; other people's jobs on a shared machine make absolute
+numbers low, so re-run until the load column is near 0.
 
 The same file is the torch worker (`--torch_worker`), so it imports jax and
 torch lazily: the torch venv has no jax and the core venv no torch.
@@ -33,6 +36,7 @@ import functools
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -46,18 +50,14 @@ STEP = 2 / 255
 SWEEP_EPS = (0.0, 2 / 255, 4 / 255, 8 / 255, 16 / 255)
 
 
-def _timed(fn, repeats):
-  """Runs `fn` `repeats` times; returns (best, median) seconds."""
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return min(times), statistics.median(times)
-
-
 def _load():
   return round(os.getloadavg()[0], 2)
+
+
+def _cpu_seconds():
+  """User + system CPU time of this process, all threads."""
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
 
 
 # ----------------------------------------------------------------------------
@@ -137,28 +137,29 @@ def _torch_worker(args):
   with torch.no_grad():
     logits = model(images[:16]).numpy().tolist()
 
-  def run(attack, chunk):
-    def fn():
-      for s in range(0, len(images), chunk):
-        attack(images[s:s + chunk], labels[s:s + chunk])
-    fn()  # Warm-up.
-    return fn
-
-  result = dict(torch=torch.__version__, torchattacks=torchattacks.__version__,
-                threads=torch.get_num_threads(), logits=logits, rows=[])
-  n = len(images)
   attacks = dict(
       fgsm=torchattacks.FGSM(model, eps=EPS),
       pgd10=torchattacks.PGD(model, eps=EPS, alpha=STEP, steps=10,
                              random_start=True))
-  for name, chunk in (("fgsm", n), ("pgd10", n)) + tuple(
-      ("pgd10", c) for c in args.chunk_sizes if c < n):
-    load = _load()
-    best, median = _timed(run(attacks[name], chunk), args.repeats)
-    result["rows"].append(dict(attack=name, chunk=chunk, best_s=best,
-                               median_s=median, img_s=n / best,
-                               load_before=load, load_after=_load()))
-  print("RESULT " + json.dumps(result))
+  print(json.dumps(dict(torch=torch.__version__,
+                        torchattacks=torchattacks.__version__,
+                        threads=torch.get_num_threads(), logits=logits)),
+        flush=True)
+  warm = set()
+  for line in sys.stdin:  # One request per line: {"attack": .., "chunk": ..}.
+    request = json.loads(line)
+    attack, chunk = attacks[request["attack"]], request["chunk"]
+
+    def run():
+      for s in range(0, len(images), chunk):
+        attack(images[s:s + chunk], labels[s:s + chunk])
+    if (request["attack"], chunk) not in warm:
+      run()
+      warm.add((request["attack"], chunk))
+    cpu, start = _cpu_seconds(), time.perf_counter()
+    run()
+    print(json.dumps(dict(seconds=time.perf_counter() - start,
+                          cpu_seconds=_cpu_seconds() - cpu)), flush=True)
 
 
 # ----------------------------------------------------------------------------
@@ -187,13 +188,24 @@ def _export_for_torch(variables, images, labels, path):
   np.savez(path, images=np.asarray(images), labels=np.asarray(labels), **flat)
 
 
-def _run_torch(args, workdir):
-  cmd = [args.torch_python, os.path.abspath(__file__), "--torch_worker",
-         f"--workdir={workdir}", f"--repeats={args.repeats}",
-         "--chunk_sizes=" + ",".join(map(str, args.chunk_sizes))]
-  out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-  line = [l for l in out.splitlines() if l.startswith("RESULT ")][-1]
-  return json.loads(line[len("RESULT "):])
+class _TorchWorker:
+  """The torch venv's worker process; times one attack run per request."""
+
+  def __init__(self, torch_python, workdir):
+    self._proc = subprocess.Popen(
+        [torch_python, os.path.abspath(__file__), "--torch_worker",
+         f"--workdir={workdir}"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    self.info = json.loads(self._proc.stdout.readline())
+
+  def time(self, attack, chunk):
+    self._proc.stdin.write(json.dumps(dict(attack=attack, chunk=chunk)) + "\n")
+    self._proc.stdin.flush()
+    return json.loads(self._proc.stdout.readline())
+
+  def close(self):
+    self._proc.stdin.close()
+    self._proc.wait()
 
 
 def _wait_for_idle(args):
@@ -201,8 +213,9 @@ def _wait_for_idle(args):
   while _load() > args.max_load and time.time() < deadline:
     time.sleep(10)
   if _load() > args.max_load:
-    print(f"WARNING: load average {_load()} > {args.max_load}; numbers from "
-          "a busy machine are not comparable. Re-run when idle.", flush=True)
+    print(f"WARNING: load average {_load()} > {args.max_load}: other "
+          "processes compete for the 2 cores; only the interleaved ratios "
+          "are meaningful. Re-run when idle.", flush=True)
 
 
 def _jax_main(args):
@@ -231,57 +244,70 @@ def _jax_main(args):
   apply_fn = models.inference_fn(model)
   labels = jnp.argmax(apply_fn(variables, images), -1).astype(jnp.int32)
   key = jax.random.key(0)
-
-  rows = []
   report = dict(machine=dict(
       cpu=_cpu_name(), cores=os.cpu_count(), python=platform.python_version(),
-      jax=jax.__version__, backend=jax.default_backend()), rows=rows)
+      jax=jax.__version__, backend=jax.default_backend()),
+                load_start=os.getloadavg(), rows=[])
 
-  torch_runs = []
-  workdir = tempfile.mkdtemp(prefix="attacks_benchmark_")
+  worker = None
   if args.torch_python:
+    workdir = tempfile.mkdtemp(prefix="attacks_benchmark_")
     _export_for_torch(variables, images, labels,
                       os.path.join(workdir, "data.npz"))
-    torch_runs.append(_run_torch(args, workdir))
+    worker = _TorchWorker(args.torch_python, workdir)
     ours = np.asarray(apply_fn(variables, images[:16]))
-    diff = float(np.max(np.abs(ours - np.asarray(torch_runs[0]["logits"]))))
-    report["max_logit_diff_vs_torch"] = diff
-    print(f"torch run 1 done; max |logit diff| = {diff:.2e}", flush=True)
+    report["torch"] = {k: v for k, v in worker.info.items() if k != "logits"}
+    report["max_logit_diff_vs_torch"] = float(np.max(np.abs(
+        ours - np.asarray(worker.info["logits"]))))
 
-  def measure(label, attack, chunk):
+  # (label, our attack, jitted batch, torchattacks counterpart, repeats).
+  pgd_args = dict(steps=10, step_size=STEP, random_start=True)
+  configs = [("FGSM", attacks.fgsm(), n, "fgsm", args.repeats),
+             ("PGD-10 unrolled", attacks.pgd(unroll=True, **pgd_args), n,
+              "pgd10", args.repeats)]
+  configs += [("PGD-10 unrolled", attacks.pgd(unroll=True, **pgd_args), c,
+               "pgd10", args.repeats) for c in args.chunk_sizes if c < n]
+  if args.fori_repeats:
+    configs.append(("PGD-10 fori_loop", attacks.pgd(unroll=False, **pgd_args),
+                    n, None, args.fori_repeats))
+
+  runners = []
+  for label, attack, chunk, _, _ in configs:
     perturb = jax.jit(functools.partial(attack.perturb, apply_fn))
-    x, y = images[:chunk], labels[:chunk]
-    load = _load()
     start = time.perf_counter()
-    compiled = perturb.lower(variables, x, y, key, EPS).compile()
+    compiled = perturb.lower(variables, images[:chunk], labels[:chunk], key,
+                             EPS).compile()
     compile_s = time.perf_counter() - start
 
-    def fn():
-      outs = [compiled(variables, images[s:s + chunk], labels[s:s + chunk],
-                       key, EPS) for s in range(0, n, chunk)]
-      jax.block_until_ready(outs)
-    fn()  # Warm-up.
-    best, median = _timed(fn, args.repeats)
-    rows.append(dict(impl="robustjax", attack=label, chunk=chunk,
-                     compile_s=compile_s, best_s=best, median_s=median,
-                     img_s=n / best, load_before=load, load_after=_load()))
-    print(rows[-1], flush=True)
+    def run(compiled=compiled, chunk=chunk):
+      jax.block_until_ready([
+          compiled(variables, images[s:s + chunk], labels[s:s + chunk], key,
+                   EPS) for s in range(0, n, chunk)])
+    run()  # Warm-up.
+    runners.append(run)
+    report["rows"].append(dict(label=label, chunk=chunk, compile_s=compile_s,
+                               ours=[], torch=[]))
+    print(f"compiled {label} batch {chunk}: {compile_s:.1f} s", flush=True)
 
-  measure("fgsm", attacks.fgsm(), n)
-  pgd_args = dict(steps=10, step_size=STEP, random_start=True)
-  measure("pgd10 unrolled", attacks.pgd(unroll=True, **pgd_args), n)
-  for chunk in args.chunk_sizes:
-    if chunk < n:
-      measure("pgd10 unrolled", attacks.pgd(unroll=True, **pgd_args), chunk)
-  if not args.skip_fori:
-    measure("pgd10 fori_loop", attacks.pgd(unroll=False, **pgd_args), n)
-
-  if args.torch_python:
-    torch_runs.append(_run_torch(args, workdir))
-    print("torch run 2 done", flush=True)
-  report["torch"] = torch_runs
+  # Interleave ours and torchattacks run by run, so both see the same load.
+  for r in range(max(c[-1] for c in configs)):
+    for row, run, (_, _, chunk, torch_name, repeats) in zip(
+        report["rows"], runners, configs):
+      if r >= repeats:
+        continue
+      load, cpu, start = _load(), _cpu_seconds(), time.perf_counter()
+      run()
+      row["ours"].append(dict(seconds=time.perf_counter() - start,
+                              cpu_seconds=_cpu_seconds() - cpu, load=load))
+      if worker and torch_name:
+        row["torch"].append(dict(worker.time(torch_name, chunk), load=_load()))
+      print(row["label"], chunk, row["ours"][-1], row["torch"][-1:],
+            flush=True)
+  if worker:
+    worker.close()
   report["sweep"] = _sweep(args, apply_fn, variables, images, labels, key)
-  print(_markdown(report), flush=True)
+  report["load_end"] = os.getloadavg()
+  print(_markdown(report, n), flush=True)
   if args.output:
     with open(args.output, "w") as f:
       json.dump(report, f, indent=1)
@@ -357,30 +383,42 @@ def _cpu_name():
   return platform.processor()
 
 
-def _markdown(report):
+def _markdown(report, n):
   """Formats the report as markdown tables."""
-  lines = ["| impl | attack | jitted batch | compile s | best img/s | "
-           "median img/s | load before/after |", "|---|---|---|---|---|---|---|"]
-  n = None
-  for r in report["rows"]:
-    n = n or r["img_s"] * r["best_s"]
-    lines.append(
-        f"| robustjax | {r['attack']} | {r['chunk']} | {r['compile_s']:.1f} | "
-        f"{r['img_s']:.1f} | {n / r['median_s']:.1f} | "
-        f"{r['load_before']}/{r['load_after']} |")
-  for i, run in enumerate(report.get("torch", [])):
-    for r in run["rows"]:
-      lines.append(
-          f"| torchattacks (run {i + 1}) | {r['attack']} | {r['chunk']} | - | "
-          f"{r['img_s']:.1f} | {n / r['median_s']:.1f} | "
-          f"{r['load_before']}/{r['load_after']} |")
+  def stats(runs):
+    seconds = sorted(r["seconds"] for r in runs)
+    return (n / seconds[0], n / statistics.median(seconds),
+            statistics.median(r["cpu_seconds"] for r in runs) / n * 1e3)
+
+  lines = ["| attack | jitted batch | ours: compile s | ours: best / median "
+           "img/s | torchattacks: best / median img/s | ours / torch "
+           "(median of per-round ratios) | CPU ms per image, ours / torch | "
+           "load avg during runs |", "|---|---|---|---|---|---|---|---|"]
+  for row in report["rows"]:
+    best, median, cpu = stats(row["ours"])
+    loads = [r["load"] for r in row["ours"] + row["torch"]]
+    cells = [row["label"], str(row["chunk"]), f"{row['compile_s']:.1f}",
+             f"{best:.1f} / {median:.1f}"]
+    if row["torch"]:
+      t_best, t_median, t_cpu = stats(row["torch"])
+      ratio = statistics.median(t["seconds"] / o["seconds"] for o, t in zip(
+          row["ours"], row["torch"]))
+      cells += [f"{t_best:.1f} / {t_median:.1f}", f"{ratio:.2f}",
+                f"{cpu:.1f} / {t_cpu:.1f}"]
+    else:
+      cells += ["-", "-", f"{cpu:.1f} / -"]
+    cells.append(f"{min(loads):.1f}-{max(loads):.1f}")
+    lines.append("| " + " | ".join(cells) + " |")
   lines += ["", "| eps sweep (PGD-10, 5 eps, compile included) | seconds | "
             "img x eps / s | accuracy per eps | load before/after |",
             "|---|---|---|---|---|"]
   for r in report["sweep"]:
     lines.append(f"| {r['label']} | {r['seconds']:.1f} | {r['img_s']:.1f} | "
                  f"{r['accuracy']} | {r['load_before']}/{r['load_after']} |")
-  lines += ["", "machine: " + json.dumps(report["machine"])]
+  lines += ["", "machine: " + json.dumps(report["machine"]),
+            "torch: " + json.dumps(report.get("torch")),
+            f"load average at start / end: {report['load_start']} / "
+            f"{report['load_end']}"]
   if "max_logit_diff_vs_torch" in report:
     lines.append(f"max |logit diff| JAX vs PyTorch ResNet-20: "
                  f"{report['max_logit_diff_vs_torch']:.2e}")
@@ -397,12 +435,13 @@ def main():
                                                        s.split(",") if c],
                       default=[64], help="also attack the batch in chunks "
                       "of these sizes (both frameworks).")
-  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--fori_repeats", type=int, default=1,
+                      help="timed runs of the (slow) fori_loop PGD; 0: skip.")
   parser.add_argument("--sweep_chunk", type=int, default=0,
                       help="chunk_size of the eps sweep; 0: whole batch.")
-  parser.add_argument("--skip_fori", action="store_true")
   parser.add_argument("--max_load", type=float, default=0.5)
-  parser.add_argument("--wait_idle_s", type=float, default=300)
+  parser.add_argument("--wait_idle_s", type=float, default=600)
   parser.add_argument("--output", default="", help="also write JSON here.")
   parser.add_argument("--torch_worker", action="store_true",
                       help=argparse.SUPPRESS)
