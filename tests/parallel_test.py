@@ -152,9 +152,10 @@ def run_side(out_dir, variables_path=None, vmapped_step=True):
     from robustjax.data import pipeline as pl  # pylint: disable=g-import-not-at-top
     from robustjax.train import optim  # pylint: disable=g-import-not-at-top
     from robustjax.train import state as state_lib  # pylint: disable=g-import-not-at-top
-    tx = optim.make(config.optimizer, 4)
+    from robustjax.compress import pruning  # pylint: disable=g-import-not-at-top
+    tx = pruning.wrap_optax(optim.make(config.optimizer, 4))
     params = vmapped.stack([variables["params"], shrunk["params"]])
-    masks = jax.vmap(vmapped.magnitude_masks)(params, jnp.array([0.0, 0.5]))
+    masks = jax.vmap(pruning.magnitude_masks)(params, jnp.array([0.0, 0.5]))
     rngs = jnp.stack([jax.random.PRNGKey(0), jax.random.PRNGKey(1)])
     vstate = jax.vmap(lambda p, b, r, m: state_lib.create(
         trainer.apply_masks(p, m), b, tx, r, m))(
@@ -198,7 +199,11 @@ def _worker_main(argv):
   if len(argv) > 2:
     pid, nproc, port = (int(a) for a in argv[2:5])
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(f"localhost:{port}", nproc, pid)
+    # Generous timeouts: on a busy 2-core machine a process can lag far
+    # behind the other at a barrier.
+    jax.distributed.initialize(f"localhost:{port}", nproc, pid,
+                               initialization_timeout=600,
+                               heartbeat_timeout_seconds=600)
   run_side(out_dir, variables_path, vmapped_step=len(argv) == 2)
 
 
@@ -243,11 +248,12 @@ class DataParallelTest(absltest.TestCase):
         [sys.executable, me, WORKER, cls.multi_dir, variables, str(pid), "2",
          str(port)], env=_env(2), cwd=REPO, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True) for pid in range(2)]
-    cls.logs = []
-    for p in procs:
-      out, _ = p.communicate(timeout=900)
-      cls.logs.append(out)
-      assert p.returncode == 0, f"worker failed:\n{out[-6000:]}"
+    cls.logs = [p.communicate(timeout=900)[0] for p in procs]
+    for name, p, out in zip(("8 devices", "process 0", "process 1"), procs,
+                            cls.logs):
+      assert p.returncode == 0, f"{name} worker failed (rc {p.returncode}):" + (
+          "".join(f"\n--- {n} ---\n{o[-4000:]}" for n, o in zip(
+              ("8 devices", "process 0", "process 1"), cls.logs)))
     with open(os.path.join(cls.eight_dir, "results.json")) as f:
       cls.eight = json.load(f)
     with open(os.path.join(cls.multi_dir, "results.json")) as f:

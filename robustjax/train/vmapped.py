@@ -16,8 +16,9 @@ up to float reassociation (tested in tests/train/vmapped_test.py):
 
 * init: `model.init` is vmapped over the members' `PRNGKey(seed)` (vmapped
   random draws equal the unbatched ones);
-* masks: a global magnitude mask at each member's sparsity (`magnitude_masks`),
-  kept fixed by the trainer's `apply_masks` after every update;
+* masks: one-shot global magnitude masks at each member's sparsity from
+  `robustjax.compress.pruning` (the same pruner `hooks_for` gives a single
+  run), kept fixed by its optimizer wrapper and the trainer's `apply_masks`;
 * data: member i sees the batches of `TrainBatches(seed_i)`; members sharing
   a seed share the batch (passed once, broadcast by vmap);
 * each member dir gets what a single run writes (`config.json`,
@@ -46,6 +47,7 @@ import numpy as np
 from robustjax import io_utils
 from robustjax import models
 from robustjax import parallel
+from robustjax.compress import pruning
 from robustjax.data import pipeline
 from robustjax.data.registry import Split
 from robustjax.train import checkpoint
@@ -76,67 +78,26 @@ def num_members(tree: Any) -> int:
 
 
 # ----------------------------------------------------------------------------
-# Pruning masks.
-
-def is_prunable(path: Tuple[str, ...], _) -> bool:
-  """Conv and dense kernels are pruned; biases and BatchNorm are not."""
-  return path[-1] == "kernel"
-
-
-def magnitude_masks(params: Any, sparsity: Any,
-                    prunable: Callable[..., bool] = is_prunable) -> Any:
-  """Global unstructured magnitude mask (1 = kept) at `sparsity`.
-
-  The `round(sparsity * n)` smallest-magnitude weights among all prunable
-  leaves (n weights in total) are masked; ties are broken by position, so the
-  sparsity is exact. Jittable and vmappable: `sparsity` may be traced.
-
-  Args:
-    params: a params pytree.
-    sparsity: fraction in [0, 1] of prunable weights to remove.
-    prunable: `(path_tuple, leaf) -> bool`; default: leaves named `kernel`.
-
-  Returns:
-    A pytree shaped like `params`: bool masks on prunable leaves, None
-    elsewhere (the trainer's `apply_masks` convention).
-  """
-  flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params))
-  keys = [k for k, v in flat.items() if prunable(k, v)]
-  if not keys:
-    raise ValueError("magnitude_masks found no prunable leaves.")
-  magnitudes = jnp.concatenate([jnp.abs(flat[k]).ravel() for k in keys])
-  n = magnitudes.size
-  num_pruned = jnp.round(jnp.asarray(sparsity, jnp.float32) * n)
-  order = jnp.argsort(magnitudes, stable=True)
-  rank = jnp.zeros((n,), jnp.int32).at[order].set(jnp.arange(n,
-                                                              dtype=jnp.int32))
-  keep = rank >= num_pruned.astype(jnp.int32)
-  masks, start = {}, 0
-  for k in keys:
-    size = flat[k].size
-    masks[k] = keep[start:start + size].reshape(flat[k].shape)
-    start += size
-  out = {k: masks.get(k) for k in flat}
-  return flax.traverse_util.unflatten_dict(out)
-
+# Pruning (robustjax.compress.pruning: one-shot global unstructured magnitude
+# masks with its default prunable set; the wrapped optimizer keeps pruned
+# weights at zero).
 
 def sparsity_of(config: ml_collections.ConfigDict) -> float:
   """`config.pruning.sparsity`, or 0 when the config has no pruning block."""
-  pruning = config.get("pruning")
-  return float(pruning.get("sparsity", 0.0)) if pruning is not None else 0.0
+  block = config.get("pruning")
+  return float(block.get("sparsity", 0.0)) if block is not None else 0.0
+
+
+def pruner_for(config: ml_collections.ConfigDict):
+  """The `compress.pruning` pruner of a config, or None when dense."""
+  sparsity = sparsity_of(config)
+  return pruning.magnitude_pruner(sparsity) if sparsity else None
 
 
 def hooks_for(config: ml_collections.ConfigDict) -> Optional[trainer.Hooks]:
-  """Trainer hooks of a single run equivalent to one vmapped member."""
-  sparsity = sparsity_of(config)
-  if not sparsity:
-    return None
-  return trainer.Hooks(init_masks=functools.partial(
-      _host_masks, sparsity=sparsity))
-
-
-def _host_masks(params, sparsity):
-  return jax.jit(magnitude_masks)(params, sparsity)
+  """Trainer hooks of the single run that one vmapped member reproduces."""
+  pruner = pruner_for(config)
+  return pruner.hooks() if pruner is not None else None
 
 
 # ----------------------------------------------------------------------------
@@ -192,10 +153,12 @@ def init_states(configs, model, tx, hooks: Optional[trainer.Hooks] = None):
         r, jnp.zeros(spec_shape, jnp.float32), train=False)))(init_rngs)
     variables = flax.core.unfreeze(variables)
   params = variables["params"]
-  sparsities = jnp.asarray([sparsity_of(c) for c in configs], jnp.float32)
   masks = None
-  if bool(jnp.any(sparsities > 0)):
-    masks = jax.jit(jax.vmap(magnitude_masks))(params, sparsities)
+  if any(sparsity_of(c) for c in configs):
+    # Per member, exactly as its single run (`hooks_for`) computes them.
+    masks = stack([pruning.magnitude_masks(
+        jax.tree.map(lambda x, i=i: x[i], params), sparsity_of(c))
+                   for i, c in enumerate(configs)])
 
   @jax.jit
   @jax.vmap
@@ -302,6 +265,10 @@ def train_and_evaluate_vmapped(
   tx = optim.make(config.optimizer, num_steps)
   if hooks.wrap_tx is not None:
     tx = hooks.wrap_tx(tx)
+  if any(sparsity_of(c) for c in configs):
+    # As the pruned members' single runs; for the dense ones in the group
+    # the all-True masks make the wrapper an exact no-op.
+    tx = pruning.wrap_optax(tx)
   ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints)
   state = parallel.replicate(mesh, init_states(configs, model, tx, hooks))
   if ckpt.latest_step() is not None:

@@ -12,8 +12,6 @@ import tempfile
 import zlib
 
 from absl.testing import absltest
-from absl.testing import parameterized
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,6 +19,7 @@ import numpy as np
 from configs import digits_resnet
 from robustjax import io_utils
 from robustjax import models
+from robustjax.compress import pruning
 from robustjax.data import pipeline
 from robustjax.train import checkpoint
 from robustjax.train import optim
@@ -51,40 +50,7 @@ def max_abs_diff(a, b):
              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-class MagnitudeMasksTest(parameterized.TestCase):
-
-  def setUp(self):
-    super().setUp()
-    k = jax.random.split(jax.random.PRNGKey(0), 3)
-    self.params = {
-        "conv": {"kernel": jax.random.normal(k[0], (3, 3, 2, 4))},
-        "bn": {"scale": jnp.ones((4,)), "bias": jnp.zeros((4,))},
-        "head": {"kernel": jax.random.normal(k[1], (4, 10)),
-                 "bias": jax.random.normal(k[2], (10,))}}
-
-  @parameterized.parameters(0.0, 0.3, 0.5, 0.9, 1.0)
-  def test_exact_global_sparsity_on_kernels_only(self, sparsity):
-    masks = vmapped.magnitude_masks(self.params, sparsity)
-    self.assertIsNone(masks["bn"]["scale"])
-    self.assertIsNone(masks["head"]["bias"])
-    kept = np.concatenate([np.ravel(masks["conv"]["kernel"]),
-                           np.ravel(masks["head"]["kernel"])])
-    n = kept.size
-    self.assertEqual(int(n - kept.sum()), round(sparsity * n))
-    # Every kept weight is at least as large as every pruned one.
-    w = np.abs(np.concatenate([np.ravel(self.params["conv"]["kernel"]),
-                               np.ravel(self.params["head"]["kernel"])]))
-    if 0 < sparsity < 1:
-      self.assertGreaterEqual(w[kept].min(), w[~kept].max())
-
-  def test_vmapped_over_sparsities_equals_one_by_one(self):
-    sparsities = jnp.array([0.0, 0.5, 0.9])
-    stacked = vmapped.stack([self.params] * 3)
-    masks = jax.jit(jax.vmap(vmapped.magnitude_masks))(stacked, sparsities)
-    for i, s in enumerate(sparsities):
-      one = vmapped.magnitude_masks(self.params, float(s))
-      np.testing.assert_array_equal(masks["conv"]["kernel"][i],
-                                    one["conv"]["kernel"])
+class GroupTest(absltest.TestCase):
 
   def test_group_with_different_architectures_is_rejected(self):
     a, b = tiny_config(), tiny_config(seed=1, sparsity=0.5)
@@ -92,6 +58,12 @@ class MagnitudeMasksTest(parameterized.TestCase):
     b.model.width = 8
     with self.assertRaisesRegex(ValueError, "model.width"):
       vmapped.check_group([a, b])
+
+  def test_hooks_for_uses_the_compress_pruner(self):
+    self.assertIsNone(vmapped.hooks_for(tiny_config(sparsity=0.0)))
+    hooks = vmapped.hooks_for(tiny_config(sparsity=0.75))
+    self.assertIsNotNone(hooks.init_masks)
+    self.assertIsNotNone(hooks.wrap_tx)
 
 
 class VmappedTrainingTest(absltest.TestCase):
@@ -133,17 +105,16 @@ class VmappedTrainingTest(absltest.TestCase):
             if key in w:
               self.assertAlmostEqual(g[key], w[key], delta=2e-2, msg=key)
 
-  def test_pruned_member_keeps_exact_sparsity(self):
+  def test_pruned_member_has_the_single_runs_masks_and_sparsity(self):
     member = jax.tree.map(lambda x: x[1], self.state)
-    flat = flax.traverse_util.flatten_dict(member.params)
-    kernels = np.concatenate([np.ravel(v) for k, v in flat.items()
-                              if k[-1] == "kernel"])
-    self.assertAlmostEqual(float(np.mean(kernels == 0)), 0.5, places=3)
+    report = pruning.sparsity_report(jax.device_get(member.params))
+    self.assertAlmostEqual(report["prunable_sparsity"], 0.5, places=3)
     single_masks = self.singles[1][0].masks
-    member_masks = jax.tree.map(lambda x: x[1], self.state.masks)
-    for a, b in zip(jax.tree.leaves(member_masks),
+    for a, b in zip(jax.tree.leaves(member.masks),
                     jax.tree.leaves(single_masks)):
       np.testing.assert_array_equal(a, b)
+    # The dense member is saved like a dense single run (no masks).
+    self.assertIsNone(self.singles[0][0].masks)
 
   def test_member_dirs_look_like_single_runs(self):
     for i, d in enumerate(self.member_dirs):

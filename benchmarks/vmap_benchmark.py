@@ -1,0 +1,173 @@
+r"""K models as one vmapped program vs K sequential runs (training steps).
+
+  python benchmarks/vmap_benchmark.py                   # K = 2, 4, 8
+  python benchmarks/vmap_benchmark.py --ks=2,4 --steps=20 --width=8
+
+Model: the digits ResNet-8 (16x16 grey, batch 64) of configs/digits_sweep.py,
+the trainer's own `train_step` (SGD-Nesterov, BatchNorm, weight decay).
+Modes, each measured in a fresh subprocess (so peak RSS is its own):
+
+* `sequential`: the K models trained one after another with one jitted
+  single-model step (compiled once; a sweep of separate processes would
+  compile K times, see the "K x compile" column);
+* `vmap_shared`: one program for K models sharing each batch (K pruning
+  sparsities of one seed: the masks differ, the data order does not);
+* `vmap_seeds`: one program for K models with their own batches (K seeds;
+  same K sparsities).
+
+Reported: compile time of the step, steady-state wall time (and process CPU
+time, less sensitive to other load) of `--steps` steps for all K models,
+images/s over all models, peak RSS of the process
+(`resource.getrusage`) and XLA's temp buffer size for the compiled step
+(`compiled.memory_analysis()`). Check that the machine is idle first; the
+results go to benchmarks/vmap_results.md by hand.
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+
+def _configs(k, mode, width):
+  from configs import digits_sweep  # pylint: disable=g-import-not-at-top
+  out = []
+  for i in range(k):
+    c = digits_sweep.get_config(f"width={width}")
+    # The same K sparsities in every mode (same work); seeds differ only in
+    # vmap_seeds (one batch stream per model).
+    c.seed = i if mode == "vmap_seeds" else 0
+    c.pruning.sparsity = 0.5 + 0.4 * i / k
+    out.append(c)
+  return out
+
+
+def measure(k, mode, steps, width):
+  """Runs one measurement in this process; returns a dict."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from robustjax.compress import pruning  # pylint: disable=g-import-not-at-top
+  from robustjax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from robustjax.train import optim  # pylint: disable=g-import-not-at-top
+  from robustjax.train import trainer  # pylint: disable=g-import-not-at-top
+  from robustjax.train import vmapped  # pylint: disable=g-import-not-at-top
+
+  configs = _configs(k, mode, width)
+  config = configs[0]
+  model = trainer.build_model(config)
+  tx = pruning.wrap_optax(optim.make(config.optimizer, 1000))
+  train, _ = trainer.load_data(config)
+  streams = {c.seed: pipeline.TrainBatches(train, config.batch_size, c.seed)
+             for c in configs}
+
+  if mode == "sequential":
+    stacked = vmapped.init_states(configs, model, tx)
+    states = [jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(k)]
+    step = jax.jit(_single_step(config, model, tx))
+    batch = streams[0].batch(0)
+    t0 = time.time()
+    compiled = step.lower(states[0], *batch).compile()
+    compile_s = time.time() - t0
+    for i in range(k):  # Warm-up.
+      states[i], _ = compiled(states[i], *batch)
+    jax.block_until_ready(states)
+    t0, c0 = time.time(), _cpu()
+    for i in range(k):
+      for s in range(steps):
+        states[i], m = compiled(states[i], *streams[configs[i].seed].batch(s))
+      jax.block_until_ready(m)
+    run_s = time.time() - t0
+  else:
+    shared = mode != "vmap_seeds"
+    state = vmapped.init_states(configs, model, tx)
+    step = jax.jit(vmapped.make_train_step(config, model, tx, shared))
+
+    def batch(s):
+      if shared:
+        return streams[0].batch(s)
+      parts = [streams[c.seed].batch(s) for c in configs]
+      return (np.stack([p[0] for p in parts], 1),
+              np.stack([p[1] for p in parts], 1))
+    t0 = time.time()
+    compiled = step.lower(state, *batch(0)).compile()
+    compile_s = time.time() - t0
+    state, _ = compiled(state, *batch(0))  # Warm-up.
+    jax.block_until_ready(state)
+    t0, c0 = time.time(), _cpu()
+    for s in range(steps):
+      state, m = compiled(state, *batch(s))
+    jax.block_until_ready(m)
+    run_s = time.time() - t0
+  run_cpu_s = _cpu() - c0
+  mem = compiled.memory_analysis()
+  return dict(
+      k=k, mode=mode, steps=steps, width=width, compile_s=compile_s,
+      run_s=run_s, run_cpu_s=run_cpu_s, img_per_s=k * steps * config.batch_size / run_s,
+      temp_mb=(mem.temp_size_in_bytes / 2**20) if mem else None,
+      peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def _cpu():
+  r = resource.getrusage(resource.RUSAGE_SELF)
+  return r.ru_utime + r.ru_stime
+
+
+def _single_step(config, model, tx):
+  import functools  # pylint: disable=g-import-not-at-top
+  from robustjax.train import trainer  # pylint: disable=g-import-not-at-top
+  return functools.partial(
+      trainer.train_step, model=model, tx=tx,
+      loss_fn=lambda lg, lb, x: trainer.cross_entropy(lg, lb),
+      crop_padding=config.dataset.crop_padding, flip=config.dataset.flip,
+      post_update=None)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--ks", default="2,4,8")
+  parser.add_argument("--modes", default="sequential,vmap_shared,vmap_seeds")
+  parser.add_argument("--steps", type=int, default=30)
+  parser.add_argument("--width", type=int, default=8)
+  parser.add_argument("--worker", default="")
+  args = parser.parse_args()
+  if args.worker:
+    k, mode = args.worker.split(":")
+    print("RESULT " + json.dumps(measure(int(k), mode, args.steps,
+                                         args.width)))
+    return
+  print(f"# {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
+  rows = []
+  for k in (int(x) for x in args.ks.split(",")):
+    for mode in args.modes.split(","):
+      out = subprocess.run(
+          [sys.executable, os.path.abspath(__file__), f"--worker={k}:{mode}",
+           f"--steps={args.steps}", f"--width={args.width}"],
+          capture_output=True, text=True, check=True, cwd=REPO,
+          env=dict(os.environ, PYTHONPATH=REPO))
+      row = json.loads(out.stdout.split("RESULT ", 1)[1])
+      rows.append(row)
+      print(json.dumps(row), flush=True)
+  print("\n| K | mode | compile s | K x compile s | "
+        f"{args.steps} steps x K models: wall s | CPU s | "
+        "img/s (all models) | peak RSS MB | XLA temp MB |")
+  print("|---|---|---|---|---|---|---|---|---|")
+  for r in rows:
+    kc = r["compile_s"] * r["k"] if r["mode"] == "sequential" else None
+    print(f"| {r['k']} | {r['mode']} | {r['compile_s']:.1f} | "
+          f"{'' if kc is None else f'{kc:.1f}'} | {r['run_s']:.2f} | "
+          f"{r['run_cpu_s']:.2f} | "
+          f"{r['img_per_s']:.0f} | {r['peak_rss_mb']:.0f} | "
+          f"{r['temp_mb']:.1f} |")
+  print(f"\nload after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+  main()
