@@ -142,7 +142,8 @@ def agreement(ic_python, images, table, kinds, names):
   rows = {}
   for name in names:
     ours = ours_all_severities(name, table, images)
-    row = {'n': len(images), 'ours': [float(np.abs(ours[s].astype(float) - images).mean() / 255)
+    row = {'n': len(images),
+           'ours': [float(np.abs(ours[s].astype(float) - images).mean() / 255)
                     for s in range(5)]}
     for kind in kinds:
       r = ref[f'{kind}/{name}']
@@ -304,9 +305,10 @@ def write_markdown(res, a, path):
     lines += [head, '|---' * (4 + len(kinds)) + '|']
     for name, r in rows.items():
       ps = r.get('psnr_oracle')
-      lines.append(f'| {name} | {r["n"]} | {_fmt_list(r["ours"])} | ' + ' | '.join(
-          _fmt_list(r[k]) for k in kinds) + ' | '
-                   + (_fmt_list(ps, '{:.1f}') if ps else '') + ' |')
+      cells = [name, str(r['n']), _fmt_list(r['ours'])]
+      cells += [_fmt_list(r[k]) for k in kinds]
+      cells.append(_fmt_list(ps, '{:.1f}') if ps else '')
+      lines.append('| ' + ' | '.join(cells) + ' |')
     lines.append('')
   with open(path, 'w') as f:
     f.write('\n'.join(lines))

@@ -1,4 +1,4 @@
-"""Reference side of `corruptions_benchmark.py`; runs in the imagecorruptions venv.
+"""Reference side of `corruptions_benchmark.py` (runs in the ic venv).
 
 Not a library module: `corruptions_benchmark.py` starts it with
 `--ic_python` (numpy 1.26, scikit-image 0.20, OpenCV 4.10, Pillow,

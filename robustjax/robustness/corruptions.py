@@ -170,7 +170,13 @@ class _Ctx(NamedTuple):
 
 
 def _column(ctx, col):
+  """Column `col` of the severity table, as Python floats."""
   return tuple(float(p[col]) for p in ctx.params)
+
+
+def _column_all(ctx):
+  """A one-parameter severity table, as Python floats."""
+  return tuple(float(p) for p in ctx.params)
 
 
 def _row(ctx, idx):
@@ -185,7 +191,8 @@ def _random(key, **specs):
 
   Args:
     key: PRNG key.
-    **specs: name -> (kind, shape) with kind 'uniform' ([0, 1)) or 'normal'.
+    **specs: name -> (kind, shape) with kind 'uniform' (in (0, 1)) or
+      'normal'.
 
   Returns:
     Dict name -> float32 array.
@@ -334,10 +341,6 @@ def _gaussian_blur(x, idx, key, ctx):
   return _blur(x, idx, ctx, _column_all(ctx))
 
 
-def _column_all(ctx):
-  return tuple(float(p) for p in ctx.params)
-
-
 def _glass_blur(x, idx, key, ctx):
   sigmas = _column(ctx, 0)
   deltas = tuple(max(1, int(round(d * ctx.scale))) for d in _column(ctx, 1))
@@ -352,9 +355,9 @@ def _glass_blur(x, idx, key, ctx):
     if i == 0:
       y = ops.local_shuffle(y, u[i], delta, True)
     else:  # Skipped at run time when the severity has fewer iterations.
-      y = jax.lax.cond(i < n_iter, functools.partial(
-          ops.local_shuffle, u=u[i], delta=delta, active=True),
-                       lambda y: y, y)
+      shuffle = functools.partial(ops.local_shuffle, u=u[i], delta=delta,
+                                  active=True)
+      y = jax.lax.cond(i < n_iter, shuffle, lambda y: y, y)
   return _blur(y, idx, ctx, sigmas)
 
 
@@ -384,8 +387,8 @@ def _zoom_blur(x, idx, key, ctx):
     # Small images: all zooms summed into one (HW x HW) operator, one GEMM
     # (6x faster at 32 px than separable products).
     mh = ops.take_severity(_zoom_blur_stack(h, ranges)[0], idx)
-    mw = ops.take_severity(_zoom_blur_stack(w, ranges)[0], idx) * wts[:, None,
-                                                                     None]
+    mw = ops.take_severity(_zoom_blur_stack(w, ranges)[0], idx)
+    mw = mw * wts[:, None, None]
     op = jnp.einsum('khi,kwj->hwij', mh, mw, precision=hi).reshape(h * w, -1)
     y = jnp.einsum('pq,bqc->bpc', op, x.reshape(b, h * w, c), precision=hi)
     return x * norm + y.reshape(x.shape)
@@ -416,7 +419,8 @@ def _snow(x, idx, key, ctx):
   r = _random(key, z=('normal', (b, ctx.h, ctx.w, 1)), a=('uniform', (b,)))
   layer = p[0] + p[1] * r['z']
   zooms = tuple(max(1.0, z * ctx.scale) for z in _column(ctx, 2))
-  layer = ops.separable(layer, ops.take_severity(_zoom_stack(ctx.h, zooms), idx),
+  layer = ops.separable(layer,
+                        ops.take_severity(_zoom_stack(ctx.h, zooms), idx),
                         ops.take_severity(_zoom_stack(ctx.w, zooms), idx))
   layer = jnp.where(layer < p[3], 0.0, layer)
   layer = jnp.floor(jnp.clip(layer, 0, 1) * 255) / 255  # PIL 'L' image
