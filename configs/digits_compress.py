@@ -13,7 +13,11 @@ Arguments (after a colon): `model=resnet20`, `width=16`, `epochs=8`,
 run: a few steps per model).
 
 Hardware / runtime / results: docs/compression.md, measured with this exact
-command on a 2-core CPU.
+command on a 2-core CPU: 6 min for all 20 models including the base. Seed 0,
+MNIST test / UCI target: original 98.1 / 73.2; 90 % global unstructured
+sparsity 97.1 / 63.9 (6.96x smaller); int8 PTQ 98.1 / 72.7 (3.82x); int4
+97.6 / 69.6 (7.24x); ResNet-8 w16 student with KD 98.3 / 71.6, without KD
+97.3 / 60.3 (3.49x).
 """
 
 import ml_collections

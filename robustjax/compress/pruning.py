@@ -32,8 +32,8 @@ Scopes: `global` (one threshold over all prunable weights) or `layerwise`
 norm of each filter; with `global` scope the norms are divided by the fan-in
 (L1) or its square root (L2) so layers of different sizes compare fairly, and
 `k` counts filters; layer-wise channel pruning always keeps at least one
-filter per layer, global channel pruning does not). Schedules: `oneshot` (prune at the start, fine-tune
-with fixed masks) and `gradual` (Zhu & Gupta 2017: the sparsity follows
+filter per layer, global channel pruning does not). Schedules: `oneshot`
+(prune at the start, fine-tune with fixed masks) and `gradual` (Zhu & Gupta 2017: the sparsity follows
 `s_t = s_f + (s_i - s_f) (1 - (t - t0) / (t1 - t0))^3` between steps t0 and
 t1, masks recomputed every `update_every` steps by the trainer's
 `post_update` hook, fixed after t1).
