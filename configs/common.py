@@ -119,6 +119,22 @@ def get_base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def digits_config(model: str = "resnet20", width: int = 16,
+                  epochs: float = 8.0) -> ml_collections.ConfigDict:
+  """The base config on the embedded digits data (MNIST-5k -> UCI, 16 px)."""
+  c = get_base_config()
+  c.dataset.name = "digits"
+  c.dataset.source = "mnist"
+  c.dataset.targets = ("uci",)
+  c.dataset.image_size = 16
+  c.model.name = model
+  c.model.width = width
+  c.batch_size = 64
+  c.num_epochs = epochs
+  c.checkpoint_every_steps = 100
+  return c
+
+
 # The 15 benchmark corruptions of Hendrycks & Dietterich (2019).
 BENCHMARK_CORRUPTIONS = (
     "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur",

@@ -19,20 +19,13 @@ Arguments: `runlocal` (a tiny smoke version used by the tests and the colab).
 """
 
 from configs import common
-from robustjax.robustness import evaluate
 
 
 def get_config(arg=None):
   """Returns the study config; `arg` is `runlocal` or empty."""
   arg = common.parse_arg(arg, runlocal=False)
-  c = common.get_base_config()
+  c = common.digits_config()
   c.study_name = "digits (MNIST-5k -> UCI), default grid"
-  c.dataset.name = "digits"
-  c.dataset.source = "mnist"
-  c.dataset.targets = ("uci",)
-  c.dataset.image_size = 16
-  c.batch_size = 64
-  c.num_epochs = 8.0
   c.log_every_steps = 100
   c.checkpoint_every_steps = 200
 
@@ -45,7 +38,6 @@ def get_config(arg=None):
   c.study.distill.epochs = 8.0
   c.study.quantize.weight_bits = (8, 4)
 
-  c.evals = evaluate.default_evals()
   c.evals.corruptions.names = common.BENCHMARK_CORRUPTIONS
   c.evals.corruptions.max_examples = 500
   c.evals.attacks.names = ("fgsm", "pgd_linf")

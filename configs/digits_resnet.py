@@ -15,16 +15,7 @@ def get_config(arg=None):
   """Returns the config; `arg` is `key=value,...` (see module doc)."""
   arg = common.parse_arg(arg, model="resnet20", width=16, epochs=8.0,
                          runlocal=False)
-  c = common.get_base_config()
-  c.dataset.name = "digits"
-  c.dataset.source = "mnist"
-  c.dataset.targets = ("uci",)
-  c.dataset.image_size = 16
-  c.model.name = arg.model
-  c.model.width = arg.width
-  c.batch_size = 64
-  c.num_epochs = arg.epochs
-  c.checkpoint_every_steps = 100
+  c = common.digits_config(arg.model, arg.width, arg.epochs)
   if arg.runlocal:
     common.runlocal_overrides(c)
   return c
