@@ -121,7 +121,7 @@ def plots(rows: Sequence[dict], folder: str) -> List[str]:
     fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4.2),
                              squeeze=False)
     for ax, name in zip(axes[0], groups):
-      for model_id in sorted(models):
+      for i, model_id in enumerate(sorted(models)):
         pts = collections.defaultdict(list)
         for r in rows:
           if r["model_id"] == model_id and r["shift"] == shift and (
@@ -129,8 +129,9 @@ def plots(rows: Sequence[dict], folder: str) -> List[str]:
             pts[r["level"]].append(r["accuracy"])
         if pts:
           xs = sorted(pts)
-          ax.plot(xs, [100 * np.mean(pts[x]) for x in xs], marker=".",
-                  label=model_id)
+          ax.plot(xs, [100 * np.mean(pts[x]) for x in xs],
+                  marker=markers.get(models[model_id].method, "."),
+                  color=plt.cm.tab20(i % 20), label=model_id)
       ax.set_xlabel(xlabel)
       ax.set_ylabel("accuracy (%)")
       ax.set_title(f"{shift}: " + ("mean over corruptions" if name is None
