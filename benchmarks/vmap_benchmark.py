@@ -14,6 +14,9 @@ Modes, each measured in a fresh subprocess (so peak RSS is its own):
   sparsities of one seed: the masks differ, the data order does not);
 * `vmap_seeds`: one program for K models with their own batches (K seeds;
   same K sparsities).
+* `vmap_shared_xla`: as `vmap_shared` but with XLA's own batching of the
+  convolutions (grouped convolutions) instead of `vmapped.unrolled_conv`,
+  which `train_and_evaluate_vmapped` uses on CPU (`vmapped.for_vmap`).
 
 Reported: compile time of the step, steady-state wall time (and process CPU
 time, less sensitive to other load) of `--steps` steps for all K models,
@@ -22,6 +25,7 @@ images/s over all models, peak RSS of the process
 (`compiled.memory_analysis()`). Check that the machine is idle first; the
 results go to benchmarks/vmap_results.md by hand.
 """
+# pylint: disable=g-import-not-at-top  (JAX is imported in the workers.)
 
 import argparse
 import json
@@ -37,7 +41,7 @@ sys.path.insert(0, REPO)
 
 
 def _configs(k, mode, width):
-  from configs import digits_sweep  # pylint: disable=g-import-not-at-top
+  from configs import digits_sweep
   out = []
   for i in range(k):
     c = digits_sweep.get_config(f"width={width}")
@@ -51,13 +55,13 @@ def _configs(k, mode, width):
 
 def measure(k, mode, steps, width):
   """Runs one measurement in this process; returns a dict."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from robustjax.compress import pruning  # pylint: disable=g-import-not-at-top
-  from robustjax.data import pipeline  # pylint: disable=g-import-not-at-top
-  from robustjax.train import optim  # pylint: disable=g-import-not-at-top
-  from robustjax.train import trainer  # pylint: disable=g-import-not-at-top
-  from robustjax.train import vmapped  # pylint: disable=g-import-not-at-top
+  import jax
+  import numpy as np
+  from robustjax.compress import pruning
+  from robustjax.data import pipeline
+  from robustjax.train import optim
+  from robustjax.train import trainer
+  from robustjax.train import vmapped
 
   configs = _configs(k, mode, width)
   config = configs[0]
@@ -86,6 +90,8 @@ def measure(k, mode, steps, width):
     run_s = time.time() - t0
   else:
     shared = mode != "vmap_seeds"
+    if mode != "vmap_shared_xla":  # As train_and_evaluate_vmapped does.
+      model = vmapped.for_vmap(model)
     state = vmapped.init_states(configs, model, tx)
     step = jax.jit(vmapped.make_train_step(config, model, tx, shared))
 
@@ -109,7 +115,8 @@ def measure(k, mode, steps, width):
   mem = compiled.memory_analysis()
   return dict(
       k=k, mode=mode, steps=steps, width=width, compile_s=compile_s,
-      run_s=run_s, run_cpu_s=run_cpu_s, img_per_s=k * steps * config.batch_size / run_s,
+      run_s=run_s, run_cpu_s=run_cpu_s,
+      img_per_s=k * steps * config.batch_size / run_s,
       temp_mb=(mem.temp_size_in_bytes / 2**20) if mem else None,
       peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
@@ -120,8 +127,8 @@ def _cpu():
 
 
 def _single_step(config, model, tx):
-  import functools  # pylint: disable=g-import-not-at-top
-  from robustjax.train import trainer  # pylint: disable=g-import-not-at-top
+  import functools
+  from robustjax.train import trainer
   return functools.partial(
       trainer.train_step, model=model, tx=tx,
       loss_fn=lambda lg, lb, x: trainer.cross_entropy(lg, lb),
@@ -132,7 +139,8 @@ def _single_step(config, model, tx):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--ks", default="2,4,8")
-  parser.add_argument("--modes", default="sequential,vmap_shared,vmap_seeds")
+  parser.add_argument(
+      "--modes", default="sequential,vmap_shared,vmap_seeds,vmap_shared_xla")
   parser.add_argument("--steps", type=int, default=30)
   parser.add_argument("--width", type=int, default=8)
   parser.add_argument("--worker", default="")

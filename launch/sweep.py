@@ -1,4 +1,4 @@
-r"""Runs a config's sweep: `python launch/sweep.py --config=FILE.py[:args] --workdir=DIR`.
+r"""Runs a config's sweep: `launch/sweep.py --config=FILE.py --workdir=DIR`.
 
 The config file defines `sweep(add)` (and optionally `metrics()`) next to
 `get_config`; each point trains in `DIR/<point>/` and `DIR/sweep.jsonl`

@@ -14,6 +14,7 @@ step data-parallel; results must agree within float tolerance.
 
   python -m pytest tests/parallel_test.py
 """
+# pylint: disable=g-import-not-at-top  (JAX is imported lazily: see above.)
 
 import json
 import os
@@ -21,7 +22,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import unittest
 
 from absl.testing import absltest
 import numpy as np
@@ -38,7 +38,7 @@ PARAM_ATOL = 5e-3
 # first).
 
 def _tiny_config(batch_size=32):
-  from configs import digits_resnet  # pylint: disable=g-import-not-at-top
+  from configs import digits_resnet
   c = digits_resnet.get_config("runlocal,model=resnet8,width=4")
   c.dataset.max_train_examples = 128
   c.dataset.max_eval_examples = 64
@@ -50,18 +50,18 @@ def _tiny_config(batch_size=32):
 
 
 def _flat(tree):
-  import flax  # pylint: disable=g-import-not-at-top
+  import flax
   return {k: np.asarray(v) for k, v in flax.traverse_util.flatten_dict(
       tree, sep="/").items() if v is not None}
 
 
 def _unflat(flat):
-  import flax  # pylint: disable=g-import-not-at-top
+  import flax
   return flax.traverse_util.unflatten_dict(dict(flat), sep="/")
 
 
 def run_side(out_dir, variables_path=None, vmapped_step=True):
-  """Trains, evaluates and trains a vmapped group; writes results to out_dir.
+  """Trains, evaluates, runs the vmapped step; writes results to out_dir.
 
   Args:
     out_dir: folder for workdirs and the results (`results.json`, `*.npz`).
@@ -72,15 +72,16 @@ def run_side(out_dir, variables_path=None, vmapped_step=True):
   Returns:
     The results dict (also written by process 0).
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from robustjax import models  # pylint: disable=g-import-not-at-top
-  from robustjax import parallel  # pylint: disable=g-import-not-at-top
-  from robustjax.data import pipeline  # pylint: disable=g-import-not-at-top
-  from robustjax.robustness import attacks  # pylint: disable=g-import-not-at-top
-  from robustjax.train import eval_lib  # pylint: disable=g-import-not-at-top
-  from robustjax.train import trainer  # pylint: disable=g-import-not-at-top
-  from robustjax.train import vmapped  # pylint: disable=g-import-not-at-top
+  import jax
+  import jax.numpy as jnp
+  from robustjax import models
+  from robustjax import parallel
+  from robustjax.data import pipeline
+  from robustjax.robustness import attacks
+  from robustjax.robustness import corruptions
+  from robustjax.train import eval_lib
+  from robustjax.train import trainer
+  from robustjax.train import vmapped
 
   main = jax.process_index() == 0
   res = {"devices": jax.device_count(), "processes": jax.process_count()}
@@ -101,11 +102,11 @@ def run_side(out_dir, variables_path=None, vmapped_step=True):
       variables_path = os.path.join(out_dir, "variables.npz")
       np.savez(variables_path, **_flat(trained))
   if variables_path is None:  # Other processes: wait for process 0's file.
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices("variables saved")
     variables_path = os.path.join(out_dir, "variables.npz")
   elif jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices("variables saved")
   variables = _unflat(np.load(variables_path))
 
@@ -133,11 +134,7 @@ def run_side(out_dir, variables_path=None, vmapped_step=True):
     acc = attacks.robust_accuracy(apply_fn, variables, images_s, labels_s,
                                   key, eps, attack)
     res[f"robust/{name}"] = np.asarray(jax.device_get(acc)).tolist()
-  try:
-    from robustjax.robustness import corruptions  # pylint: disable=g-import-not-at-top
-    corrs = [corruptions.get_corruption("gaussian_noise")]
-  except ImportError:
-    corrs = []
+  corrs = [corruptions.get_corruption("gaussian_noise")]
   shrunk = jax.tree.map(lambda x: x * 0.9, variables)
   stacked = vmapped.stack([variables, shrunk])
   sweep = vmapped.robustness_vmapped(
@@ -149,10 +146,10 @@ def run_side(out_dir, variables_path=None, vmapped_step=True):
   # The vmapped train step: K=2 members (dense and 50 % pruned), each with
   # its own batch stream, stacked on axis 1 and sharded on the data axis.
   if vmapped_step:
-    from robustjax.data import pipeline as pl  # pylint: disable=g-import-not-at-top
-    from robustjax.train import optim  # pylint: disable=g-import-not-at-top
-    from robustjax.train import state as state_lib  # pylint: disable=g-import-not-at-top
-    from robustjax.compress import pruning  # pylint: disable=g-import-not-at-top
+    from robustjax.data import pipeline as pl
+    from robustjax.train import optim
+    from robustjax.train import state as state_lib
+    from robustjax.compress import pruning
     tx = pruning.wrap_optax(optim.make(config.optimizer, 4))
     params = vmapped.stack([variables["params"], shrunk["params"]])
     masks = jax.vmap(pruning.magnitude_masks)(params, jnp.array([0.0, 0.5]))
@@ -162,7 +159,8 @@ def run_side(out_dir, variables_path=None, vmapped_step=True):
             params, vmapped.stack([variables["batch_stats"]] * 2), rngs,
             masks)
     vstate = parallel.replicate(mesh, vstate)
-    step = jax.jit(vmapped.make_train_step(config, model, tx, False),
+    step = jax.jit(vmapped.make_train_step(
+        config, vmapped.for_vmap(model), tx, False),
                    out_shardings=(parallel.replicated(mesh),) * 2)
     train, _ = trainer.load_data(config)
     streams = [pl.TrainBatches(train, config.batch_size, s) for s in (0, 1)]
@@ -192,8 +190,8 @@ def run_side(out_dir, variables_path=None, vmapped_step=True):
 def _worker_main(argv):
   """`parallel_test.py --parallel-test-worker OUT [VARS] [PID NPROC PORT]`."""
   out_dir, variables_path = argv[0], argv[1]
-  from absl import logging  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
+  from absl import logging
+  import jax
   logging.use_absl_handler()
   logging.set_verbosity(logging.INFO)
   if len(argv) > 2:
@@ -229,7 +227,7 @@ class DataParallelTest(absltest.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    import jax  # pylint: disable=g-import-not-at-top
+    import jax
     cls.tmp = tempfile.mkdtemp()
     cls.one_dir = os.path.join(cls.tmp, "one")
     cls.one = run_side(cls.one_dir)
@@ -284,8 +282,10 @@ class DataParallelTest(absltest.TestCase):
                                  atol=1e-3, err_msg=name)
 
   def test_final_accuracy_matches_one_device(self):
-    for k, v in self.one["final"].items():
-      self.assertAlmostEqual(self.eight["final"][k], v, delta=1.5 / 64, msg=k)
+    for name, res, _ in self.sides():
+      for k, v in self.one["final"].items():
+        self.assertAlmostEqual(res["final"][k], v, delta=1.5 / 64,
+                               msg=f"{name}: {k}")
 
   def test_only_process_zero_writes_the_run_record(self):
     # Both processes ran the same training in the same workdir: a row
@@ -303,25 +303,16 @@ class DataParallelTest(absltest.TestCase):
       for k, v in self.one["sweep"].items():
         np.testing.assert_allclose(res["sweep"][k], v, atol=1.5 / 64,
                                    err_msg=f"{name}: sweep {k}")
-    for split, acc in self.one["accuracy"].items():
-      self.assertAlmostEqual(self.eight["accuracy"][split], acc, places=6)
-      # eps = 0 of the attack and the sweep's clean column are the clean
-      # accuracy on the first 64 test images (the whole capped split).
+    for name, res, _ in self.sides():
+      for split, acc in self.one["accuracy"].items():
+        self.assertAlmostEqual(res["accuracy"][split], acc, places=6,
+                               msg=f"{name}: {split}")
+    # eps = 0 of the attack and the sweep's clean column are the clean
+    # accuracy on the first 64 test images (the whole capped split).
     self.assertAlmostEqual(self.one["robust/fgsm"][0],
                            self.one["accuracy"]["test"], places=6)
     self.assertAlmostEqual(self.one["sweep"]["clean"][0],
                            self.one["accuracy"]["test"], places=6)
-
-  @unittest.expectedFailure
-  def test_multi_process_eval_lib_accuracy(self):
-    # KNOWN BUG (reported): eval_lib.accuracy passes the *global* batch to
-    # parallel.shard_batch on every process, which reads it as this
-    # process's part, so with P processes every example counts P times
-    # (accuracy x P; the trainer's eval metrics too). Fix: give
-    # shard_batch only this process's slice of each batch, as
-    # vmapped.accuracy_vmapped does.
-    for split, acc in self.one["accuracy"].items():
-      self.assertAlmostEqual(self.multi["accuracy"][split], acc, places=6)
 
   def test_vmapped_step_matches_one_device(self):
     want = np.load(os.path.join(self.one_dir, "vmapped_params.npz"))

@@ -21,6 +21,8 @@ from robustjax import io_utils
 from robustjax import models
 from robustjax.compress import pruning
 from robustjax.data import pipeline
+from robustjax.robustness import attacks
+from robustjax.robustness import corruptions
 from robustjax.train import checkpoint
 from robustjax.train import optim
 from robustjax.train import trainer
@@ -147,13 +149,8 @@ class VmappedTrainingTest(absltest.TestCase):
     np.testing.assert_allclose(ma["loss"], mb["loss"], rtol=1e-5)
 
   def test_robustness_vmapped_matches_per_model_evaluation(self):
-    from robustjax.robustness import attacks  # pylint: disable=g-import-not-at-top
-    try:
-      from robustjax.robustness import corruptions  # pylint: disable=g-import-not-at-top
-      corrs = [corruptions.get_corruption(n) for n in ("gaussian_noise",
-                                                         "contrast")]
-    except ImportError:
-      corrs = []
+    corrs = [corruptions.get_corruption(n) for n in ("gaussian_noise",
+                                                       "contrast")]
     model = trainer.build_model(self.configs[0])
     apply_fn = models.inference_fn(model)
     _, evals = trainer.load_data(self.configs[0])
