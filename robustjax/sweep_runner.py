@@ -55,7 +55,10 @@ class Point:
 
   @property
   def config_hash(self) -> str:
-    text = self.config.to_json(sort_keys=True)
+    """Hash of what the point trains (runner options in `sweep` excluded)."""
+    d = self.config.to_dict()
+    d.pop("sweep", None)
+    text = json.dumps(d, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

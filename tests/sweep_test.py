@@ -123,6 +123,15 @@ class ResumeTest(absltest.TestCase):
     self._run(third)
     self.assertEqual(third.calls, [])
 
+  def test_runner_options_do_not_invalidate_finished_points(self):
+    self._run(FakeTrainer())
+    base = _base()
+    base.sweep.vmap = not base.sweep.vmap
+    again = FakeTrainer()
+    with mock.patch.object(sweep_runner.trainer, "train_and_evaluate", again):
+      sweep_runner.run_sweep(base, self.workdir, _three_points)
+    self.assertEqual(again.calls, [])
+
   def test_changed_config_under_a_finished_point_is_an_error(self):
     self._run(FakeTrainer())
     base = _base()

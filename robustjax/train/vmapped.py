@@ -138,8 +138,8 @@ def check_group(configs: Sequence[ml_collections.ConfigDict]) -> None:
 # `jax.vmap` turns a convolution whose kernel has a model axis into one
 # grouped convolution (and its kernel gradient into a `batch_group_count`
 # convolution). XLA:CPU runs those far slower than K separate convolutions
-# (ResNet-8 shapes, K = 8: forward 11x, kernel gradient 130x slower), which
-# made a vmapped step 6x slower than K sequential ones. `unrolled_conv`
+# (a ResNet-8 layer, K = 8: forward 10x, gradients 12x slower), which made a
+# vmapped step 6x slower than K sequential ones. `unrolled_conv`
 # computes the same convolution but, under vmap, runs one ordinary
 # convolution per model (forward and both gradients) inside the one
 # program.
