@@ -30,11 +30,18 @@ Evaluation is vmapped too: `accuracy_vmapped` (K models on a split) and
 `robustness_vmapped` (K models x corruption severities x attack eps in one
 program). Data parallelism composes: batches are still sharded on the mesh's
 `data` axis and the stacked state is replicated.
+
+On CPU, `for_vmap(model)` swaps in `unrolled_conv`, which vmaps as K plain
+convolutions instead of one grouped convolution (XLA:CPU runs the latter up
+to 12x slower); the trainer here does it automatically, and a model passed
+to `robustness_vmapped` on CPU should be wrapped the same way
+(benchmarks/vmap_results.md).
 """
 
 import functools
 import os
 import time
+import zlib
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from absl import logging
@@ -527,7 +534,6 @@ def _robust_counts(apply_fn, corruptions, attack, level_map, variables,
 
 
 def _name_hash(name: str) -> int:
-  import zlib  # pylint: disable=g-import-not-at-top
   return zlib.crc32(name.encode()) & 0x7FFFFFFF
 
 
@@ -549,7 +555,8 @@ def robustness_vmapped(apply_fn: Callable, stacked_variables: Any, images,
   `chunk_size` or the number of devices.
 
   Args:
-    apply_fn: `logits = apply_fn(variables, images)` for one model.
+    apply_fn: `logits = apply_fn(variables, images)` for one model; on CPU
+      build it from `for_vmap(model)`.
     stacked_variables: variables with a leading model axis of size K.
     images: [n, H, W, C] uint8 or float in [0, 1].
     labels: int [n].
@@ -561,7 +568,7 @@ def robustness_vmapped(apply_fn: Callable, stacked_variables: Any, images,
     chunk_size: examples per program call (bounds memory; the last chunk is
       padded and masked). Rounded up to a multiple of the device count.
     mesh: device mesh (default: all devices); chunks are sharded on it.
-    level_map: "vmap" or "map" (`lax.map`, often faster on CPU) over levels.
+    level_map: "vmap" or "map" (`lax.map`) over levels; measure both on CPU.
 
   Returns:
     {"clean": [K], <corruption name>: [K, S], <attack name>: [K, E]}
