@@ -33,6 +33,7 @@ import orbax.checkpoint as ocp
 
 from robustjax import io_utils
 from robustjax import models
+from robustjax import parallel
 from robustjax.compress import distillation
 from robustjax.compress import pruning
 from robustjax.compress import quantization
@@ -123,8 +124,10 @@ def _to_host(tree):
 def save_compressed(workdir: str, variables, metadata: Dict[str, Any]):
   """Writes `variables/` then `compression.json` (last: marks it done)."""
   os.makedirs(workdir, exist_ok=True)
+  # Orbax saves are collective (every process calls); metadata: process 0.
   checkpoint.save_variables(os.path.join(workdir, VARIABLES), variables)
-  io_utils.write_json(os.path.join(workdir, METADATA), metadata)
+  if parallel.is_main_process():
+    io_utils.write_json(os.path.join(workdir, METADATA), metadata)
 
 
 def is_done(workdir: Optional[str]) -> bool:
@@ -467,9 +470,10 @@ def compress_all(config, workdir: str) -> List[Dict[str, Any]]:
 
   def add(result):
     entries.append(_entry(result[2]))
-    io_utils.write_json(manifest_path, dict(
-        config=json.loads(config.to_json_best_effort()),
-        base_workdir=os.path.abspath(base_dir), models=entries))
+    if parallel.is_main_process():
+      io_utils.write_json(manifest_path, dict(
+          config=json.loads(config.to_json_best_effort()),
+          base_workdir=os.path.abspath(base_dir), models=entries))
     return result
 
   base_fn, _, _ = add(original(base, config, os.path.join(workdir,
