@@ -360,8 +360,8 @@ def get_attack(name: str, **kwargs: Any) -> Attack:
 
 
 @functools.partial(jax.jit, static_argnames=("apply_fn", "attack"))
-def _correct_counts(apply_fn, attack, variables, images, labels, keys,
-                    eps_grid, valid):
+def _correct_counts(apply_fn, attack, variables, images, labels, keys, valid,
+                    eps_grid):
   """Correctly classified valid examples after the attack, per eps [len]."""
   def count(eps):
     adv = attack.perturb(apply_fn, variables, images, labels, keys, eps)
@@ -378,12 +378,20 @@ def _indexed_keys(key: Array, n: int) -> Array:
 def robust_accuracy(apply_fn: ApplyFn, variables: Any, images: Array,
                     labels: Array, key: Array,
                     eps_grid: Union[Sequence[float], Array], attack: Attack,
-                    chunk_size: Optional[int] = None) -> Array:
+                    chunk_size: Optional[int] = None,
+                    devices: Optional[Sequence[jax.Device]] = None) -> Array:
   """Accuracy under `attack` for every radius of `eps_grid`.
 
   The attack is vmapped over the eps grid inside one jitted program, compiled
   once per (apply_fn, attack, shapes) and cached across calls, so reuse the
   same `apply_fn` object (e.g. `robustjax.models.inference_fn(model)`).
+
+  With several devices each chunk is split over them along the batch
+  (data parallel; examples are independent, only the final counts are
+  summed). On a multi-core CPU, `XLA_FLAGS=--xla_force_host_platform_device_
+  count=<cores>` (set before jax is imported) makes one XLA device per core;
+  that ran PGD 1.5x faster on 2 cores than one device, whose backward pass
+  uses little more than one core (benchmarks/attacks_results.md).
 
   Args:
     apply_fn: `apply_fn(variables, images) -> logits`, inference mode.
@@ -393,9 +401,12 @@ def robust_accuracy(apply_fn: ApplyFn, variables: Any, images: Array,
     key: PRNG key; example i uses `fold_in(key, i)`.
     eps_grid: radii in pixel units, 1-D; 0 gives the clean accuracy exactly.
     attack: an `Attack`, e.g. `pgd()` or `get_attack('fgsm')`.
-    chunk_size: attack at most this many images at once (all eps together);
-      bounds memory. The last chunk is padded to the same shape, so one
-      compiled program serves all chunks. None: one chunk.
+    chunk_size: attack at most this many images at once (all eps together,
+      so the effective batch is chunk_size * len(eps_grid)); bounds memory.
+      The last chunk is padded to the same shape, so one compiled program
+      serves all chunks. None: one chunk.
+    devices: devices to split each chunk over; None: all local devices of
+      the default backend.
 
   Returns:
     float32 [len(eps_grid)], fraction of the n images still classified
@@ -409,9 +420,20 @@ def robust_accuracy(apply_fn: ApplyFn, variables: Any, images: Array,
     raise ValueError(f"Got {labels.shape[0]} labels for {n} images.")
   if n == 0:
     raise ValueError("robust_accuracy needs at least one image.")
+  devices = list(jax.local_devices() if devices is None else devices)
   chunk = n if chunk_size is None else max(1, min(int(chunk_size), n))
+  chunk = -(-chunk // len(devices)) * len(devices)  # A multiple of devices.
   keys = _indexed_keys(key, n)
-  total = jnp.zeros(eps_grid.shape, jnp.int32)
+  put = lambda tree: tree
+  if len(devices) > 1:
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("batch",))
+    batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(
+        "batch"))
+    replicated = jax.sharding.NamedSharding(mesh,
+                                            jax.sharding.PartitionSpec())
+    variables, eps_grid = jax.device_put((variables, eps_grid), replicated)
+    put = lambda tree: jax.device_put(tree, batch)
+  total = 0
   for start in range(0, n, chunk):
     x = images[start:start + chunk]
     y = labels[start:start + chunk]
@@ -423,7 +445,8 @@ def robust_accuracy(apply_fn: ApplyFn, variables: Any, images: Array,
       x = jnp.concatenate([x, jnp.repeat(x[:1], pad, axis=0)])
       y = jnp.concatenate([y, jnp.repeat(y[:1], pad, axis=0)])
       k = jnp.concatenate([k, jnp.repeat(k[:1], pad, axis=0)])
-    total = total + _correct_counts(apply_fn, attack, variables, x, y, k,
-                                    eps_grid, valid)
+    total = total + _correct_counts(apply_fn, attack, variables,
+                                    *put((x, y, k, jnp.asarray(valid))),
+                                    eps_grid)
   # Correctly rounded count / n (XLA would multiply by a rounded 1 / n).
   return jnp.asarray(np.asarray(total, np.float32) / np.float32(n))

@@ -8,6 +8,10 @@ properties run in seconds on a CPU. Run:
 """
 
 import functools
+import os
+import subprocess
+import sys
+import textwrap
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -20,6 +24,8 @@ from sklearn import datasets
 
 from robustjax.robustness import attacks
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
 N_TEST = 200  # Not a multiple of the chunk sizes below: tests the remainder.
 EPS_GRID = (0.0, 0.05, 0.1, 0.2, 0.3)
 
@@ -342,6 +348,29 @@ class AttacksTest(parameterized.TestCase):
     masked_fn = _apply_fn(act_bits=4, straight_through=False)
     grad = attacks.input_gradient(masked_fn, qvars, x, y)
     self.assertEqual(float(jnp.max(jnp.abs(grad))), 0.0)
+
+  def test_two_cpu_devices_match_one(self):
+    # XLA_FLAGS must be set before jax starts, hence a fresh process.
+    code = textwrap.dedent("""
+        import jax, numpy as np
+        import attacks_test as t
+        from robustjax.robustness import attacks
+        assert jax.device_count() == 2, jax.devices()
+        _, v = t._trained()
+        _, (x, y) = t._digits()
+        run = lambda **kw: np.asarray(attacks.robust_accuracy(
+            t._apply_fn(), v, x, y, jax.random.key(0), t.EPS_GRID,
+            attacks.pgd(steps=3), **kw))
+        one = run(devices=jax.devices()[:1])
+        np.testing.assert_array_equal(run(), one)
+        np.testing.assert_array_equal(run(chunk_size=47), one)
+        """)
+    env = dict(os.environ,
+               XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               PYTHONPATH=os.pathsep.join(
+                   [ROOT, os.path.dirname(os.path.abspath(__file__))]))
+    subprocess.run([sys.executable, "-c", code], check=True, env=env,
+                   timeout=600)
 
   def test_unknown_attack_name(self):
     with self.assertRaisesRegex(ValueError, "fgsm, pgd_l2, pgd_linf"):
