@@ -17,7 +17,10 @@ What is measured, all in this one process tree on the same machine:
   of the torch venv (`--torch_python`), also whole-batch and chunked.
 * An eps sweep (5 radii, PGD-10): `robust_accuracy`, one compiled program
   vmapped over the grid, vs a Python loop of per-eps programs each compiled
-  for its own constant eps; compile time included in both.
+  for its own constant eps, vs a loop over one program with eps traced;
+  compile time included in all.
+* With `--host_devices=2` (default; XLA_FLAGS is set before jax starts) one
+  XLA CPU device per core: the same attacks with the batch split over both.
 
 Ours and torchattacks run alternately, run by run (a persistent torch worker
 process answers one timed run per request), so both see the same machine
@@ -220,6 +223,10 @@ def _wait_for_idle(args):
 
 def _jax_main(args):
   """Runs every measurement and prints a markdown report."""
+  if args.host_devices > 1:  # Must precede jax's start.
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_"
+                               f"force_host_platform_device_count="
+                               f"{args.host_devices}")
   # pylint: disable=g-import-not-at-top
   import jax
   import jax.numpy as jnp
@@ -262,27 +269,41 @@ def _jax_main(args):
 
   # (label, our attack, jitted batch, torchattacks counterpart, repeats).
   pgd_args = dict(steps=10, step_size=STEP, random_start=True)
+  # A label ending in "devices" splits each jitted batch over all devices.
+  sharded = f"{jax.device_count()} devices"
   configs = [("FGSM", attacks.fgsm(), n, "fgsm", args.repeats),
              ("PGD-10 unrolled", attacks.pgd(unroll=True, **pgd_args), n,
               "pgd10", args.repeats)]
   configs += [("PGD-10 unrolled", attacks.pgd(unroll=True, **pgd_args), c,
                "pgd10", args.repeats) for c in args.chunk_sizes if c < n]
+  if jax.device_count() > 1:
+    configs += [(f"FGSM, {sharded}", attacks.fgsm(), n, None, args.repeats),
+                (f"PGD-10 unrolled, {sharded}",
+                 attacks.pgd(unroll=True, **pgd_args), n, None, args.repeats)]
   if args.fori_repeats:
     configs.append(("PGD-10 fori_loop", attacks.pgd(unroll=False, **pgd_args),
                     n, None, args.fori_repeats))
 
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("batch",))
   runners = []
   for label, attack, chunk, _, _ in configs:
     perturb = jax.jit(functools.partial(attack.perturb, apply_fn))
+    data = (variables, images, labels, jax.random.split(key, n))
+    if label.endswith("devices"):
+      spec = jax.sharding.PartitionSpec
+      data = jax.device_put(data, (
+          jax.sharding.NamedSharding(mesh, spec()),) + (
+              jax.sharding.NamedSharding(mesh, spec("batch")),) * 3)
     start = time.perf_counter()
-    compiled = perturb.lower(variables, images[:chunk], labels[:chunk], key,
-                             EPS).compile()
+    compiled = perturb.lower(data[0], data[1][:chunk], data[2][:chunk],
+                             data[3][:chunk], EPS).compile()
     compile_s = time.perf_counter() - start
 
-    def run(compiled=compiled, chunk=chunk):
+    def run(compiled=compiled, chunk=chunk, data=data):
+      v, x, y, k = data
       jax.block_until_ready([
-          compiled(variables, images[s:s + chunk], labels[s:s + chunk], key,
-                   EPS) for s in range(0, n, chunk)])
+          compiled(v, x[s:s + chunk], y[s:s + chunk], k[s:s + chunk], EPS)
+          for s in range(0, n, chunk)])
     run()  # Warm-up.
     runners.append(run)
     report["rows"].append(dict(label=label, chunk=chunk, compile_s=compile_s,
@@ -337,9 +358,10 @@ def _sweep(args, apply_fn, variables, images, labels, key):
 
   # A fresh apply_fn object for each variant, so nothing is cached yet.
   fresh = lambda: functools.partial(apply_fn)
+  one = jax.devices()[:1]  # Like the per-eps loop below.
   record("robust_accuracy, vmap over 5 eps, 1 compile",
          lambda: attacks.robust_accuracy(fresh(), variables, images, labels,
-                                         key, SWEEP_EPS, attack, chunk))
+                                         key, SWEEP_EPS, attack, chunk, one))
 
   def loop_constant_eps():
     accuracy = []
@@ -355,9 +377,13 @@ def _sweep(args, apply_fn, variables, images, labels, key):
   def loop_traced_eps():
     fn = fresh()
     return jnp.concatenate([attacks.robust_accuracy(
-        fn, variables, images, labels, key, [eps], attack, chunk)
+        fn, variables, images, labels, key, [eps], attack, chunk, one)
                             for eps in SWEEP_EPS])
   record("python loop, 1 program (eps traced)", loop_traced_eps)
+  if jax.device_count() > 1:
+    record(f"robust_accuracy, vmap over 5 eps, {jax.device_count()} devices",
+           lambda: attacks.robust_accuracy(fresh(), variables, images, labels,
+                                           key, SWEEP_EPS, attack, chunk))
   return results
 
 
@@ -436,6 +462,9 @@ def main():
                       default=[64], help="also attack the batch in chunks "
                       "of these sizes (both frameworks).")
   parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--host_devices", type=int, default=2,
+                      help="XLA CPU devices (one per core); >1 adds runs "
+                      "with the batch split over them.")
   parser.add_argument("--fori_repeats", type=int, default=1,
                       help="timed runs of the (slow) fori_loop PGD; 0: skip.")
   parser.add_argument("--sweep_chunk", type=int, default=0,
