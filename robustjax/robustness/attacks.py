@@ -406,7 +406,8 @@ def robust_accuracy(apply_fn: ApplyFn, variables: Any, images: Array,
       The last chunk is padded to the same shape, so one compiled program
       serves all chunks. None: one chunk.
     devices: devices to split each chunk over; None: all local devices of
-      the default backend.
+      the default backend in a single process (with several processes, the
+      inputs' own sharding is used).
 
   Returns:
     float32 [len(eps_grid)], fraction of the n images still classified
@@ -420,9 +421,13 @@ def robust_accuracy(apply_fn: ApplyFn, variables: Any, images: Array,
     raise ValueError(f"Got {labels.shape[0]} labels for {n} images.")
   if n == 0:
     raise ValueError("robust_accuracy needs at least one image.")
-  devices = list(jax.local_devices() if devices is None else devices)
+  if devices is None:
+    # Several processes: the inputs are global arrays and jit follows their
+    # sharding, so nothing is moved here.
+    devices = jax.local_devices() if jax.process_count() == 1 else ()
+  devices = list(devices)
   chunk = n if chunk_size is None else max(1, min(int(chunk_size), n))
-  chunk = -(-chunk // len(devices)) * len(devices)  # A multiple of devices.
+  chunk = -(-chunk // max(1, len(devices))) * max(1, len(devices))
   keys = _indexed_keys(key, n)
   put = lambda tree: tree
   if len(devices) > 1:
