@@ -313,10 +313,11 @@ def _shot_noise(x, idx, key, ctx):
 
 
 def _impulse_noise(x, idx, key, ctx):
-  u = _random(key, u=('uniform', (2,) + x.shape))['u']
-  flipped = u[0] < _row(ctx, idx)
-  salt = u[1] < 0.5
-  return jnp.where(flipped, salt.astype(x.dtype), x)
+  # One uniform per element: flipped with probability c, salt (1) for
+  # u < c / 2 and pepper (0) otherwise, as skimage's 's&p' with ratio 0.5.
+  u = _random(key, u=('uniform', x.shape))['u']
+  amount = _row(ctx, idx)
+  return jnp.where(u < amount, (u < amount / 2).astype(x.dtype), x)
 
 
 def _speckle_noise(x, idx, key, ctx):
