@@ -256,13 +256,18 @@ def _zoom_blur_taps(n, ranges):
 
 @functools.lru_cache(maxsize=None)
 def _pixelate_stack(n, fracs):
-  mats = []
-  for f in fracs:
-    small = max(int(n * f), 1)
-    down = ops.pil_box_resize_matrix(n, small)
-    up = ops.pil_box_resize_matrix(small, n)
-    mats.append(up @ down)
-  return np.stack(mats).astype(np.float32)
+  """Pillow BOX down (zero-padded `(5, m, n)`) and BOX up as an index map.
+
+  Upsampling with BOX gives every output pixel exactly one input pixel, so
+  it is a gather (`(5, n)` indices into the small image).
+  """
+  sizes = [max(int(n * f), 1) for f in fracs]
+  down = np.zeros((len(fracs), max(sizes), n), np.float32)
+  up = np.zeros((len(fracs), n), np.int32)
+  for i, small in enumerate(sizes):
+    down[i, :small] = ops.pil_box_resize_matrix(n, small)
+    up[i] = np.argmax(ops.pil_box_resize_matrix(small, n), axis=1)
+  return down, up
 
 
 @functools.lru_cache(maxsize=None)
@@ -510,8 +515,10 @@ def _saturate(x, idx, key, ctx):
 def _pixelate(x, idx, key, ctx):
   del key
   fr = _column_all(ctx)
-  return ops.separable(x, ops.take_severity(_pixelate_stack(ctx.h, fr), idx),
-                       ops.take_severity(_pixelate_stack(ctx.w, fr), idx))
+  down_h, up_h = (ops.take_severity(a, idx) for a in _pixelate_stack(ctx.h, fr))
+  down_w, up_w = (ops.take_severity(a, idx) for a in _pixelate_stack(ctx.w, fr))
+  small = ops.separable(x, down_h, down_w)
+  return small[:, up_h][:, :, up_w]
 
 
 def _jpeg_compression(x, idx, key, ctx):
