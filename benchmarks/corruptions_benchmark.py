@@ -48,6 +48,17 @@ PHOTOS = ('astronaut.png', 'chelsea.png', 'coffee.png', 'rocket.jpg',
           'motorcycle_left.png', 'ihc.png')
 
 
+def cpu_name():
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
 def load_photos(ic_python):
   """The RGB photographs shipped with scikit-image (in the ic environment)."""
   out = subprocess.run(
@@ -171,18 +182,31 @@ def main():
   p.add_argument('--agree224', type=int, default=16)
   p.add_argument('--agree224_glass', type=int, default=3,
                  help='glass_blur takes ~5 s per 224 px image in the reference')
+  p.add_argument('--max_load', type=float, default=0.5,
+                 help='wait until the 1-min load average is below this')
+  p.add_argument('--wait_idle_s', type=float, default=3600,
+                 help='give up waiting after this many seconds (then run)')
   p.add_argument('--sizes', default='32,224',
                  help='which throughput measurements to run')
   p.add_argument('--skip_agreement', action='store_true')
+  p.add_argument('--render_only', action='store_true',
+                 help='rewrite --out from the .json next to it')
   p.add_argument('--out', default=os.path.join(HERE,
                                                'corruptions_results.md'))
   a = p.parse_args()
+  if a.render_only:
+    with open(os.path.splitext(a.out)[0] + '.json') as f:
+      write_markdown(json.load(f), a, a.out)
+    return
 
+  photos = load_photos(a.ic_python)
+  deadline = time.time() + a.wait_idle_s
+  while os.getloadavg()[0] >= a.max_load and time.time() < deadline:
+    time.sleep(10)
   load_before = os.getloadavg()
   print(f'load average before: {load_before}', flush=True)
-  photos = load_photos(a.ic_python)
   res = {'load_before': load_before, 'severity': a.severity,
-         'cpu': platform.processor() or platform.machine(),
+         'cpu': cpu_name(), 'argv': ' '.join(sys.argv),
          'ncpu': os.cpu_count(), 'jax': jax.__version__,
          'device': str(jax.devices()[0]), 'throughput': {}}
   key = jax.random.key(0)
@@ -243,7 +267,7 @@ def main():
 
 def write_markdown(res, a, path):
   """Results tables (the .json next to it has every number)."""
-  busy = max(res['load_before'][0], res['load_after_timing'][0])
+  busy = res['load_before'][0]
   lines = [
       '# Corruption benchmark results',
       '',
@@ -251,9 +275,7 @@ def write_markdown(res, a, path):
       'every number in one run. See docs/corruptions.md for the discussion.',
       '',
       '```',
-      f'python benchmarks/corruptions_benchmark.py --ic_python={a.ic_python}'
-      f' --batch32={a.batch32} --batch224={a.batch224}'
-      f' --severity={a.severity}',
+      'python ' + res.get('argv', 'benchmarks/corruptions_benchmark.py'),
       '```',
       '',
       f'* Machine: {res["ncpu"]}-core {res["cpu"]}, CPU only; JAX '
@@ -262,8 +284,10 @@ def write_markdown(res, a, path):
       'image at a time in one process.',
       f'* Load average (1/5/15 min) before: '
       f'{_fmt_list(res["load_before"], "{:.2f}")}; after timing: '
-      f'{_fmt_list(res["load_after_timing"], "{:.2f}")}'
-      + (' -- **machine busy, timings unreliable**' if busy > 0.5 else ''),
+      f'{_fmt_list(res["load_after_timing"], "{:.2f}")} (includes this '
+      'benchmark\'s own 2-3 threads)'
+      + (' -- **machine busy before the run, timings unreliable**'
+         if busy > 0.5 else ''),
       f'* Severity {a.severity}; images: random crops of the scikit-image '
       'photographs, resized to 32 and 224 px. Ours: CIFAR table at 32 px, '
       'ImageNet table at 224 px; imagecorruptions always uses the ImageNet '
