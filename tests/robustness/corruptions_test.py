@@ -5,6 +5,8 @@ All corruptions x both severity tables run on two 32x32 synthetic scenes
 function is shared between tests (the compile dominates the runtime). Run:
 
   python -m pytest tests/robustness/corruptions_test.py
+
+(170 tests, ~35 s on an idle 2-core CPU; ~2 min under heavy load.)
 """
 
 import colorsys
