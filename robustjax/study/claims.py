@@ -83,24 +83,42 @@ def _valid(x):
   return x is not None and np.isfinite(x)
 
 
+def _r_pairs(a: ModelSummary, b: ModelSummary):
+  """(shift, R of a, R of b) for every shift type both models have."""
+  for shift in SHIFTS:
+    ra, rb = a.robustness[shift], b.robustness[shift]
+    if _valid(ra) and _valid(rb):
+      yield shift, ra, rb
+
+
+class _Tally:
+  """Counts comparisons (and whether each goes the claimed way)."""
+
+  def __init__(self):
+    self.held, self.total, self.evidence = 0, 0, []
+
+  def add(self, held: bool, text: str):
+    self.total += 1
+    self.held += bool(held)
+    self.evidence.append(text)
+
+  def decide(self, claim: str) -> Verdict:
+    return _decide(claim, self.held, self.total, self.evidence)
+
+
 def claim_a(models: Dict[str, ModelSummary]) -> Verdict:
   """(a) Compressed models are less robust than their originals."""
-  held, total, ev = 0, 0, []
+  t = _Tally()
   for m in models.values():
     o = models.get(m.original_id) if m.original_id else None
     if m.method in ("original", "distill_control") or o is None:
       continue
-    for shift in SHIFTS:
-      rm, ro = m.robustness[shift], o.robustness[shift]
-      if not (_valid(rm) and _valid(ro)):
-        continue
-      total += 1
+    for shift, rm, ro in _r_pairs(m, o):
       less = rm < ro - TOLERANCE
-      held += less
-      ev.append(f"{m.model_id} vs {o.model_id}, {shift}: R {rm:.3f} vs "
-                f"{ro:.3f} -> {'less' if less else 'not less'} robust")
-  return _decide("(a) Compressed models are less robust than their "
-                 "uncompressed originals.", held, total, ev)
+      t.add(less, f"{m.model_id} vs {o.model_id}, {shift}: R {rm:.3f} vs "
+            f"{ro:.3f} -> {'less' if less else 'not less'} robust")
+  return t.decide("(a) Compressed models are less robust than their "
+                  "uncompressed originals.")
 
 
 def _loss(models, m, shift):
@@ -113,7 +131,7 @@ def _loss(models, m, shift):
 
 def claim_b(models: Dict[str, ModelSummary]) -> Verdict:
   """(b) Larger networks lose more robustness, even at a similar size."""
-  held, total, ev = 0, 0, []
+  t = _Tally()
   originals = {m.arch: m for m in models.values() if m.method == "original"}
   sizes = {a: o.size_bits for a, o in originals.items()}
   # 1. Same method and setting applied to a larger and a smaller network.
@@ -131,12 +149,10 @@ def claim_b(models: Dict[str, ModelSummary]) -> Verdict:
         ll, ls = _loss(models, large, shift), _loss(models, small, shift)
         if ll is None or ls is None:
           continue
-        total += 1
         more = ll > ls + TOLERANCE
-        held += more
-        ev.append(f"{method} {dict(setting)}, {shift}: robustness loss "
-                  f"{large.arch} {ll:+.3f} vs {small.arch} {ls:+.3f} -> "
-                  f"larger loses {'more' if more else 'not more'}")
+        t.add(more, f"{method} {dict(setting)}, {shift}: robustness loss "
+              f"{large.arch} {ll:+.3f} vs {small.arch} {ls:+.3f} -> "
+              f"larger loses {'more' if more else 'not more'}")
   # 2. A compressed large network vs a small original of similar size.
   for m in models.values():
     if m.method not in ("prune", "quantize") or m.arch not in sizes:
@@ -147,25 +163,19 @@ def claim_b(models: Dict[str, ModelSummary]) -> Verdict:
       ratio = m.size_bits / small.size_bits
       if not 1 / SIMILAR_SIZE <= ratio <= SIMILAR_SIZE:
         continue
-      for shift in SHIFTS:
-        rm, rs = m.robustness[shift], small.robustness[shift]
-        if not (_valid(rm) and _valid(rs)):
-          continue
-        total += 1
+      for shift, rm, rs in _r_pairs(m, small):
         less = rm < rs - TOLERANCE
-        held += less
-        ev.append(f"{m.model_id} ({m.size_bits / 8e3:.1f} kB) vs "
-                  f"{small.model_id} ({small.size_bits / 8e3:.1f} kB), "
-                  f"{shift}: R {rm:.3f} vs {rs:.3f} -> compressed large is "
-                  f"{'less' if less else 'not less'} robust")
-  return _decide("(b) Larger networks lose more robustness when compressed, "
-                 "even when compressed to a similar size as smaller ones.",
-                 held, total, ev)
+        t.add(less, f"{m.model_id} ({m.size_bits / 8e3:.1f} kB) vs "
+              f"{small.model_id} ({small.size_bits / 8e3:.1f} kB), "
+              f"{shift}: R {rm:.3f} vs {rs:.3f} -> compressed large is "
+              f"{'less' if less else 'not less'} robust")
+  return t.decide("(b) Larger networks lose more robustness when compressed, "
+                  "even when compressed to a similar size as smaller ones.")
 
 
 def claim_c(models: Dict[str, ModelSummary]) -> Verdict:
   """(c) Distilled students are more robust than pruned nets of similar size."""
-  held, total, ev = 0, 0, []
+  t = _Tally()
   pruned = [m for m in models.values() if m.method == "prune"
             and _valid(m.size_bits)]
   for s in models.values():
@@ -174,27 +184,23 @@ def claim_c(models: Dict[str, ModelSummary]) -> Verdict:
     p = min(pruned, key=lambda p: abs(np.log(p.size_bits / s.size_bits)))
     ratio = p.size_bits / s.size_bits
     if not 1 / SIMILAR_SIZE <= ratio <= SIMILAR_SIZE:
-      ev.append(f"{s.model_id}: no pruned model within {SIMILAR_SIZE}x of "
-                f"its size (closest {p.model_id}, ratio {ratio:.2f}).")
+      t.evidence.append(f"{s.model_id}: no pruned model within "
+                        f"{SIMILAR_SIZE}x of its size (closest {p.model_id}, "
+                        f"ratio {ratio:.2f}).")
       continue
-    for shift in SHIFTS:
-      rs, rp = s.robustness[shift], p.robustness[shift]
-      if not (_valid(rs) and _valid(rp)):
-        continue
-      total += 1
+    for shift, rs, rp in _r_pairs(s, p):
       more = rs > rp + TOLERANCE
-      held += more
-      ev.append(f"{s.model_id} ({s.size_bits / 8e3:.1f} kB) vs "
-                f"{p.model_id} ({p.size_bits / 8e3:.1f} kB), {shift}: R "
-                f"{rs:.3f} vs {rp:.3f} -> student "
-                f"{'more' if more else 'not more'} robust")
-  return _decide("(c) Distilled students are more robust than pruned "
-                 "networks of similar size.", held, total, ev)
+      t.add(more, f"{s.model_id} ({s.size_bits / 8e3:.1f} kB) vs "
+            f"{p.model_id} ({p.size_bits / 8e3:.1f} kB), {shift}: R "
+            f"{rs:.3f} vs {rp:.3f} -> student "
+            f"{'more' if more else 'not more'} robust")
+  return t.decide("(c) Distilled students are more robust than pruned "
+                  "networks of similar size.")
 
 
 def claim_d(models: Dict[str, ModelSummary]) -> Verdict:
   """(d) Post-training quantization is the most robust compression method."""
-  held, total, ev = 0, 0, []
+  t = _Tally()
   for shift in SHIFTS:
     change = collections.defaultdict(list)
     for m in models.values():
@@ -206,14 +212,12 @@ def claim_d(models: Dict[str, ModelSummary]) -> Verdict:
       continue
     means = {k: float(np.mean(v)) for k, v in change.items()}
     best_other = max(v for k, v in means.items() if k != "quantize")
-    total += 1
     best = means["quantize"] > best_other + TOLERANCE
-    held += best
-    ev.append(f"{shift}: mean change in R vs original: " + ", ".join(
+    t.add(best, f"{shift}: mean change in R vs original: " + ", ".join(
         f"{k} {v:+.3f}" for k, v in sorted(means.items())) +
-              f" -> PTQ {'is' if best else 'is not'} the most robust")
-  return _decide("(d) Post-training quantization is the most robust "
-                 "compression method.", held, total, ev)
+          f" -> PTQ {'is' if best else 'is not'} the most robust")
+  return t.decide("(d) Post-training quantization is the most robust "
+                  "compression method.")
 
 
 def test_claims(rows: Sequence[dict]) -> List[Verdict]:
