@@ -37,7 +37,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from absl import logging
 import ml_collections
 
-from robustjax import io_utils
+from robustjax import io
 from robustjax import parallel
 from robustjax.train import trainer
 from robustjax.train import vmapped
@@ -135,7 +135,7 @@ def collect_points(sweep_fn: Callable[[Callable[..., None]], None],
 def read_status(workdir: str) -> Dict[str, dict]:
   """The last `sweep.jsonl` row of every point (empty for a fresh sweep)."""
   status = {}
-  for row in io_utils.read_jsonl(os.path.join(workdir, SWEEP_FILE)):
+  for row in io.read_jsonl(os.path.join(workdir, SWEEP_FILE)):
     if "point" in row:
       status[row["point"]] = row
   return status
@@ -161,7 +161,7 @@ def _record(workdir: str, point: Point, status: str, **fields) -> dict:
          "overrides": point.overrides, "config_hash": point.config_hash,
          **fields}
   if parallel.is_main_process():
-    io_utils.append_jsonl(os.path.join(workdir, SWEEP_FILE), [row])
+    io.append_jsonl(os.path.join(workdir, SWEEP_FILE), [row])
   return row
 
 

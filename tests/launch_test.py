@@ -7,7 +7,7 @@ import sys
 
 from absl.testing import absltest
 
-from robustjax import io_utils
+from robustjax import io
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,7 +33,7 @@ class TrainLauncherTest(absltest.TestCase):
     config = json.load(open(os.path.join(workdir, "config.json")))
     self.assertEqual(config["model"]["name"], "resnet20")
     self.assertEqual(config["dataset"]["max_train_examples"], 256)
-    rows = io_utils.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+    rows = io.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
     self.assertEqual([r["step"] for r in rows if r["split"] == "eval"], [4, 8])
     self.assertIn("8", os.listdir(os.path.join(workdir, "checkpoints")))
 

@@ -18,7 +18,7 @@ from unittest import mock
 from absl.testing import absltest
 
 from configs import digits_sweep
-from robustjax import io_utils
+from robustjax import io
 from robustjax import sweep_runner
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,7 +45,7 @@ class FakeTrainer:
     self.calls.append(name)
     if name in self.fail:
       raise RuntimeError(f"boom in {name}")
-    io_utils.write_json(os.path.join(workdir, "final_metrics.json"),
+    io.write_json(os.path.join(workdir, "final_metrics.json"),
                         {"step": 1, "test_accuracy": config.model.width / 100,
                          "sparsity": 0.0 if hooks is None else 1.0})
 
@@ -203,7 +203,7 @@ class LauncherEndToEndTest(absltest.TestCase):
     for name in names:
       with open(os.path.join(workdir, name, "final_metrics.json")) as f:
         self.assertEqual(json.load(f)["step"], 3)
-    rows = io_utils.read_jsonl(os.path.join(workdir, "sweep.jsonl"))
+    rows = io.read_jsonl(os.path.join(workdir, "sweep.jsonl"))
     self.assertEqual([r["status"] for r in rows],
                      ["running", "running", "done", "done"])
 
@@ -211,7 +211,7 @@ class LauncherEndToEndTest(absltest.TestCase):
                             cwd=REPO, timeout=600, check=False)
     self.assertEqual(second.returncode, 0, second.stderr[-3000:])
     self.assertIn("2 finished, 0 to run", second.stderr)
-    self.assertLen(io_utils.read_jsonl(os.path.join(workdir, "sweep.jsonl")),
+    self.assertLen(io.read_jsonl(os.path.join(workdir, "sweep.jsonl")),
                    4)  # Nothing was rerun.
 
 

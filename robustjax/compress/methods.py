@@ -31,7 +31,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from robustjax import io_utils
+from robustjax import io
 from robustjax import models
 from robustjax import parallel
 from robustjax.compress import distillation
@@ -39,7 +39,7 @@ from robustjax.compress import pruning
 from robustjax.compress import quantization
 from robustjax.compress import size as size_lib
 from robustjax.data import registry
-from robustjax.train import checkpoint
+from robustjax import checkpoint
 from robustjax.train import eval_lib
 from robustjax.train import trainer
 
@@ -127,7 +127,7 @@ def save_compressed(workdir: str, variables, metadata: Dict[str, Any]):
   # Orbax saves are collective (every process calls); metadata: process 0.
   checkpoint.save_variables(os.path.join(workdir, VARIABLES), variables)
   if parallel.is_main_process():
-    io_utils.write_json(os.path.join(workdir, METADATA), metadata)
+    io.write_json(os.path.join(workdir, METADATA), metadata)
 
 
 def is_done(workdir: Optional[str]) -> bool:
@@ -471,7 +471,7 @@ def compress_all(config, workdir: str) -> List[Dict[str, Any]]:
   def add(result):
     entries.append(_entry(result[2]))
     if parallel.is_main_process():
-      io_utils.write_json(manifest_path, dict(
+      io.write_json(manifest_path, dict(
           config=json.loads(config.to_json_best_effort()),
           base_workdir=os.path.abspath(base_dir), models=entries))
     return result

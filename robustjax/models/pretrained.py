@@ -34,7 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 from safetensors import numpy as st_numpy
 
-from robustjax import io_utils
+from robustjax import checkpoint
+from robustjax import io
 from robustjax.models import registry
 from robustjax.models import resnet
 
@@ -413,8 +414,6 @@ def read_pretrained(path: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
       `convert_state_dict`; also for unrecognised (unexpected) tensors.
   """
   if os.path.isdir(path):
-    # Lazy: importing robustjax.train loads the whole trainer (tfds).
-    from robustjax.train import checkpoint  # pylint: disable=g-import-not-at-top
     meta_path = os.path.join(path, METADATA_FILE)
     metadata = {}
     if os.path.exists(meta_path):
@@ -496,7 +495,6 @@ def convert_file(input_path: str, output_dir: str,
   Raises:
     ValueError: the weights do not fit `model_name` (or are not a ResNet).
   """
-  from robustjax.train import checkpoint  # pylint: disable=g-import-not-at-top
   pretrained, _ = read_pretrained(input_path)
   arch = describe(pretrained)
   model = registry.get_model(model_name, num_classes=arch.num_classes or 1000,
@@ -515,7 +513,7 @@ def convert_file(input_path: str, output_dir: str,
       "num_parameters": int(sum(v.size for v in
                                 jax.tree.leaves(merged["params"]))),
   }
-  io_utils.write_json(os.path.join(output_dir, METADATA_FILE), metadata)
+  io.write_json(os.path.join(output_dir, METADATA_FILE), metadata)
   logging.info("Converted %s (%s) to %s.", input_path, arch.summary(),
                output_dir)
   return metadata

@@ -2,13 +2,13 @@
 
 import collections
 import csv
-import io
+import io as stdio
 import os
 from typing import List, Sequence
 
 import numpy as np
 
-from robustjax import io_utils
+from robustjax import io
 from robustjax.robustness import metrics
 from robustjax.study import claims as claims_lib
 
@@ -19,12 +19,12 @@ CSV_FIELDS = ("model_id", "arch", "method", "setting", "size_bits",
 
 def write_csv(rows: Sequence[dict], path: str) -> None:
   """CSV export of the result rows (settings as JSON-ish text)."""
-  buf = io.StringIO()
+  buf = stdio.StringIO()
   writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
   writer.writeheader()
   for r in rows:
     writer.writerow({**r, "setting": r.get("setting")})
-  io_utils.write_atomic(path, buf.getvalue())
+  io.write_atomic(path, buf.getvalue())
 
 
 def _setting_str(setting: dict) -> str:
@@ -172,5 +172,5 @@ def write_report(rows: Sequence[dict], workdir: str, title: str = "",
   out += [f"![{os.path.basename(p)}](plots/{os.path.basename(p)})"
           for p in plot_paths]
   path = os.path.join(workdir, "report.md")
-  io_utils.write_atomic(path, "\n".join(out) + "\n")
+  io.write_atomic(path, "\n".join(out) + "\n")
   return path

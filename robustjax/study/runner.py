@@ -23,7 +23,7 @@ from absl import logging
 import jax
 import ml_collections
 
-from robustjax import io_utils
+from robustjax import io
 from robustjax import models as models_lib
 from robustjax import parallel
 from robustjax.compress import methods
@@ -70,7 +70,7 @@ def _cell_keys(config, targets) -> Dict[str, int]:
 
 def load_results(workdir: str) -> List[dict]:
   """Rows of a study, deduplicated (last write wins), torn lines dropped."""
-  rows = io_utils.read_jsonl(os.path.join(workdir, RESULTS))
+  rows = io.read_jsonl(os.path.join(workdir, RESULTS))
   unique = {}
   for r in rows:
     unique[(r["model_id"], r["shift"], r["name"], r["level"])] = r
@@ -182,7 +182,7 @@ def run_cells(cells, header: dict, path: str,
       for r in rows:
         validate_row(r)
     if parallel.is_main_process():
-      io_utils.append_jsonl(path, rows)
+      io.append_jsonl(path, rows)
     out.extend(rows)
     if progress is not None:
       progress.step(f"{header.get('model_id', '')} {cell.key}", rows)
@@ -215,14 +215,14 @@ def evaluate_workdir(config, workdir: str, output: str = "") -> List[dict]:
   _, evals_data = trainer.load_data(config)
   test = evals_data.pop("test")
   targets = {k.split("/", 1)[1]: v for k, v in evals_data.items()}
-  done = {f"{r['shift']}/{r['name']}" for r in io_utils.read_jsonl(output)}
+  done = {f"{r['shift']}/{r['name']}" for r in io.read_jsonl(output)}
   cells = [c for c in evaluate_lib.plan(apply_fn, variables, config.evals,
                                         test, targets, config.seed)
            if c.key not in done]
   logging.info("Evaluating %s: %d cells to run, %d already in %s.", workdir,
                len(cells), len(done), output)
   run_cells(cells, header, output, _Progress(len(cells), 0))
-  return io_utils.read_jsonl(output)
+  return io.read_jsonl(output)
 
 
 def run_study(config: ml_collections.ConfigDict, workdir: str) -> List[dict]:
@@ -239,11 +239,11 @@ def run_study(config: ml_collections.ConfigDict, workdir: str) -> List[dict]:
   os.makedirs(workdir, exist_ok=True)
   main = parallel.is_main_process()
   if main:
-    io_utils.write_atomic(os.path.join(workdir, "config.json"),
+    io.write_atomic(os.path.join(workdir, "config.json"),
                           config.to_json_best_effort(indent=2))
   rows = load_results(workdir)
   if main:  # Rewrite without torn lines / duplicates before appending.
-    io_utils.write_atomic(os.path.join(workdir, RESULTS), "".join(
+    io.write_atomic(os.path.join(workdir, RESULTS), "".join(
         json.dumps(r, sort_keys=True) + "\n" for r in rows)
         if rows else "")
   specs = grid_lib.model_specs(config.study)

@@ -5,7 +5,7 @@ import time
 
 from absl import logging
 
-from robustjax import io_utils
+from robustjax import io
 from robustjax import parallel
 
 
@@ -32,7 +32,7 @@ class MetricWriter:
       return
     row = {"step": int(step), "split": split, "time": time.time()}
     row.update({k: float(v) for k, v in scalars.items()})
-    io_utils.append_jsonl(self.path, [row])
+    io.append_jsonl(self.path, [row])
     if self._tb is not None:
       for k, v in scalars.items():
         self._tb.add_scalar(f"{split}/{k}", float(v), int(step))

@@ -24,12 +24,13 @@ import ml_collections
 import numpy as np
 import optax
 
-from robustjax import io_utils
+from robustjax import io
 from robustjax import models
+from robustjax.models import pretrained
 from robustjax import parallel
 from robustjax.data import pipeline
 from robustjax.data import registry
-from robustjax.train import checkpoint
+from robustjax import checkpoint
 from robustjax.train import eval_lib
 from robustjax.train import metrics as metrics_lib
 from robustjax.train import optim
@@ -160,7 +161,6 @@ def init_variables(model, config, rng):
   variables = model.init(rng, jnp.zeros(shape, jnp.float32), train=False)
   variables = flax.core.unfreeze(variables)
   if config.model.init:
-    from robustjax.models import pretrained  # pylint: disable=g-import-not-at-top
     variables = pretrained.load_into(config.model.init, variables)
   return variables
 
@@ -190,7 +190,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                jax.device_count(), jax.devices()[0].platform,
                jax.process_count(), dict(mesh.shape))
   if parallel.is_main_process():
-    io_utils.write_atomic(os.path.join(workdir, "config.json"),
+    io.write_atomic(os.path.join(workdir, "config.json"),
                           config.to_json_best_effort(indent=2))
 
   train_split, eval_splits = load_data(config)
@@ -297,7 +297,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   writer.close()
   ckpt.close()
   if parallel.is_main_process():
-    io_utils.write_json(os.path.join(workdir, "final_metrics.json"),
+    io.write_json(os.path.join(workdir, "final_metrics.json"),
                         {"step": int(state.step), **{f"{k}_accuracy": v for
                                                      k, v in results.items()}})
   return state

@@ -53,14 +53,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from robustjax import io_utils
+from robustjax import io
 from robustjax import models
 from robustjax import parallel
 from robustjax.compress import pruning
 from robustjax.data import pipeline
 from robustjax.data import registry
 from robustjax.data.registry import Split
-from robustjax.train import checkpoint
+from robustjax import checkpoint
 from robustjax.train import metrics as metrics_lib
 from robustjax.train import optim
 from robustjax.train import state as state_lib
@@ -341,12 +341,12 @@ def train_and_evaluate_vmapped(
   logging.info("Vmapped group of %d models on %d x %s devices (mesh %s).", k,
                jax.device_count(), jax.devices()[0].platform, dict(mesh.shape))
   if main:
-    io_utils.write_json(os.path.join(workdir, "group.json"), {
+    io.write_json(os.path.join(workdir, "group.json"), {
         "members": [os.path.basename(d) for d in member_workdirs or []],
         "seeds": [int(c.seed) for c in configs],
         "sparsities": [sparsity_of(c) for c in configs]})
     for c, d in zip(configs, member_workdirs or ()):
-      io_utils.write_atomic(os.path.join(d, "config.json"),
+      io.write_atomic(os.path.join(d, "config.json"),
                             c.to_json_best_effort(indent=2))
 
   train_split, eval_splits = trainer.load_data(config)
@@ -450,7 +450,7 @@ def train_and_evaluate_vmapped(
       member_ckpt.save(num_steps, member)
     member_ckpt.close()
     if main:
-      io_utils.write_json(os.path.join(d, "final_metrics.json"), finals[i])
+      io.write_json(os.path.join(d, "final_metrics.json"), finals[i])
   return state, finals
 
 

@@ -12,7 +12,7 @@ import time
 from absl.testing import absltest
 
 from configs import default
-from robustjax import io_utils
+from robustjax import io
 from robustjax.study import grid
 from robustjax.study import runner
 
@@ -57,7 +57,7 @@ class StudyTest(absltest.TestCase):
                                "distill_control"})
     for r in self.rows:
       runner.validate_row(r)
-    on_disk = io_utils.read_jsonl(os.path.join(self.workdir,
+    on_disk = io.read_jsonl(os.path.join(self.workdir,
                                                runner.RESULTS))
     self.assertEqual(_by_key(on_disk), _by_key(self.rows))
 
@@ -139,13 +139,13 @@ class StudyTest(absltest.TestCase):
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
-      if len(io_utils.read_jsonl(path)) >= len(self.rows) // 3:
+      if len(io.read_jsonl(path)) >= len(self.rows) // 3:
         break
       time.sleep(0.2)
     self.assertIsNone(proc.poll(), "the study ended before it was killed")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    self.assertLess(len(io_utils.read_jsonl(path)), len(self.rows))
+    self.assertLess(len(io.read_jsonl(path)), len(self.rows))
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
                           timeout=900)
     self.assertEqual(done.returncode, 0, done.stderr[-3000:])

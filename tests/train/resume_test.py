@@ -19,9 +19,9 @@ import jax
 import numpy as np
 
 from configs import digits_resnet
-from robustjax import io_utils
+from robustjax import io
 from robustjax import train
-from robustjax.train import checkpoint
+from robustjax import checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -67,7 +67,7 @@ class ResumeTest(absltest.TestCase):
     self.assertEqual(int(resumed.step), 12)
     self.assert_same_state(resumed, reference)
     # The run record continues: train lines 2..12, each step once.
-    rows = io_utils.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+    rows = io.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
     self.assertEqual([r["step"] for r in rows if r["split"] == "train"],
                      list(range(2, 13, 2)))
     self.assertEqual([r["step"] for r in rows if r["split"] == "eval"],
@@ -78,10 +78,10 @@ class ResumeTest(absltest.TestCase):
   def test_finished_run_is_not_retrained(self):
     workdir = self.create_tempdir().full_path
     done = train.train_and_evaluate(smoke_config(4), workdir)
-    rows_before = io_utils.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+    rows_before = io.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
     again = train.train_and_evaluate(smoke_config(4), workdir)
     self.assert_same_state(again, done)
-    rows = io_utils.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+    rows = io.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
     # Only one more evaluation line; no training line.
     self.assertEqual(rows[:len(rows_before)], rows_before)
     self.assertEqual([r["split"] for r in rows[len(rows_before):]], ["eval"])
@@ -134,7 +134,7 @@ class KillTest(absltest.TestCase):
     # Nothing corrupted: the results, the run record and the checkpoint.
     final = json.load(open(os.path.join(workdir, "final_metrics.json")))
     self.assertEqual(final["step"], self.STEPS)
-    rows = io_utils.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+    rows = io.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
     train_steps = [r["step"] for r in rows if r["split"] == "train"]
     self.assertEqual(train_steps[-1], self.STEPS)
     self.assertContainsSubset(range(resumed_at[0] + 2, self.STEPS + 1, 2),

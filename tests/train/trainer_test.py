@@ -14,10 +14,10 @@ import jax
 import numpy as np
 
 from configs import digits_resnet
-from robustjax import io_utils
+from robustjax import io
 from robustjax import models
 from robustjax import train
-from robustjax.train import checkpoint
+from robustjax import checkpoint
 from robustjax.train import eval_lib
 
 
@@ -59,7 +59,7 @@ class TrainEndToEndTest(absltest.TestCase):
     self.assertGreater(final["test_accuracy"], 0.5)  # Chance: 10 %.
     self.assertBetween(final["target/uci_accuracy"], 0.0, 1.0)
 
-    rows = io_utils.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+    rows = io.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
     train_rows = [r for r in rows if r["split"] == "train"]
     eval_rows = [r for r in rows if r["split"] == "eval"]
     self.assertEqual([r["step"] for r in train_rows], [25, 50, 75, 100])

@@ -17,13 +17,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import digits_resnet
-from robustjax import io_utils
+from robustjax import io
 from robustjax import models
 from robustjax.compress import pruning
 from robustjax.data import pipeline
 from robustjax.robustness import attacks
 from robustjax.robustness import corruptions
-from robustjax.train import checkpoint
+from robustjax import checkpoint
 from robustjax.train import optim
 from robustjax.train import trainer
 from robustjax.train import vmapped
@@ -85,7 +85,7 @@ class VmappedTrainingTest(absltest.TestCase):
     for i, c in enumerate(cls.configs):
       d = os.path.join(cls.tmp, f"single{i}")
       state = trainer.train_and_evaluate(c, d, vmapped.hooks_for(c))
-      cls.singles.append((state, io_utils.read_jsonl(
+      cls.singles.append((state, io.read_jsonl(
           os.path.join(d, "metrics.jsonl"))))
 
   def test_each_member_matches_its_separate_run(self):
@@ -96,7 +96,7 @@ class VmappedTrainingTest(absltest.TestCase):
                       f"member {i}")
       self.assertLess(max_abs_diff(member.batch_stats, single.batch_stats),
                       PARAM_ATOL, f"member {i}")
-      rows = io_utils.read_jsonl(os.path.join(self.member_dirs[i],
+      rows = io.read_jsonl(os.path.join(self.member_dirs[i],
                                               "metrics.jsonl"))
       for split in ("train", "eval"):
         got = [r for r in rows if r["split"] == split]
