@@ -7,11 +7,11 @@ keys the config does not declare.
 """
 
 import ast
+import math
 from typing import Any
 
 import ml_collections
 
-from robustjax.robustness import evaluate
 
 
 def _typed(value: str, default: Any):
@@ -70,9 +70,15 @@ def parse_arg(arg: str | None, **spec: Any) -> ml_collections.ConfigDict:
 
 
 def get_base_config() -> ml_collections.ConfigDict:
-  """Every field a training run reads, with its default. Variants edit it."""
+  """Every field any launcher reads, with its default and a comment.
+
+  Variants (one file per experiment) edit fields; nothing may be added
+  (configs are locked at the launcher), so a misspelt or unused field fails
+  loudly instead of being ignored. `validate` checks the values.
+  """
   c = ml_collections.ConfigDict()
   c.seed = 0  # PRNG seed: init, data order, augmentation, attacks.
+  c.study_name = ""  # Title of the study report.
 
   c.dataset = ml_collections.ConfigDict()
   c.dataset.name = "digits"  # Registry name (robustjax.data.DATASETS).
@@ -106,7 +112,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.optimizer.grad_clip_norm = 0.0  # Global-norm clipping; 0 = off.
 
   c.batch_size = 64  # Global training batch size.
-  c.eval_batch_size = 500  # Evaluation batch size.
+  c.eval_batch_size = 500  # Evaluation batch size (during training).
   c.num_epochs = 8.0  # Training length in epochs ...
   c.num_train_steps = -1  # ... or in steps, if > 0.
   c.label_smoothing = 0.0  # Cross-entropy label smoothing.
@@ -114,9 +120,57 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.eval_every_steps = -1  # Evaluation period; -1 = every epoch.
   c.checkpoint_every_steps = 200  # Checkpoint period (and at the end).
   c.keep_checkpoints = 2  # Checkpoints kept by the manager.
-  # Shifts for launch/evaluate.py and the study (robustness/evaluate.py).
-  c.evals = evaluate.default_evals()
+
+  c.compress = compress_block()  # How each compression method runs.
+  c.study = study_block()  # The grid of models (launch/study.py, compress.py).
+  c.evals = evals_block()  # The shifts (study, evaluate, and training evals).
+  c.sweep = ml_collections.ConfigDict()  # launch/sweep.py runner options.
+  c.sweep.vmap = True  # Train points differing in seed/init_sparsity at once.
+  c.sweep.max_models = 8  # Models per vmapped program (memory bound).
   return c
+
+
+def compress_block() -> ml_collections.ConfigDict:
+  """Settings of the compression methods (robustjax/compress/recipes.py)."""
+  p = ml_collections.ConfigDict()
+  p.init_sparsity = 0.0  # train.py/sweeps: prune the initial weights; 0 = dense.
+  p.sparse_format = "bitmap"  # Size accounting of zeros: bitmap|csr|channel.
+  p.finetune_epochs = 2.0  # Fine-tuning length after (during) pruning.
+  p.finetune_lr = 0.01  # Peak (cosine) learning rate of fine-tuning.
+  p.gradual_end_fraction = 0.75  # Gradual: final sparsity at this fraction.
+  p.gradual_update_every = 10  # Gradual: steps between mask updates.
+  p.channel_norm = "l1"  # Filter ranking of channel pruning: l1 | l2.
+  p.prune_first = False  # Also prune the first conv (conv_init).
+  p.prune_last = False  # Also prune the classifier (head).
+  p.kd_temperature = 4.0  # Distillation softmax temperature T.
+  p.kd_alpha = 0.9  # Weight of the soft-target (KL) term.
+  p.kd_epochs = -1.0  # Student training epochs; -1 = num_epochs.
+  p.act_bits = 8  # PTQ activation bits; 0 = float activations.
+  p.act_calibration = "static"  # static (calibrated per-tensor) | dynamic.
+  p.calib_examples = 1000  # Training images for static calibration.
+  return p
+
+
+def evals_block() -> ml_collections.ConfigDict:
+  """The shifts every model is evaluated on (robustness/evaluators/)."""
+  e = ml_collections.ConfigDict()
+  e.clean = True  # Source-domain test accuracy.
+  e.domain = True  # Accuracy on every target domain.
+  e.batch_size = 500  # Examples per compiled evaluation batch.
+  e.corruptions = ml_collections.ConfigDict()
+  e.corruptions.names = ()  # Corruption names; () = none.
+  e.corruptions.severities = (1, 2, 3, 4, 5)  # Severity levels (1-5).
+  e.corruptions.table = "cifar"  # Severity table: cifar | imagenet.
+  e.corruptions.max_examples = 500  # First N source-test images; -1 = all.
+  e.attacks = ml_collections.ConfigDict()
+  e.attacks.names = ()  # fgsm | pgd_linf | pgd_l2; () = none.
+  e.attacks.eps = (0.0,)  # Budgets in pixel units ([0, 1] scale), >= 0.
+  e.attacks.steps = 10  # PGD iterations.
+  e.attacks.restarts = 1  # PGD restarts (worst case kept per example).
+  e.attacks.max_examples = 200  # First N source-test images; -1 = all.
+  e.attacks.chunk_size = 200  # Examples per attack chunk (memory bound).
+  e.level_map = "auto"  # Levels: vmap | map | auto (map on CPU).
+  return e
 
 
 def digits_config(model: str = "resnet20", width: int = 16,
@@ -144,24 +198,22 @@ BENCHMARK_CORRUPTIONS = (
 
 
 def study_block() -> ml_collections.ConfigDict:
-  """The `study` block (the grid; see robustjax/study/grid.py)."""
+  """The grid of the study (see robustjax/study/grid.py)."""
   s = ml_collections.ConfigDict()
   s.archs = ("resnet8:16",)  # "name:width", smallest to largest.
+  s.seeds = 1  # Replicates: every model once per seed (seed*1000 + r).
   s.prune = ml_collections.ConfigDict()
   s.prune.sparsities = (0.5, 0.75, 0.9)  # Unstructured sparsities.
   s.prune.scopes = ("global",)  # global | layerwise.
+  s.prune.schedules = ("oneshot",)  # oneshot | gradual.
   s.prune.structured = ()  # Channel (filter) pruning sparsities.
-  s.prune.finetune_epochs = 2.0  # Fine-tuning after one-shot pruning.
-  s.prune.finetune_lr = 0.01  # Peak (cosine) learning rate of fine-tuning.
+  s.prune.match_sizes = False  # Add size-matched sparsities (claims b-d).
   s.distill = ml_collections.ConfigDict()
   s.distill.teacher = ""  # An arch of `archs`; "" = no distillation.
   s.distill.students = ()  # Student archs ("name:width").
-  s.distill.temperature = 4.0  # KD temperature T.
-  s.distill.alpha = 0.9  # Weight of the KD term (1 - alpha: CE).
-  s.distill.epochs = 8.0  # Student training length.
   s.quantize = ml_collections.ConfigDict()
   s.quantize.weight_bits = (8, 4)  # PTQ weight bit widths.
-  s.quantize.activation_bits = 8  # PTQ activation bits.
+  s.quantize.pruned = ()  # Global sparsities whose pruned model gets int8.
   return s
 
 
@@ -175,3 +227,117 @@ def runlocal_overrides(c: ml_collections.ConfigDict) -> None:
   c.log_every_steps = 2
   c.eval_every_steps = 4
   c.checkpoint_every_steps = 4
+
+
+def _fail(field: str, value: Any, valid: str) -> None:
+  raise ValueError(f"config.{field}={value!r} is not valid: {valid}.")
+
+
+def _positive(c, *fields, allow_minus_one=False):
+  for field in fields:
+    value = c
+    for part in field.split("."):
+      value = value[part]
+    ok = value > 0 or (allow_minus_one and value == -1)
+    if not ok or not math.isfinite(value):
+      _fail(field, value, "use a positive number" +
+            (" (or -1 for all)" if allow_minus_one else ""))
+
+
+def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Checks every value once, where the config is resolved (the launcher).
+
+  Each problem raises a ValueError of one sentence naming the field, the
+  value and what is valid, before any work starts.
+
+  Args:
+    c: a config built on `get_base_config`.
+
+  Returns:
+    `c`, unchanged.
+  """
+  from robustjax import models  # pylint: disable=g-import-not-at-top
+  from robustjax.data import registry  # pylint: disable=g-import-not-at-top
+  from robustjax.robustness import attacks  # pylint: disable=g-import-not-at-top
+  from robustjax.robustness import corruptions  # pylint: disable=g-import-not-at-top
+  if c.dataset.name not in registry.DATASETS:
+    _fail("dataset.name", c.dataset.name,
+          f"registered datasets are {', '.join(sorted(registry.DATASETS))}")
+  if c.model.name not in models.MODELS:
+    _fail("model.name", c.model.name,
+          f"registered models are {', '.join(sorted(models.MODELS))}")
+  _positive(c, "batch_size", "eval_batch_size", "dataset.image_size",
+            "model.width", "log_every_steps", "checkpoint_every_steps",
+            "keep_checkpoints", "optimizer.learning_rate", "evals.batch_size",
+            "evals.attacks.steps", "evals.attacks.restarts",
+            "evals.attacks.chunk_size", "compress.calib_examples",
+            "compress.gradual_update_every", "compress.finetune_lr",
+            "sweep.max_models", "study.seeds")
+  _positive(c, "dataset.max_train_examples", "dataset.max_eval_examples",
+            "evals.corruptions.max_examples", "evals.attacks.max_examples",
+            allow_minus_one=True)
+  if c.num_train_steps <= 0 and not c.num_epochs > 0:
+    _fail("num_epochs", c.num_epochs, "use a positive number of epochs or "
+          "set num_train_steps > 0")
+  for field, value, valid in (
+      ("optimizer.name", c.optimizer.name, ("sgd", "adam", "adamw")),
+      ("optimizer.schedule", c.optimizer.schedule,
+       ("cosine", "constant", "step")),
+      ("compress.sparse_format", c.compress.sparse_format,
+       ("bitmap", "csr", "channel")),
+      ("compress.channel_norm", c.compress.channel_norm, ("l1", "l2")),
+      ("compress.act_calibration", c.compress.act_calibration,
+       ("static", "dynamic")),
+      ("evals.corruptions.table", c.evals.corruptions.table,
+       ("cifar", "imagenet")),
+      ("evals.level_map", c.evals.level_map, ("auto", "map", "vmap"))):
+    if value not in valid:
+      _fail(field, value, f"use one of {', '.join(valid)}")
+  if c.compress.act_bits != 0 and not 2 <= c.compress.act_bits <= 8:
+    _fail("compress.act_bits", c.compress.act_bits,
+          "AQT quantizes activations to 2..8 bits (or 0 = float)")
+  for bits in c.study.quantize.weight_bits:
+    if not isinstance(bits, int) or not 2 <= bits <= 8:
+      _fail("study.quantize.weight_bits", tuple(c.study.quantize.weight_bits),
+            "AQT quantizes weights to 2..8 bits, e.g. (8, 4)")
+  sparsities = (("compress.init_sparsity", (c.compress.init_sparsity,)),
+                ("study.prune.sparsities", c.study.prune.sparsities),
+                ("study.prune.structured", c.study.prune.structured),
+                ("study.quantize.pruned", c.study.quantize.pruned))
+  for field, values in sparsities:
+    if isinstance(values, str) or any(
+        not isinstance(v, (int, float)) or not 0.0 <= v < 1.0 for v in values):
+      _fail(field, values, "sparsities are numbers in [0, 1)")
+  for field, values, valid in (
+      ("study.prune.scopes", c.study.prune.scopes, ("global", "layerwise")),
+      ("study.prune.schedules", c.study.prune.schedules,
+       ("oneshot", "gradual")),
+      ("evals.corruptions.names", c.evals.corruptions.names,
+       tuple(corruptions.ALL)),
+      ("evals.attacks.names", c.evals.attacks.names,
+       tuple(sorted(attacks.ATTACKS)))):
+    if isinstance(values, str) or any(v not in valid for v in values):
+      _fail(field, values, f"a tuple of names from {', '.join(valid)}")
+  for field, archs in (("study.archs", c.study.archs),
+                       ("study.distill.students", c.study.distill.students)):
+    for arch in archs:
+      name, _, width = arch.partition(":")
+      if name not in models.MODELS or (width and not width.isdigit()):
+        _fail(field, tuple(archs), "write 'name:width' with a registered "
+              f"model ({', '.join(sorted(models.MODELS))}) and an integer "
+              "width, e.g. 'resnet20:16'")
+  teacher = c.study.distill.teacher
+  if teacher and teacher not in c.study.archs:
+    _fail("study.distill.teacher", teacher,
+          f"it must be one of study.archs {tuple(c.study.archs)}")
+  sev = c.evals.corruptions.severities
+  if isinstance(sev, str) or any(
+      not isinstance(s, int) or not 1 <= s <= 5 for s in sev):
+    _fail("evals.corruptions.severities", sev, "severities are integers 1-5")
+  eps = c.evals.attacks.eps
+  if isinstance(eps, str) or any(
+      not isinstance(e, (int, float)) or not math.isfinite(e) or e < 0
+      for e in eps):
+    _fail("evals.attacks.eps", eps, "budgets are finite numbers >= 0 in "
+          "pixel units, e.g. (0.0, 8/255)")
+  return c

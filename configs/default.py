@@ -29,14 +29,15 @@ def get_config(arg=None):
   c.log_every_steps = 100
   c.checkpoint_every_steps = 200
 
-  c.study = common.study_block()
   c.study.archs = ("resnet8:16", "resnet20:16")
+  c.study.seeds = 1
   c.study.prune.sparsities = (0.5, 0.75, 0.9)
-  c.study.prune.finetune_epochs = 2.0
   c.study.distill.teacher = "resnet20:16"
   c.study.distill.students = ("resnet8:8",)
-  c.study.distill.epochs = 8.0
   c.study.quantize.weight_bits = (8, 4)
+  c.compress.finetune_epochs = 2.0
+  c.compress.finetune_lr = 0.01
+  c.compress.kd_epochs = 8.0
 
   c.evals.corruptions.names = common.BENCHMARK_CORRUPTIONS
   c.evals.corruptions.max_examples = 500
@@ -49,11 +50,11 @@ def get_config(arg=None):
     common.runlocal_overrides(c)
     c.study.archs = ("resnet8:4", "resnet8:8")
     c.study.prune.sparsities = (0.9,)
-    c.study.prune.finetune_epochs = 0.25
+    c.compress.finetune_epochs = 0.25
     c.study.quantize.weight_bits = (8,)
     c.study.distill.teacher = "resnet8:8"
     c.study.distill.students = ("resnet8:4",)
-    c.study.distill.epochs = 0.5
+    c.compress.kd_epochs = 0.5
     c.evals.corruptions.names = ("gaussian_noise", "contrast")
     c.evals.corruptions.max_examples = 64
     c.evals.attacks.eps = (0.0, 0.1)

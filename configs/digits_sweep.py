@@ -2,7 +2,7 @@ r"""Sweep: ResNet-8 on digits at 4 global-magnitude sparsities x 2 seeds.
 
   python launch/sweep.py --config=configs/digits_sweep.py --workdir=/tmp/dsw
 
-Every point trains in `/tmp/dsw/<point>/` (e.g. `seed=1,sparsity=0.75/`);
+Every point trains in `/tmp/dsw/<point>/` (e.g. `seed=1,init_sparsity=0.75/`);
 `/tmp/dsw/sweep.jsonl` records each point's status and final metrics, and
 rerunning the command skips finished points. With `sweep.vmap` (default) the
 8 points differ only in seed and sparsity, so they train as ONE vmapped
@@ -28,8 +28,6 @@ UCI accuracy moves by several points between numerically equivalent runs
 (see benchmarks/vmap_results.md); compare means over seeds.
 """
 
-import ml_collections
-
 from configs import common
 
 SEEDS = (0, 1)
@@ -44,12 +42,6 @@ def get_config(arg=None):
   c.log_every_steps = 100
   c.checkpoint_every_steps = 250
 
-  c.pruning = ml_collections.ConfigDict()
-  c.pruning.sparsity = 0.0  # Global magnitude sparsity of kernels; 0 = dense.
-
-  c.sweep = ml_collections.ConfigDict()
-  c.sweep.vmap = True  # Train points differing in seed/sparsity as one program.
-  c.sweep.max_models = 8  # Models per vmapped program (memory bound).
   if arg.runlocal:
     common.runlocal_overrides(c)
   return c
@@ -59,7 +51,7 @@ def sweep(add):
   """The sweep: every sparsity for every seed (8 points)."""
   for seed in SEEDS:
     for sparsity in SPARSITIES:
-      add(**{"seed": seed, "pruning.sparsity": sparsity})
+      add(**{"seed": seed, "compress.init_sparsity": sparsity})
 
 
 def metrics():

@@ -8,6 +8,11 @@ import sys
 from absl import flags
 from absl import logging
 import jax
+import ml_collections
+from ml_collections import config_flags
+
+from configs import common as config_common
+from robustjax import progress
 
 flags.DEFINE_bool("distributed", False,
                   "Call jax.distributed.initialize() (multi-host TPU VM / "
@@ -26,16 +31,52 @@ class _QuietLibraries(std_logging.Filter):
 _QUIET = ("/orbax/", "/tensorstore/", "/tensorflow_datasets/", "/etils/")
 
 
-def setup():
-  """Initialises multi-host JAX if asked and logs the devices."""
+def _fatal(message: str) -> None:
+  sys.stderr.write(f"FATAL {' '.join(message.split())}\n")
+  sys.exit(1)
+
+
+def load_config():
+  """`--config`, resolved once and validated (configs/common.validate).
+
+  A missing or broken config file, or a bad value, ends the run with one
+  sentence naming the problem (exit status 1) before any work starts.
+  """
+  config = flags.FLAGS.config
+  if not isinstance(config, ml_collections.ConfigDict):
+    path = config_flags.get_config_filename(flags.FLAGS["config"])
+    if not os.path.exists(path):
+      _fatal(f"--config={path}: no such config file. Pass an existing file, "
+             "e.g. --config=configs/default.py (see configs/).")
+    _fatal(f"--config={path}: the file could not be loaded as a config "
+           "(it must define get_config(arg=None) returning a ConfigDict).")
+  try:
+    return config_common.validate(config)
+  except ValueError as e:
+    _fatal(f"Config error: {e}")
+
+
+def setup(workdir: str = ""):
+  """Logging, multi-host init and the resolved config of a launcher.
+
+  Args:
+    workdir: the run's folder; its log goes to `workdir/log.txt` too.
+
+  Returns:
+    The validated `--config`.
+  """
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  config = load_config()
+  if workdir:
+    progress.log_to_file(workdir)
   if flags.FLAGS.distributed or os.environ.get("ROBUSTJAX_DISTRIBUTED"):
     jax.distributed.initialize()
   logging.info("JAX %s: process %d/%d, %d local / %d global devices (%s).",
                jax.__version__, jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count(),
                jax.devices()[0].device_kind)
+  return config
 
 
 def parse_flags(argv):

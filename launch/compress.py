@@ -1,13 +1,14 @@
-r"""Compresses a trained model: `python launch/compress.py --config=FILE.py[:args] --workdir=DIR`.
+r"""Builds every model of a config's grid: `python launch/compress.py --config=F --workdir=DIR`.
 
-Runs every pruning, distillation and quantization setting of
-`config.compress` (robustjax.compress.methods.compress_all): each compressed
-model goes into its own subfolder of DIR with its variables and
-`compression.json`, and `DIR/compressed.json` lists them all (method,
-setting, path, size in bits, sparsity, accuracy). The base model is
-`config.compress.base_workdir`, or trained in DIR/base if that is empty.
-Rerunning the same command skips finished models and resumes an interrupted
-fine-tuning. Example:
+Trains the originals of `config.study.archs`, then prunes, distils and
+quantizes them as `config.study` and `config.compress` say (the same grid
+and settings as launch/study.py; robustjax/study/grid.py), saving each model
+in `DIR/models/<model_id>__s<seed>/` (`variables/` + `compression.json`:
+method, setting, size in bits, sparsity). Each is scored on the clean test
+split and the target domains (`DIR/results.jsonl`, `results.csv`,
+`report.md`); launch/study.py on the same DIR adds the other shifts without
+rebuilding any model. Rerunning skips finished models and cells and resumes
+an interrupted fine-tuning. Example:
 
   python launch/compress.py --config=configs/digits_compress.py --workdir=/tmp/dcmp
 """
@@ -23,7 +24,7 @@ from ml_collections import config_flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from launch import common as launch_common
-from robustjax.compress import methods
+from robustjax.study import runner
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Compression config file.",
@@ -35,15 +36,14 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  launch_common.setup()
-  entries = methods.compress_all(FLAGS.config, FLAGS.workdir)
-  for e in entries:
-    acc = ", ".join(f"{k} {v:.2%}" for k, v in e["accuracy"].items())
-    logging.info("%-45s %9.1f KiB  x%6.2f  sparsity %5.1f%%  %s", e["name"],
-                 e["size_bytes"] / 1024, e["compression_ratio"],
-                 100 * e["sparsity"], acc)
-  logging.info("Done: manifest %s", os.path.join(FLAGS.workdir,
-                                                 methods.MANIFEST))
+  config = launch_common.setup(FLAGS.workdir)
+  rows = runner.run_study(config, FLAGS.workdir, shifts=("clean", "domain"))
+  for r in rows:
+    logging.info("%-55s s%-4d %9.1f KiB  sparsity %5.1f%%  %s %s %.2f%%",
+                 r["model_id"], r["seed"], r["size_bits"] / 8192,
+                 100 * r["sparsity"], r["shift"], r["name"],
+                 100 * r["accuracy"])
+  logging.info("Done: %s", os.path.join(FLAGS.workdir, "report.md"))
 
 
 if __name__ == "__main__":

@@ -30,15 +30,14 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "The model's config file.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Training workdir or compressed model.")
-flags.DEFINE_string("output", "", "Rows file (default DIR/eval_results.jsonl).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  launch_common.setup()
-  rows = runner.evaluate_workdir(FLAGS.config, FLAGS.workdir, FLAGS.output)
+  config = launch_common.setup(FLAGS.workdir)
+  rows = runner.evaluate_saved(config, FLAGS.workdir)
   for r in rows:
     level = "" if r["level"] is None else f" @ {r['level']}"
     print(f"{r['shift']:12s} {r['name']:18s}{level:10s} "

@@ -31,8 +31,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  launch_common.setup()
-  runner.run_study(FLAGS.config, FLAGS.workdir)
+  config = launch_common.setup(FLAGS.workdir)
+  runner.run_study(config, FLAGS.workdir)
   logging.info("Done. Report: %s", os.path.join(FLAGS.workdir, "report.md"))
   print(open(os.path.join(FLAGS.workdir, "report.md")).read())
 

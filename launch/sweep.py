@@ -21,7 +21,7 @@ from ml_collections import config_flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from launch import common as launch_common
-from robustjax import sweep_runner
+from robustjax.study import sweep as sweep_lib
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file with sweep().",
@@ -46,18 +46,16 @@ def _config_module(path: str):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  launch_common.setup()
-  config = FLAGS.config
+  config = launch_common.setup(FLAGS.workdir)
   module = _config_module(config_flags.get_config_filename(FLAGS["config"]))
-  opts = config.get("sweep", {})
-  vmap = FLAGS.vmap if FLAGS.vmap is not None else opts.get("vmap", False)
-  max_models = FLAGS.max_models or opts.get("max_models", 8)
+  vmap = FLAGS.vmap if FLAGS.vmap is not None else config.sweep.vmap
+  max_models = FLAGS.max_models or config.sweep.max_models
   headline = module.metrics() if hasattr(module, "metrics") else ()
-  sweep_runner.run_sweep(config, FLAGS.workdir, module.sweep, vmap=vmap,
-                         max_models=max_models, headline=headline)
+  sweep_lib.run_sweep(config, FLAGS.workdir, module.sweep, vmap=vmap,
+                      max_models=max_models, headline=headline)
   logging.info("Sweep done: %s", os.path.join(FLAGS.workdir,
-                                              sweep_runner.SWEEP_FILE))
+                                              sweep_lib.SWEEP_FILE))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=launch_common.parse_flags)

@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from launch import common as launch_common
 from robustjax import train
+from robustjax.compress import recipes
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file.",
@@ -29,8 +30,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  launch_common.setup()
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  config = launch_common.setup(FLAGS.workdir)
+  train.train_and_evaluate(config, FLAGS.workdir,
+                           recipes.from_config(config))
   logging.info("Done: results in %s", FLAGS.workdir)
 
 

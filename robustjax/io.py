@@ -5,6 +5,8 @@ import os
 import tempfile
 from typing import Any, Iterable, List
 
+import numpy as np
+
 
 def write_atomic(path: str, text: str) -> None:
   """Writes `text` to `path` so readers see the old or the new file, never a
@@ -65,3 +67,20 @@ def read_jsonl(path: str) -> List[dict]:
       except json.JSONDecodeError:
         continue
   return rows
+
+
+def write_npz_atomic(path: str, arrays: dict) -> None:
+  """Saves numpy arrays as a compressed .npz, atomically (temp + rename)."""
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      np.savez_compressed(f, **arrays)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise

@@ -1,4 +1,4 @@
-"""Knowledge distillation (Hinton et al. 2015) as a trainer loss hook.
+"""Knowledge distillation (Hinton et al. 2015) as a trainer loss function.
 
   loss = alpha * T^2 * KL(softmax(t / T) || softmax(s / T))
          + (1 - alpha) * CE(s, y)
@@ -9,10 +9,10 @@ ones when T changes. The teacher is frozen and runs in inference mode
 (BatchNorm running statistics) on the same (augmented) images the student
 sees; its logits never receive a gradient.
 
-  loss_fn = distillation.make_loss_fn(teacher_apply, teacher_vars, T=4.0,
+  loss_fn = distillation.make_loss_fn(teacher_apply, temperature=4.0,
                                       alpha=0.9)
-  train.train_and_evaluate(student_config, workdir,
-                           hooks=train.Hooks(loss_fn=loss_fn))
+  train.train_and_evaluate(student_config, workdir, train.Recipe(
+      loss_fn=loss_fn, loss_args=teacher_variables))
 
 The control is the same student and config trained with plain
 cross-entropy (`alpha = 0`, which `make_loss_fn` turns into the trainer's
@@ -81,30 +81,32 @@ def kd_loss(student_logits: jax.Array, teacher_logits: jax.Array,
 
 
 def make_loss_fn(teacher_apply: Callable[[Any, jax.Array], jax.Array],
-                 teacher_variables: Any, temperature: float = 4.0,
-                 alpha: float = 0.9):
-  """A `Hooks.loss_fn` `(logits, labels, images) -> loss` distilling a teacher.
+                 temperature: float = 4.0, alpha: float = 0.9):
+  """A `Recipe.loss_fn` `(logits, labels, images, teacher_variables) -> loss`.
+
+  The teacher's variables are an argument of the loss (the trainer passes
+  `Recipe.loss_args` to every step), not constants closed over: students of
+  one architecture distilled from different teachers of one architecture
+  share one compiled train step, and a large teacher is not baked into it.
 
   Args:
     teacher_apply: `logits = teacher_apply(variables, images)` in inference
       mode (e.g. `models.inference_fn(teacher_model)`).
-    teacher_variables: the trained teacher's variables (frozen: they are
-      closed over, so they enter the compiled step as constants).
     temperature: T.
     alpha: soft-target weight; 0 gives plain cross-entropy (the control) and
       skips the teacher.
 
   Returns:
-    The loss hook.
+    The loss function.
   """
   if alpha == 0.0:
-    def ce_loss(logits, labels, images):
-      del images
+    def ce_loss(logits, labels, images, teacher_variables):
+      del images, teacher_variables
       return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
           logits.astype(jnp.float32), labels))
     return ce_loss
 
-  def loss_fn(logits, labels, images):
+  def loss_fn(logits, labels, images, teacher_variables):
     teacher_logits = jax.lax.stop_gradient(
         teacher_apply(teacher_variables, images))
     return kd_loss(logits, teacher_logits, labels, temperature, alpha)

@@ -1,14 +1,16 @@
 """Magnitude pruning with an optax-like functional API.
 
-A *pruner* is a small NamedTuple of pure functions (jaxpruner / optax style)
-that plugs into the one training loop through `robustjax.train.Hooks`:
+A *pruner* is a small NamedTuple of pure functions (jaxpruner / optax style);
+it plugs into the one training loop by wrapping the optimizer:
 
   pruner = pruning.magnitude_pruner(0.9, scope="global")
-  hooks = pruner.hooks(init_variables=base_variables)
-  train.train_and_evaluate(config, workdir, hooks=hooks)
+  recipe = train.Recipe(init_variables=pruner.prepare(base_variables),
+                        wrap_tx=pruner.wrap_tx)
+  train.train_and_evaluate(config, workdir, recipe)
 
 Masks are pytrees shaped like the params, boolean, `True` = kept. They live
-in `TrainState.masks`; every leaf has a mask (all `True` for leaves that are
+in the optimizer state (`PruningState.masks`), so the train step never asks
+whether it is pruning; every leaf has a mask (all `True` for leaves that are
 never pruned: biases, normalisation parameters, and by default the first
 conv `conv_init` and the classifier `head`).
 
@@ -21,8 +23,8 @@ Guarantees:
 * **Zeros stay zero.** `wrap_optax` masks the incoming gradients (so momentum
   never accumulates for pruned weights) and the outgoing updates (so weight
   decay, momentum left over from before a weight was pruned, or anything
-  else the wrapped optimizer adds cannot move them); the trainer also
-  multiplies the params by the masks after every update.
+  else the wrapped optimizer adds cannot move them); a pruned weight's
+  update is `-w`, so it is exactly zero after every step.
 * **Monotone gradual pruning.** A weight pruned once is never revived: when
   masks are recomputed, previously pruned weights rank below every kept one.
 
@@ -35,8 +37,8 @@ norm of each filter; with `global` scope the norms are divided by the fan-in
 filter per layer, global channel pruning does not). Schedules: `oneshot`
 (prune at the start, fine-tune with fixed masks) and `gradual` (Zhu & Gupta 2017: the sparsity follows
 `s_t = s_f + (s_i - s_f) (1 - (t - t0) / (t1 - t0))^3` between steps t0 and
-t1, masks recomputed every `update_every` steps by the trainer's
-`post_update` hook, fixed after t1).
+t1, masks recomputed inside the optimizer update every `update_every`
+steps, fixed after t1).
 """
 
 import math
@@ -244,68 +246,95 @@ def polynomial_schedule(final_sparsity: float, begin_step: int, end_step: int,
   return schedule
 
 
-def wrap_optax(tx: optax.GradientTransformation,
-               masks: Optional[Masks] = None
-               ) -> optax.GradientTransformationExtraArgs:
-  """Wraps an optax transformation so masked weights never move.
+class PruningState(NamedTuple):
+  """Optimizer state of `wrap_optax`: the wrapped state, masks, update count."""
+  inner: Any
+  masks: Masks
+  count: jax.Array
 
-  The current masks come with each update as the extra argument `masks=`
-  (the trainer passes `TrainState.masks`); `masks` given here is the fallback
-  for standalone use. Incoming gradients are masked before the wrapped
-  transformation sees them (no momentum builds up on pruned weights) and its
-  updates are masked on the way out (weight decay, left-over momentum and
-  adaptive terms cannot revive them). The state is the wrapped one's.
+
+def wrap_optax(tx: optax.GradientTransformation,
+               masks: Optional[Masks] = None, *,
+               init_masks: Optional[Callable[[Params], Masks]] = None,
+               update_masks: Optional[Callable[[Any, Params, Masks], Masks]]
+               = None) -> optax.GradientTransformation:
+  """Wraps an optax transformation so that pruned weights are zero and stay so.
+
+  The masks live in the optimizer state (jaxpruner style), so a train step
+  that applies `tx` never needs to know that it is pruning. Incoming
+  gradients are masked before the wrapped transformation sees them (no
+  momentum builds up on pruned weights); its updates are masked on the way
+  out, and a pruned weight gets the update `-w`, so after
+  `optax.apply_updates` every pruned weight is exactly zero (already at the
+  first step, whatever the initial parameters were).
 
   Args:
     tx: the optimizer to wrap (e.g. from `robustjax.train.optim.make`).
-    masks: default masks, used when `update` gets none.
+    masks: fixed masks (one-shot pruning of known weights), or
+    init_masks: `params -> masks` computed by `init` (e.g. magnitude masks
+      of the initial weights).
+    update_masks: optional `(count, new_params, masks) -> masks`, jittable,
+      run after every update with the update count (1 after the first
+      update) and the candidate parameters (gradual pruning).
 
   Returns:
-    An `optax.GradientTransformationExtraArgs`.
+    An `optax.GradientTransformation` whose state is a `PruningState`.
   """
-  static_masks = masks
-  inner = optax.with_extra_args_support(tx)
+  if (masks is None) == (init_masks is None):
+    raise ValueError("pruning.wrap_optax needs exactly one of `masks` "
+                     "(fixed) or `init_masks` (computed from the params).")
 
   def init(params):
-    return inner.init(params)
+    m = masks if masks is not None else init_masks(params)
+    return PruningState(inner=tx.init(params), masks=m,
+                        count=jnp.zeros((), jnp.int32))
 
-  def update(updates, state, params=None, *, masks=None, **extra_args):
-    masks = static_masks if masks is None else masks
-    if masks is None:
-      raise ValueError(
-          "pruning.wrap_optax: no masks. Pass them to update(..., masks=m) "
-          "(the trainer passes TrainState.masks) or to wrap_optax(tx, masks).")
-    updates = apply_masks(updates, masks)
-    updates, state = inner.update(updates, state, params, **extra_args)
-    return apply_masks(updates, masks), state
+  def update(updates, state, params=None):
+    if params is None:
+      raise ValueError("pruning.wrap_optax needs `params` in update().")
+    m = state.masks
+    inner_updates, inner = tx.update(apply_masks(updates, m), state.inner,
+                                     params)
+    inner_updates = apply_masks(inner_updates, m)
+    count = state.count + 1
+    if update_masks is not None:
+      m = update_masks(count, optax.apply_updates(params, inner_updates), m)
+    out = jax.tree.map(lambda u, p, k: jnp.where(k, u, -p), inner_updates,
+                       params, m)
+    return out, PruningState(inner=inner, masks=m, count=count)
 
-  return optax.GradientTransformationExtraArgs(init, update)
+  return optax.GradientTransformation(init, update)
+
+
+def masks_of(opt_state) -> Optional[Masks]:
+  """The masks inside an optimizer state built with `wrap_optax` (or None)."""
+  found = []
+
+  def visit(node):
+    if isinstance(node, PruningState):
+      found.append(node.masks)
+      return True
+    return False
+
+  jax.tree.map(lambda x: x, opt_state, is_leaf=visit)
+  return found[0] if found else None
 
 
 class Pruner(NamedTuple):
-  """Pure functions that plug a pruning method into the trainer.
+  """A pruning method as pure functions (optax style).
 
   Attributes:
-    init_masks: params -> masks at the start of fine-tuning.
-    wrap_tx: wraps the optimizer (`wrap_optax`).
-    post_update: jittable TrainState -> TrainState after every update
-      (gradual schedule), or None.
+    wrap_tx: `tx -> tx` keeping the masks in the optimizer state.
+    prepare: `variables -> variables` applied to the starting weights (one-
+      shot pruning of a trained model zeroes them before fine-tuning).
     sparsity_at: step -> target sparsity.
     config: the settings, for metadata.
   """
-  init_masks: Callable[[Params], Masks]
   wrap_tx: Callable[[optax.GradientTransformation],
-                    optax.GradientTransformationExtraArgs]
-  post_update: Optional[Callable[[Any], Any]]
+                    optax.GradientTransformation]
+  prepare: Callable[[Any], Any]
   sparsity_at: Callable[[Any], Any]
   config: Dict[str, Any]
-
-  def hooks(self, init_variables=None, **kwargs):
-    """`robustjax.train.Hooks` running this pruner (plus any other hooks)."""
-    from robustjax.train import trainer  # pylint: disable=g-import-not-at-top
-    return trainer.Hooks(init_variables=init_variables,
-                         init_masks=self.init_masks, wrap_tx=self.wrap_tx,
-                         post_update=self.post_update, **kwargs)
 
 
 def magnitude_pruner(sparsity: float, *, scope: str = "global",
@@ -316,13 +345,18 @@ def magnitude_pruner(sparsity: float, *, scope: str = "global",
                      prunable: Optional[PrunableFn] = None) -> Pruner:
   """Magnitude pruning to `sparsity`, one-shot or gradual.
 
+  One-shot: the masks are the magnitude masks of the starting weights, fixed
+  for the whole run; `prepare` zeroes the pruned starting weights so the
+  first forward pass already sees the pruned network. Gradual: masks start
+  at `initial_sparsity` and are recomputed inside the optimizer every
+  `update_every` updates between `begin_step` and `end_step`.
+
   Args:
     sparsity: final fraction of prunable weights (or filters) removed.
     scope: "global" or "layerwise".
     structure: "unstructured" or "channel".
     norm: "l1" or "l2" (filter ranking for channel pruning).
-    schedule: "oneshot" (masks fixed from the first step) or "gradual"
-      (polynomial schedule from `begin_step` to `end_step`).
+    schedule: "oneshot" or "gradual".
     begin_step, end_step: gradual schedule span in optimizer steps.
     update_every: gradual masks are recomputed every this many steps.
     initial_sparsity: sparsity at `begin_step` (gradual).
@@ -335,12 +369,12 @@ def magnitude_pruner(sparsity: float, *, scope: str = "global",
   _check("structure", structure, STRUCTURES)
   _check("schedule", schedule, SCHEDULES)
   _check("norm", norm, NORMS)
-  if not 0.0 <= sparsity <= 1.0:
-    raise ValueError(f"Sparsity must be in [0, 1], got {sparsity}.")
+  if not 0.0 <= sparsity < 1.0:
+    raise ValueError(f"Sparsity must be in [0, 1), got {sparsity}.")
   kw = dict(scope=scope, structure=structure, norm=norm, prunable=prunable)
+  update_masks = None
   if schedule == "oneshot":
     sparsity_at = lambda step: sparsity  # pylint: disable=unused-argument
-    post_update = None
     first = sparsity
   else:
     if update_every < 1:
@@ -349,30 +383,29 @@ def magnitude_pruner(sparsity: float, *, scope: str = "global",
                                       initial_sparsity)
     first = initial_sparsity
 
-    def post_update(state):
-      step = state.step
-      due = ((step >= begin_step) & (step <= end_step) &
-             ((step - begin_step) % update_every == 0)) | (step == end_step)
-
-      def recompute(operand):
-        params, masks = operand
-        return magnitude_masks(params, sparsity_at(step), prev_masks=masks,
-                               **kw)
-
-      masks = jax.lax.cond(due, recompute, lambda op: op[1],
-                           (state.params, state.masks))
-      return state.replace(masks=masks,
-                           params=apply_masks(state.params, masks))
+    def update_masks(count, params, masks):
+      due = ((count >= begin_step) & (count <= end_step) &
+             ((count - begin_step) % update_every == 0)) | (count == end_step)
+      return jax.lax.cond(
+          due, lambda: magnitude_masks(params, sparsity_at(count),
+                                       prev_masks=masks, **kw),
+          lambda: masks)
 
   def init_masks(params):
     return magnitude_masks(params, first, **kw)
+
+  def prepare(variables):
+    params = variables["params"]
+    return dict(variables, params=apply_masks(params, init_masks(params)))
+
+  def wrap_tx(tx):
+    return wrap_optax(tx, init_masks=init_masks, update_masks=update_masks)
 
   config = dict(method="magnitude", sparsity=sparsity, scope=scope,
                 structure=structure, norm=norm, schedule=schedule,
                 begin_step=begin_step, end_step=end_step,
                 update_every=update_every, initial_sparsity=initial_sparsity)
-  return Pruner(init_masks=init_masks, wrap_tx=wrap_optax,
-                post_update=post_update, sparsity_at=sparsity_at,
+  return Pruner(wrap_tx=wrap_tx, prepare=prepare, sparsity_at=sparsity_at,
                 config=config)
 
 

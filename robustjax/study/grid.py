@@ -1,27 +1,42 @@
 """The study grid: which models to build, from `config.study`.
 
-`config.study` block (see configs/default.py):
+`config.study` block (every field is declared in configs/common.py):
 
-  study.archs = ("resnet8:16", "resnet20:16")   # name:width, small to large
-  study.prune.sparsities = (0.5, 0.75, 0.9)
+  study.archs = ("resnet8:8", "resnet8:12", "resnet8:16")  # small to large
+  study.seeds = 3                               # replicates of every model
+  study.prune.sparsities = (0.5, 0.75, 0.9)     # unstructured
   study.prune.scopes = ("global",)              # global | layerwise
+  study.prune.schedules = ("oneshot",)          # oneshot | gradual
   study.prune.structured = ()                   # channel sparsities
-  study.prune.finetune_epochs = 2.0
-  study.distill.teacher = "resnet20:16"         # one of archs
-  study.distill.students = ("resnet8:8",)
-  study.distill.temperature = 4.0
-  study.distill.alpha = 0.9
-  study.distill.epochs = 8.0
+  study.prune.match_sizes = True                # + size-matched sparsities
+  study.distill.teacher = "resnet8:16"          # one of archs
+  study.distill.students = ("resnet8:8", "resnet8:12")
   study.quantize.weight_bits = (8, 4)
-  study.quantize.activation_bits = 8
+  study.quantize.pruned = ()                    # pruned sparsities + int8
 
-Each model gets a stable, unique `model_id`; compressed models name their
-`original_id` (the uncompressed network they came from; the teacher for a
-distilled student) so metrics can be taken relative to it.
+Each model gets a stable `model_id` (the same for every seed); compressed
+models name their `original_id` (the uncompressed network they came from;
+the teacher for a distilled student) and `base_id` (the model they are
+computed from: the original, or the pruned model for quantize-after-prune).
+
+Size-matched sparsities (`match_sizes`) make the comparisons of the claims
+possible (robustjax/study/claims.py): for every smaller arch S and larger L
+and every sparsity s of S, L pruned to S's pruned size; the teacher pruned to
+each student's size; every arch pruned to each PTQ model's size. They are
+solved here from the architectures' parameter shapes (sizes counted as in
+robustjax/compress/size.py, global unstructured magnitude masks of a fresh
+init); the claims match the measured sizes within +-15 %.
 """
 
 import dataclasses
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
+
+import jax
+
+from robustjax.compress import pruning
+from robustjax.compress import quantization
+from robustjax.compress import size as size_lib
+from robustjax.models import factory
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,67 +46,189 @@ class ModelSpec:
   method: str  # original | prune | distill | distill_control | quantize
   setting: Tuple[Tuple[str, object], ...] = ()
   original_id: Optional[str] = None
+  base_id: Optional[str] = None
 
   @property
   def settings(self) -> dict:
     return dict(self.setting)
 
 
-def parse_arch(arch: str) -> Tuple[str, int]:
-  """"resnet20:16" -> ("resnet20", 16); the width defaults to 16."""
-  name, _, width = arch.partition(":")
-  return name, int(width) if width else 16
-
-
 def original_id(arch: str) -> str:
-  name, width = parse_arch(arch)
+  name, width = factory.parse_arch(arch)
   return f"{name}-w{width}/original"
 
 
-def model_specs(study) -> List[ModelSpec]:
+def seeds(config) -> List[int]:
+  """The replicate seeds: `seed * 1000 + r` for r < study.seeds."""
+  return [int(config.seed) * 1000 + r for r in range(int(config.study.seeds))]
+
+
+def _prune_spec(arch, scope, schedule, sparsity, structured=False,
+                tag="") -> ModelSpec:
+  base = original_id(arch)
+  prefix = base.rsplit("/", 1)[0]
+  kind = "channels" if structured else scope
+  sched = "" if schedule == "oneshot" else f"-{schedule}"
+  return ModelSpec(
+      f"{prefix}/prune-{kind}{sched}-s{sparsity:g}{tag}", arch, "prune",
+      (("schedule", schedule), ("scope", scope),
+       ("sparsity", float(sparsity)), ("structured", bool(structured))),
+      base, base)
+
+
+def _no_init(config):
+  c = config.copy_and_resolve_references()
+  c.model.init = ""
+  return c
+
+
+class SizeSolver:
+  """Sizes of pruned / quantized versions of each arch, before training."""
+
+  def __init__(self, config):
+    self._config = config
+    self._vars = {}
+
+  def _variables(self, arch: str):
+    if arch not in self._vars:
+      c = _no_init(self._config)
+      model = factory.build_model(c, arch)
+      self._vars[arch] = jax.device_get(factory.init_variables(
+          model, c, jax.random.PRNGKey(0)))
+    return self._vars[arch]
+
+  def pruned_bits(self, arch: str, sparsity: float) -> float:
+    v = self._variables(arch)
+    c = self._config.compress
+    masks = pruning.magnitude_masks(
+        v["params"], float(sparsity),
+        prunable=pruning.default_prunable(c.prune_first, c.prune_last))
+    pruned = dict(v, params=pruning.apply_masks(v["params"], masks))
+    return float(size_lib.model_size(
+        pruned, sparse_format=c.sparse_format)["total_bits"])
+
+  def dense_bits(self, arch: str) -> float:
+    return float(size_lib.model_size(self._variables(arch))["total_bits"])
+
+  def quantized_bits(self, arch: str, bits: int) -> float:
+    q = quantization.convert(self._variables(arch), None, weight_bits=bits,
+                             act_bits=None, act_calibration="dynamic")
+    return float(size_lib.model_size(q, weight_bits=bits)["total_bits"])
+
+  def sparsity_for(self, arch: str, bits: float) -> Optional[float]:
+    """Global sparsity whose pruned size is closest to `bits` (or None when
+    even 99 % sparsity is larger, or the dense model is smaller)."""
+    lo, hi = 0.0, 0.99
+    if self.pruned_bits(arch, hi) > bits * 1.15 or self.dense_bits(
+        arch) < bits * 0.85:
+      return None
+    for _ in range(30):
+      mid = (lo + hi) / 2
+      if self.pruned_bits(arch, mid) > bits:
+        lo = mid
+      else:
+        hi = mid
+    return round((lo + hi) / 2, 4)
+
+
+def _matched_specs(config, have: Dict[str, ModelSpec]) -> List[ModelSpec]:
+  """Pruned models at sizes that the claims' comparisons need."""
+  study = config.study
+  solver = SizeSolver(config)
+  archs = sorted(study.archs, key=solver.dense_bits)
+  targets = []  # (arch to prune, bits, why)
+  for i, small in enumerate(archs):
+    for large in archs[i + 1:]:
+      for s in study.prune.sparsities:
+        targets.append((large, solver.pruned_bits(small, s)))
+  d = study.distill
+  if d.teacher:
+    for student in d.students:
+      targets.append((d.teacher, solver.dense_bits(student)))
+  for arch in archs:
+    for bits in study.quantize.weight_bits:
+      targets.append((arch, solver.quantized_bits(arch, int(bits))))
+  out = []
+  for arch, bits in targets:
+    s = solver.sparsity_for(arch, bits)
+    if s is None:
+      continue
+    existing = [x for x in list(have.values()) + out
+                if x.arch == arch and x.method == "prune" and
+                not x.settings["structured"] and
+                x.settings["schedule"] == "oneshot" and
+                x.settings["scope"] == "global" and
+                abs(solver.pruned_bits(arch, x.settings["sparsity"]) / bits
+                    - 1) <= 0.05]
+    if not existing:
+      out.append(_prune_spec(arch, "global", "oneshot", s))
+  return out
+
+
+def model_specs(config) -> List[ModelSpec]:
   """All models of the grid, each after the models it depends on."""
-  specs = []
+  study = config.study
+  specs = {}
+
+  def add(spec):
+    if spec.model_id in specs:
+      raise ValueError(f"Duplicate model {spec.model_id!r} in the study "
+                       "grid; remove the repeated entry from config.study.")
+    specs[spec.model_id] = spec
+
   for arch in study.archs:
-    specs.append(ModelSpec(original_id(arch), arch, "original"))
+    add(ModelSpec(original_id(arch), arch, "original"))
+  for arch in study.archs:
+    for scope in study.prune.scopes:
+      for schedule in study.prune.schedules:
+        for s in study.prune.sparsities:
+          add(_prune_spec(arch, scope, schedule, s))
+    for s in study.prune.structured:
+      add(_prune_spec(arch, "layerwise", "oneshot", s, structured=True))
+  if study.prune.match_sizes:
+    for spec in _matched_specs(config, specs):
+      add(spec)
   for arch in study.archs:
     base = original_id(arch)
     prefix = base.rsplit("/", 1)[0]
-    for scope in study.prune.scopes:
-      for s in study.prune.sparsities:
-        specs.append(ModelSpec(
-            f"{prefix}/prune-{scope}-s{s:g}", arch, "prune",
-            (("scope", scope), ("sparsity", float(s)),
-             ("structured", False)), base))
-    for s in study.prune.structured:
-      specs.append(ModelSpec(
-          f"{prefix}/prune-channels-s{s:g}", arch, "prune",
-          (("scope", "layerwise"), ("sparsity", float(s)),
-           ("structured", True)), base))
+    act = int(config.compress.act_bits) or 32
     for bits in study.quantize.weight_bits:
-      specs.append(ModelSpec(
-          f"{prefix}/ptq-w{bits}a{study.quantize.activation_bits}", arch,
-          "quantize", (("activation_bits", study.quantize.activation_bits),
-                       ("weight_bits", int(bits))), base))
+      add(ModelSpec(f"{prefix}/ptq-w{bits}a{act}", arch, "quantize",
+                    (("activation_bits", act), ("weight_bits", int(bits))),
+                    base, base))
+    for s in study.quantize.pruned:
+      pruned = _prune_spec(arch, "global", "oneshot", s)
+      if pruned.model_id not in specs:
+        raise ValueError(
+            f"study.quantize.pruned has {s}, but {pruned.model_id} is not in "
+            "the grid; add the sparsity to study.prune.sparsities (global "
+            "scope, oneshot schedule).")
+      add(ModelSpec(f"{pruned.model_id}-ptq-w8a{act}", arch, "quantize",
+                    (("activation_bits", act), ("pruned_sparsity", float(s)),
+                     ("weight_bits", 8)), base, pruned.model_id))
   d = study.distill
   if d.teacher:
     if d.teacher not in study.archs:
       raise ValueError(f"study.distill.teacher={d.teacher!r} must be one of "
                        f"study.archs {tuple(study.archs)} (it is trained as "
                        "an original first).")
-    teacher_id = original_id(d.teacher)
+    teacher = original_id(d.teacher)
+    c = config.compress
     for student in d.students:
-      name, width = parse_arch(student)
-      setting = (("alpha", float(d.alpha)), ("teacher", d.teacher),
-                 ("temperature", float(d.temperature)))
-      specs.append(ModelSpec(
+      name, width = factory.parse_arch(student)
+      add(ModelSpec(
           f"{name}-w{width}/distill-from-{d.teacher.replace(':', '-w')}"
-          f"-T{d.temperature:g}-a{d.alpha:g}", student, "distill", setting,
-          teacher_id))
-      specs.append(ModelSpec(f"{name}-w{width}/distill-control", student,
-                             "distill_control", (("alpha", 0.0),
-                                                 ("teacher", None)),
-                             teacher_id))
-  ids = [s.model_id for s in specs]
-  if len(set(ids)) != len(ids):
-    raise ValueError(f"Duplicate models in the study grid: {ids}.")
-  return specs
+          f"-T{c.kd_temperature:g}-a{c.kd_alpha:g}", student, "distill",
+          (("alpha", float(c.kd_alpha)), ("teacher", d.teacher),
+           ("temperature", float(c.kd_temperature))), teacher, teacher))
+      add(ModelSpec(f"{name}-w{width}/distill-control", student,
+                    "distill_control", (("alpha", 0.0), ("teacher", None)),
+                    teacher, teacher))
+  return list(specs.values())
+
+
+def dense_size_order(config) -> List[str]:
+  """The archs from smallest to largest dense size."""
+  solver = SizeSolver(config)
+  return sorted(config.study.archs, key=solver.dense_bits)
+

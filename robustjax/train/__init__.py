@@ -1,8 +1,8 @@
-"""Training: TrainState, optimizers, checkpoints, the loop."""
+"""Training: TrainState, optimizers, the one loop (single or K members)."""
 
-from robustjax.train.trainer import build_model
-from robustjax.train.trainer import cross_entropy
-from robustjax.train.trainer import Hooks
-from robustjax.train.trainer import load_data
-from robustjax.train.trainer import train_and_evaluate
 from robustjax.train.state import TrainState
+from robustjax.train.trainer import cross_entropy
+from robustjax.train.trainer import Member
+from robustjax.train.trainer import Recipe
+from robustjax.train.trainer import train_and_evaluate
+from robustjax.train.trainer import train_members

@@ -1,6 +1,6 @@
 """The training state: everything a run needs to resume, in one pytree."""
 
-from typing import Any, Optional
+from typing import Any
 
 import flax
 import jax
@@ -15,17 +15,15 @@ class TrainState:
     step: number of optimizer updates applied.
     params: model parameters.
     batch_stats: BatchNorm running statistics.
-    opt_state: optax state.
+    opt_state: optax state (pruning masks live here, see
+      robustjax.compress.pruning.wrap_optax).
     rng: raw uint32 PRNG key; each step folds in `step`.
-    masks: pruning masks shaped like `params` (1 = kept), or None. An
-      optax wrapper keeps masked weights exactly zero (robustjax.compress).
   """
   step: jax.Array
   params: Any
   batch_stats: Any
   opt_state: Any
   rng: jax.Array
-  masks: Optional[Any] = None
 
   @property
   def variables(self):
@@ -33,7 +31,7 @@ class TrainState:
     return {"params": self.params, "batch_stats": self.batch_stats}
 
 
-def create(params, batch_stats, tx, rng, masks=None) -> TrainState:
+def create(params, batch_stats, tx, rng) -> TrainState:
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=batch_stats, opt_state=tx.init(params),
-                    rng=rng, masks=masks)
+                    rng=rng)

@@ -1,7 +1,19 @@
-"""Training loop: `train_and_evaluate(config, workdir)`.
+"""The one training loop: `train_and_evaluate` and `train_members`.
+
+`train_and_evaluate(config, workdir, recipe)` trains one model.
+`train_members(members, workdir)` trains K models of one architecture that
+differ only in seed and starting weights/masks as ONE program: their states
+are stacked along a leading model axis and the same `train_step` is
+`jax.vmap`-ed over it. Both go through the same loop (`_train`): logging,
+periodic evaluation (the evaluator registry), NaN/Inf checks, checkpoints and
+resume.
+
+A compression method plugs in through a `Recipe` (pruning wraps the
+optimizer, distillation replaces the loss); the step itself never asks which
+method it runs.
 
 Resume order (big_vision style): the newest checkpoint in `workdir`, else
-`hooks.init_variables` (fine-tuning a compressed model), else pretrained
+`recipe.init_variables` (fine-tuning a compressed model), else pretrained
 weights from `config.model.init`, else a fresh init from `config.seed`.
 
 The data order and augmentation are pure functions of (seed, step), so a run
@@ -14,73 +26,77 @@ import functools
 import math
 import os
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, List, Optional, Sequence
 
 from absl import logging
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 
+from robustjax import checkpoint
 from robustjax import io
 from robustjax import models
-from robustjax.models import pretrained
 from robustjax import parallel
+from robustjax import progress
+from robustjax.data import loader
 from robustjax.data import pipeline
-from robustjax.data import registry
-from robustjax import checkpoint
-from robustjax.train import eval_lib
+from robustjax.models import batched
+from robustjax.models import factory
+from robustjax.robustness import evaluators
 from robustjax.train import metrics as metrics_lib
 from robustjax.train import optim
 from robustjax.train import state as state_lib
 
-# A loss hook: (logits, labels, images) -> scalar loss.
-LossFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+# (logits, labels, images, loss_args) -> scalar loss.
+LossFn = Callable[[jax.Array, jax.Array, jax.Array, Any], jax.Array]
 
 
 @dataclasses.dataclass
-class Hooks:
-  """Ways a compression method plugs into the one training loop.
+class Recipe:
+  """How a compression method plugs into the training loop.
 
   Attributes:
     model: module to train instead of the config's model.
     init_variables: variables to start from when there is no checkpoint.
-    init_masks: params -> pruning masks (stored in `TrainState.masks`).
-    wrap_tx: wraps the config's optax transformation (e.g. pruning).
+    wrap_tx: wraps the config's optax transformation (pruning keeps its
+      masks in the optimizer state, see compress.pruning.wrap_optax).
     loss_fn: replaces cross-entropy (e.g. knowledge distillation).
-    post_update: jittable `TrainState -> TrainState` run after every update
-      (e.g. a gradual pruning schedule updating the masks).
+    loss_args: a pytree passed to `loss_fn` at every step as an argument
+      (e.g. the teacher's variables), not baked into the compiled step.
   """
   model: Any = None
   init_variables: Any = None
-  init_masks: Optional[Callable[[Any], Any]] = None
   wrap_tx: Optional[Callable[[optax.GradientTransformation],
                              optax.GradientTransformation]] = None
   loss_fn: Optional[LossFn] = None
-  post_update: Optional[Callable[[state_lib.TrainState],
-                                 state_lib.TrainState]] = None
+  loss_args: Any = None
+
+
+@dataclasses.dataclass
+class Member:
+  """One of K models trained together by `train_members`."""
+  config: ml_collections.ConfigDict
+  workdir: str
+  recipe: Optional[Recipe] = None
 
 
 def cross_entropy(logits, labels, label_smoothing: float = 0.0):
   num_classes = logits.shape[-1]
-  targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes),
-                                label_smoothing) if label_smoothing else \
-      jax.nn.one_hot(labels, num_classes)
+  targets = jax.nn.one_hot(labels, num_classes)
+  if label_smoothing:
+    targets = optax.smooth_labels(targets, label_smoothing)
   return jnp.mean(optax.softmax_cross_entropy(logits, targets))
 
 
-def apply_masks(params, masks):
-  """params * masks on the masked leaves (masks may hold None leaves)."""
-  if masks is None:
-    return params
-  return jax.tree.map(lambda p, m: p if m is None else p * m.astype(p.dtype),
-                      params, masks, is_leaf=lambda x: x is None)
+def _default_loss(logits, labels, images, loss_args, label_smoothing):
+  del images, loss_args
+  return cross_entropy(logits, labels, label_smoothing)
 
 
-def train_step(state, images, labels, *, model, tx, loss_fn, crop_padding,
-               flip, post_update):
+def train_step(state, images, labels, loss_args, *, model, tx, loss_fn,
+               crop_padding, flip):
   """One optimizer update; returns (new_state, metrics)."""
   rng = jax.random.fold_in(state.rng, state.step)
   x = pipeline.augment(pipeline.to_float(images), rng, crop_padding, flip)
@@ -89,26 +105,19 @@ def train_step(state, images, labels, *, model, tx, loss_fn, crop_padding,
     logits, new_vars = model.apply(
         {"params": params, "batch_stats": state.batch_stats}, x, train=True,
         mutable=["batch_stats"])
-    return loss_fn(logits, labels, x), (logits, new_vars["batch_stats"])
+    return loss_fn(logits, labels, x, loss_args), (logits,
+                                                    new_vars["batch_stats"])
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(
       loss_and_aux, has_aux=True)(state.params)
-  if state.masks is not None and isinstance(
-      tx, optax.GradientTransformationExtraArgs):
-    # Pruning (compress.pruning.wrap_optax) reads the current masks.
-    updates, opt_state = tx.update(grads, state.opt_state, state.params,
-                                   masks=state.masks)
-  else:
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = apply_masks(optax.apply_updates(state.params, updates), state.masks)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
   new_state = state.replace(step=state.step + 1, params=params,
                             batch_stats=batch_stats, opt_state=opt_state)
-  if post_update is not None:
-    new_state = post_update(new_state)
   # The loss was computed before this update: also check the updated params,
   # so a non-finite update is caught before it can be checkpointed.
   finite = jnp.isfinite(loss)
-  for p in jax.tree.leaves(new_state.params):
+  for p in jax.tree.leaves(params):
     finite &= jnp.all(jnp.isfinite(p))
   metrics = {"loss": loss,
              "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
@@ -122,58 +131,30 @@ def total_steps(config, steps_per_epoch: int) -> int:
   return max(1, int(math.ceil(config.num_epochs * steps_per_epoch)))
 
 
-def load_data(config: ml_collections.ConfigDict):
-  """Returns (train split, {eval name: split}) for a config."""
-  d = config.dataset
-  kw = dict(image_size=d.image_size, data_dir=d.data_dir or None,
-            manual_dir=d.manual_dir or None)
-  cap = lambda n: None if n < 0 else n  # pylint: disable=g-long-lambda
-  spec = registry.get_spec(d.name)
-  source = d.source or spec.domains[0]
-  train = registry.load_split(d.name, source, d.train_split,
-                              max_examples=cap(d.max_train_examples), **kw)
-  evals = {"test": registry.load_split(d.name, source, d.test_split,
-                                       max_examples=cap(d.max_eval_examples),
-                                       **kw)}
-  for target in d.targets:
-    evals[f"target/{target}"] = registry.load_split(
-        d.name, target, d.target_split, max_examples=cap(d.max_eval_examples),
-        **kw)
-  return train, evals
+def _initial_state(config, model, tx, recipe: Recipe) -> state_lib.TrainState:
+  """The state a fresh run of `config` starts from (one model)."""
+  init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+  variables = recipe.init_variables
+  if variables is None:
+    variables = factory.init_variables(model, config, init_rng)
+  return state_lib.create(variables["params"],
+                          variables.get("batch_stats", {}), tx, state_rng)
 
 
-def build_model(config, num_classes: Optional[int] = None):
-  """The config's model, with the dataset's normalisation statistics."""
-  spec = registry.get_spec(config.dataset.name)
-  return models.get_model(
-      config.model.name, num_classes=num_classes or spec.num_classes,
-      width=config.model.width, mean=spec.mean, std=spec.std,
-      dtype=jnp.bfloat16 if config.model.half_precision else jnp.float32)
-
-
-def init_variables(model, config, rng):
-  """Fresh variables for `model` at the config's image size."""
-  spec = registry.get_spec(config.dataset.name)
-  shape = (1, config.dataset.image_size, config.dataset.image_size,
-           spec.channels)
-  # Eager, not jitted: XLA:CPU needs 5-10 s to compile a ResNet's init,
-  # while eager op-by-op init is fast once its ops are cached (same values).
-  variables = model.init(rng, jnp.zeros(shape, jnp.float32), train=False)
-  variables = flax.core.unfreeze(variables)
-  if config.model.init:
-    variables = pretrained.load_into(config.model.init, variables)
-  return variables
+def _unstack(tree, i: int):
+  return jax.tree.map(lambda x: x[i], tree)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       hooks: Optional[Hooks] = None) -> state_lib.TrainState:
+                       recipe: Optional[Recipe] = None
+                       ) -> state_lib.TrainState:
   """Trains (or resumes training of) a model and evaluates it periodically.
 
   Args:
     config: an experiment config (see configs/common.py for every field).
     workdir: where checkpoints, `config.json`, `metrics.jsonl`, TensorBoard
       summaries and `final_metrics.json` go; an existing run there resumes.
-    hooks: optional compression hooks (pruning masks, distillation loss).
+    recipe: optional compression recipe (pruning, distillation).
 
   Returns:
     The final `TrainState`.
@@ -182,122 +163,190 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     FloatingPointError: if the loss becomes NaN/Inf (the last good checkpoint
       is kept).
   """
-  hooks = hooks or Hooks()
-  os.makedirs(workdir, exist_ok=True)
+  return _train([Member(config, workdir, recipe)], workdir, stacked=False)[0]
+
+
+def train_members(members: Sequence[Member], workdir: str
+                  ) -> List[state_lib.TrainState]:
+  """Trains K models as one vmapped program (same loop as a single run).
+
+  The members must share everything but `seed`, their starting variables
+  and the masks their recipe's optimizer wrapper computes at init (e.g.
+  one-shot pruning at different sparsities): the first member's model,
+  optimizer update and loss serve all of them. Member i then ends where
+  `train_and_evaluate(members[i].config, ...)` ends, up to float
+  reassociation. Each member's workdir receives what a single run writes
+  there (config, metrics, final metrics, its own final checkpoint), so a
+  later single run there resumes at the end; the stacked state is
+  checkpointed in `workdir`.
+
+  Args:
+    members: the K models.
+    workdir: the group's folder (stacked checkpoints; resumable as a whole).
+
+  Returns:
+    The K final states (unstacked).
+  """
+  if not members:
+    raise ValueError("train_members needs at least one member.")
+  return _train(list(members), workdir, stacked=True)
+
+
+def _train(members: List[Member], workdir: str, stacked: bool):
+  """The loop behind `train_and_evaluate` (K = 1) and `train_members`."""
+  config = members[0].config
+  recipe = members[0].recipe or Recipe()
+  k = len(members)
+  main = parallel.is_main_process()
   mesh = parallel.make_mesh()
   parallel.check_batch_size(config.batch_size, mesh)
-  logging.info("Devices: %d x %s (%d processes); data-parallel mesh %s.",
-               jax.device_count(), jax.devices()[0].platform,
-               jax.process_count(), dict(mesh.shape))
-  if parallel.is_main_process():
-    io.write_atomic(os.path.join(workdir, "config.json"),
-                          config.to_json_best_effort(indent=2))
+  logging.info("Devices: %d x %s (%d processes); data-parallel mesh %s; "
+               "%d model(s).", jax.device_count(), jax.devices()[0].platform,
+               jax.process_count(), dict(mesh.shape), k)
+  for m in members:
+    os.makedirs(m.workdir, exist_ok=True)
+    if main:
+      io.write_atomic(os.path.join(m.workdir, "config.json"),
+                      m.config.to_json_best_effort(indent=2))
 
-  train_split, eval_splits = load_data(config)
-  batches = pipeline.TrainBatches(train_split, config.batch_size, config.seed,
-                                  jax.process_index(), jax.process_count())
-  num_steps = total_steps(config, batches.steps_per_epoch)
+  train_split, eval_splits = loader.load_data(config)
+  seeds = [int(m.config.seed) for m in members]
+  batches = {s: pipeline.TrainBatches(train_split, config.batch_size, s,
+                                      jax.process_index(),
+                                      jax.process_count())
+             for s in dict.fromkeys(seeds)}
+  steps_per_epoch = batches[seeds[0]].steps_per_epoch
+  num_steps = total_steps(config, steps_per_epoch)
   eval_every = (config.eval_every_steps if config.eval_every_steps > 0
-                else batches.steps_per_epoch)
+                else steps_per_epoch)
 
-  model = hooks.model or build_model(config)
-  tx = optim.make(config.optimizer, num_steps)
-  if hooks.wrap_tx is not None:
-    tx = hooks.wrap_tx(tx)
-  rng = jax.random.PRNGKey(config.seed)
-  init_rng, state_rng = jax.random.split(rng)
-
-  def make_state():
-    variables = hooks.init_variables
-    if variables is None:
-      variables = init_variables(model, config, init_rng)
-    params = variables["params"]
-    masks = hooks.init_masks(params) if hooks.init_masks else None
-    return state_lib.create(apply_masks(params, masks),
-                            variables.get("batch_stats", {}), tx, state_rng,
-                            masks)
+  model = recipe.model or factory.build_model(config)
+  base_tx = optim.make(config.optimizer, num_steps)
+  txs = [(m.recipe or Recipe()).wrap_tx for m in members]
+  txs = [w(base_tx) if w else base_tx for w in txs]
+  states = [_initial_state(m.config, model, tx, m.recipe or Recipe())
+            for m, tx in zip(members, txs)]
+  loss_fn = recipe.loss_fn or functools.partial(
+      _default_loss, label_smoothing=config.label_smoothing)
+  step = functools.partial(train_step, model=model, tx=txs[0],
+                           loss_fn=loss_fn,
+                           crop_padding=config.dataset.crop_padding,
+                           flip=config.dataset.flip)
+  shared_batch = len(set(seeds)) == 1
+  if stacked:
+    model = batched.for_vmap(model)
+    step = functools.partial(step, model=model)
+    batch_axis = None if shared_batch else 1
+    step = jax.vmap(step, in_axes=(0, batch_axis, batch_axis, None))
+    state = batched.stack(states)
+  else:
+    state = states[0]
+  state = parallel.replicate(mesh, state)
+  loss_args = parallel.replicate(mesh, recipe.loss_args)
 
   ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints)
-  state = parallel.replicate(mesh, make_state())
-  start = ckpt.latest_step()
-  if start is not None:
+  if ckpt.latest_step() is not None:
     state = ckpt.restore(checkpoint.abstract(state))
-    logging.info("Resuming from checkpoint at step %d in %s.", start,
-                 ckpt.directory)
-  start = int(state.step)
+    logging.info("Resuming from the checkpoint at step %d in %s.",
+                 ckpt.latest_step(), ckpt.directory)
+  start = int(np.ravel(jax.device_get(state.step))[0])
   logging.info("Training %s on %s (%d examples) for %d steps (%d per epoch) "
                "from step %d.", config.model.name, train_split.name,
-               len(train_split), num_steps, batches.steps_per_epoch, start)
+               len(train_split), num_steps, steps_per_epoch, start)
 
-  loss_fn = hooks.loss_fn or functools.partial(
-      lambda lg, lb, x, s: cross_entropy(lg, lb, s),
-      s=config.label_smoothing)
-  step_fn = jax.jit(
-      functools.partial(train_step, model=model, tx=tx, loss_fn=loss_fn,
-                        crop_padding=config.dataset.crop_padding,
-                        flip=config.dataset.flip,
-                        post_update=hooks.post_update),
-      out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)),
-      donate_argnums=0)
-  apply_fn = models.inference_fn(model)
-  writer = metrics_lib.MetricWriter(workdir)
+  step_fn = jax.jit(step, out_shardings=(parallel.replicated(mesh),) * 2,
+                    donate_argnums=0)
+  apply_fn = models.inference_fn(recipe.model or factory.build_model(config))
+  writers = [metrics_lib.MetricWriter(m.workdir) for m in members]
 
-  def evaluate(step):
-    results = {name: eval_lib.accuracy(apply_fn, state.variables, split,
-                                       config.eval_batch_size, mesh)
-               for name, split in eval_splits.items()}
-    writer.write(step, "eval", **{f"{k}_accuracy": v
-                                  for k, v in results.items()})
-    logging.info("Step %d eval: %s", step, ", ".join(
-        f"{k} {v:.2%}" for k, v in results.items()))
+  def get_batch(i):
+    if shared_batch:
+      return batches[seeds[0]].batch(i)
+    parts = [batches[s].batch(i) for s in seeds]
+    return (np.stack([p[0] for p in parts], 1),
+            np.stack([p[1] for p in parts], 1))
+
+  def member_variables(i):
+    return _unstack(state.variables, i) if stacked else state.variables
+
+  def evaluate(at):
+    results = []
+    for i, w in enumerate(writers):
+      acc = {name: evaluators.accuracy(apply_fn, member_variables(i), split,
+                                       config.eval_batch_size)
+             for name, split in eval_splits.items()}
+      w.write(at, "eval", **{f"{n}_accuracy": a for n, a in acc.items()})
+      results.append(acc)
+    logging.info("Step %d eval: %s", at, "; ".join(
+        f"{n} " + " ".join(f"{r[n]:.2%}" for r in results)
+        for n in eval_splits))
     return results
 
-  def check_finite(pending, step):
-    if pending and float(np.min([m["finite"] for m in pending])) < 1.0:
-      last = ckpt.latest_step()
-      kept = (f"the last good checkpoint (step {last}) is intact in "
-              f"{ckpt.directory}" if last is not None else
-              "no checkpoint had been written yet")
-      raise FloatingPointError(
-          f"The training loss or parameters became NaN/Inf before step "
-          f"{step}. Stopped without saving; {kept}. Lower "
-          "config.optimizer.learning_rate or set "
-          "config.optimizer.grad_clip_norm, then use a fresh --workdir (or "
-          "rerun here to retry from that checkpoint).")
+  def check_finite(pending, at):
+    if not pending:
+      return
+    finite = np.min([np.ravel(p["finite"]) for p in pending], axis=0)
+    if np.all(finite >= 1.0):
+      return
+    last = ckpt.latest_step()
+    kept = (f"the last good checkpoint (step {last}) is intact in "
+            f"{ckpt.directory}" if last is not None else
+            "no checkpoint had been written yet")
+    who = (f" of member(s) {np.flatnonzero(finite < 1).tolist()}"
+           if stacked else "")
+    raise FloatingPointError(
+        f"The training loss or parameters{who} became NaN/Inf before step "
+        f"{at}. Stopped without saving; {kept}. Lower "
+        "config.optimizer.learning_rate or set "
+        "config.optimizer.grad_clip_norm, then use a fresh --workdir (or "
+        "rerun here to retry from that checkpoint).")
 
-  pending, t0, t_steps = [], time.time(), 0
-  results = None
-  for step in range(start + 1, num_steps + 1):
-    images, labels = batches.batch(step - 1)
-    images, labels = parallel.shard_batch(mesh, images, labels)
-    state, m = step_fn(state, images, labels)
+  bar = progress.Progress(num_steps, "train", done=start, unit="step")
+  pending, t0, t_steps, results = [], time.time(), 0, None
+  for i in range(start + 1, num_steps + 1):
+    images, labels = parallel.shard_batch(mesh, *get_batch(i - 1))
+    state, m = step_fn(state, images, labels, loss_args)
     pending.append(m)
     t_steps += 1
-    last = step == num_steps
-    if step % config.log_every_steps == 0 or last:
+    bar.update()
+    last = i == num_steps
+    if i % config.log_every_steps == 0 or last:
       pending = jax.device_get(pending)
-      check_finite(pending, step)
-      elapsed = time.time() - t0
-      mean = {k: float(np.mean([p[k] for p in pending])) for k in ("loss",
-                                                                 "accuracy")}
-      rate = t_steps * config.batch_size / max(elapsed, 1e-9)
-      writer.write(step, "train", images_per_sec=rate,
-                   epoch=step / batches.steps_per_epoch, **mean)
-      logging.info("Step %d/%d: loss %.4f, train acc %.2f%%, %.0f img/s.",
-                   step, num_steps, mean["loss"], 100 * mean["accuracy"],
-                   rate)
+      check_finite(pending, i)
+      rate = t_steps * config.batch_size / max(time.time() - t0, 1e-9)
+      mean = {n: np.mean([np.ravel(p[n]) for p in pending], axis=0)
+              for n in ("loss", "accuracy")}
+      for j, w in enumerate(writers):
+        w.write(i, "train", images_per_sec=rate,
+                epoch=i / steps_per_epoch,
+                **{n: float(v[j]) for n, v in mean.items()})
+      logging.info("Step %d/%d: loss %s, train acc %s, %.0f img/s%s.", i,
+                   num_steps, " ".join(f"{v:.4f}" for v in mean["loss"]),
+                   " ".join(f"{v:.2%}" for v in mean["accuracy"]),
+                   rate * k, f" (all {k} models)" if stacked else "")
       pending, t0, t_steps = [], time.time(), 0
-    if step % eval_every == 0 or last:
-      results = evaluate(step)
-    if step % config.checkpoint_every_steps == 0 or last:
-      check_finite(jax.device_get(pending), step)
-      ckpt.save(step, state)
+    if i % eval_every == 0 or last:
+      results = evaluate(i)
+    if i % config.checkpoint_every_steps == 0 or last:
+      check_finite(jax.device_get(pending), i)
+      ckpt.save(i, state)
+  bar.close()
   if results is None:  # Resumed after the last step: evaluate once more.
     results = evaluate(num_steps)
-  writer.close()
+  for w in writers:
+    w.close()
   ckpt.close()
-  if parallel.is_main_process():
-    io.write_json(os.path.join(workdir, "final_metrics.json"),
-                        {"step": int(state.step), **{f"{k}_accuracy": v for
-                                                     k, v in results.items()}})
-  return state
+
+  finals = [_unstack(state, j) for j in range(k)] if stacked else [state]
+  for j, m in enumerate(members):
+    if stacked:  # Each member's folder resumes like a single run.
+      member_ckpt = checkpoint.Checkpointer(m.workdir,
+                                            keep=config.keep_checkpoints)
+      if member_ckpt.latest_step() != num_steps:
+        member_ckpt.save(num_steps, finals[j])
+      member_ckpt.close()
+    if main:
+      io.write_json(os.path.join(m.workdir, "final_metrics.json"), {
+          "step": num_steps,
+          **{f"{n}_accuracy": v for n, v in results[j].items()}})
+  return finals

@@ -4,7 +4,7 @@ A config file may define, next to `get_config`,
 
   def sweep(add):
     for sparsity in (0.0, 0.5, 0.9):
-      add(**{"seed": 0, "pruning.sparsity": sparsity})
+      add(**{"seed": 0, "compress.init_sparsity": sparsity})
 
   def metrics():          # optional: headline numbers for the summary
     return ["test_accuracy"]
@@ -13,17 +13,18 @@ Each `add(**overrides)` is one *point*: the base config (from `get_config`)
 with dotted-path overrides (unknown keys are rejected). `add(name=...)` names
 a point; otherwise the name is built from the overrides, e.g.
 `seed=0,sparsity=0.5`. `run_sweep` trains every point in `workdir/<name>/`
-with the normal trainer and records its progress in `workdir/sweep.jsonl`
-(one JSON line per event: `point`, `status` running | done | failed,
+with the normal trainer and records its progress in the journal
+`workdir/sweep.jsonl` (robustjax.study.journal; one record per point and
+status change, keyed by the point name: `status` running | done | failed,
 `metrics`, `overrides`, `config_hash`, `mode`, `seconds`, `error`). Running
 the same command again skips points whose last status is `done` and resumes
 the others (a point's own checkpoints make an interrupted point resume
 mid-run).
 
-In vmapped mode, points whose configs differ only in `seed` and
-`pruning.sparsity` are trained together as one vmapped program
-(`robustjax.train.vmapped`, at most `max_models` per program); each member
-still ends up in its own `workdir/<name>/`, exactly as if trained alone.
+In vmapped mode, points whose configs differ only in `VMAPPABLE_FIELDS`
+(`seed`, `compress.init_sparsity`) are trained together as one vmapped
+program (`robustjax.train.train_members`, at most `max_models` per program);
+each member still ends up in its own `workdir/<name>/`, as if trained alone.
 """
 
 import dataclasses
@@ -37,13 +38,33 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from absl import logging
 import ml_collections
 
-from robustjax import io
-from robustjax import parallel
+from robustjax.compress import pruning
+from robustjax.compress import recipes
+from robustjax.study import journal as journal_lib
 from robustjax.train import trainer
-from robustjax.train import vmapped
 
 SWEEP_FILE = "sweep.jsonl"
 VMAPPED_DIR = "_vmapped"  # Checkpoints of vmapped groups.
+# Config fields in which the members of one vmapped group may differ.
+VMAPPABLE_FIELDS = ("seed", "compress.init_sparsity")
+
+
+def group_key(config: ml_collections.ConfigDict) -> str:
+  """Configs with equal keys can be trained as one vmapped program."""
+  c = ml_collections.ConfigDict(config.to_dict())
+  c.seed = 0
+  c.compress.init_sparsity = 0.0
+  return c.to_json(sort_keys=True)
+
+
+def _member_recipe(config, pruned_group: bool) -> Optional[trainer.Recipe]:
+  """A member's recipe; in a group with pruned members, dense members get
+  the all-kept masks (an exact no-op) so every member's state has one
+  structure."""
+  recipe = recipes.from_config(config)
+  if recipe is None and pruned_group:
+    recipe = trainer.Recipe(wrap_tx=pruning.magnitude_pruner(0.0).wrap_tx)
+  return recipe
 
 
 @dataclasses.dataclass
@@ -133,12 +154,9 @@ def collect_points(sweep_fn: Callable[[Callable[..., None]], None],
 
 
 def read_status(workdir: str) -> Dict[str, dict]:
-  """The last `sweep.jsonl` row of every point (empty for a fresh sweep)."""
-  status = {}
-  for row in io.read_jsonl(os.path.join(workdir, SWEEP_FILE)):
-    if "point" in row:
-      status[row["point"]] = row
-  return status
+  """The last record of every point (empty for a fresh sweep)."""
+  journal = journal_lib.Journal(os.path.join(workdir, SWEEP_FILE))
+  return {r["key"]: r for r in journal}
 
 
 def plan_groups(points: Sequence[Point], vmap: bool,
@@ -148,7 +166,7 @@ def plan_groups(points: Sequence[Point], vmap: bool,
     return [[p] for p in points]
   by_key: Dict[str, List[Point]] = {}
   for p in points:
-    by_key.setdefault(vmapped.group_key(p.config), []).append(p)
+    by_key.setdefault(group_key(p.config), []).append(p)
   groups = []
   for members in by_key.values():
     for i in range(0, len(members), max(1, max_models)):
@@ -156,13 +174,11 @@ def plan_groups(points: Sequence[Point], vmap: bool,
   return groups
 
 
-def _record(workdir: str, point: Point, status: str, **fields) -> dict:
-  row = {"point": point.name, "status": status, "time": time.time(),
-         "overrides": point.overrides, "config_hash": point.config_hash,
-         **fields}
-  if parallel.is_main_process():
-    io.append_jsonl(os.path.join(workdir, SWEEP_FILE), [row])
-  return row
+def _record(journal, point: Point, status: str, **fields) -> dict:
+  return journal.add(point.name, {
+      "point": point.name, "status": status, "time": time.time(),
+      "overrides": point.overrides, "config_hash": point.config_hash,
+      **fields})
 
 
 def _group_dir(workdir: str, members: Sequence[Point]) -> str:
@@ -181,8 +197,8 @@ def run_sweep(base_config: ml_collections.ConfigDict, workdir: str,
     base_config: the config the sweep's overrides apply to.
     workdir: the sweep folder; point `p` trains in `workdir/p/`.
     sweep_fn: `sweep(add)` from the config file.
-    vmap: train points that differ only in seed / sparsity as one vmapped
-      program (see `robustjax.train.vmapped`).
+    vmap: train points that differ only in `VMAPPABLE_FIELDS` as one
+      vmapped program (see `robustjax.train.train_members`).
     max_models: at most this many models per vmapped program.
     headline: metric names to log in the end-of-sweep summary.
 
@@ -197,7 +213,9 @@ def run_sweep(base_config: ml_collections.ConfigDict, workdir: str,
   """
   os.makedirs(workdir, exist_ok=True)
   points = collect_points(sweep_fn, base_config)
-  status = read_status(workdir)
+  journal = journal_lib.Journal(os.path.join(workdir, SWEEP_FILE))
+  journal.compact()
+  status = {r["key"]: r for r in journal}
   todo = []
   for p in points:
     row = status.get(p.name)
@@ -218,32 +236,35 @@ def run_sweep(base_config: ml_collections.ConfigDict, workdir: str,
     t0 = time.time()
     names = [p.name for p in group]
     for p in group:
-      status[p.name] = _record(workdir, p, "running",
+      status[p.name] = _record(journal, p, "running",
                                mode="vmapped" if len(group) > 1 else "single",
                                group=names if len(group) > 1 else None)
     try:
       dirs = [os.path.join(workdir, p.name) for p in group]
       if len(group) == 1:
-        p = group[0]
-        trainer.train_and_evaluate(p.config, dirs[0],
-                                   vmapped.hooks_for(p.config))
-        with open(os.path.join(dirs[0], "final_metrics.json")) as f:
-          finals = [json.load(f)]
+        trainer.train_and_evaluate(group[0].config, dirs[0],
+                                   recipes.from_config(group[0].config))
       else:
         logging.info("Training %d points as one vmapped program: %s",
                      len(group), ", ".join(names))
-        _, finals = vmapped.train_and_evaluate_vmapped(
-            [p.config for p in group], _group_dir(workdir, group), dirs)
+        pruned = any(p.config.compress.init_sparsity for p in group)
+        trainer.train_members(
+            [trainer.Member(p.config, d, _member_recipe(p.config, pruned))
+             for p, d in zip(group, dirs)], _group_dir(workdir, group))
+      finals = []
+      for d in dirs:
+        with open(os.path.join(d, "final_metrics.json")) as f:
+          finals.append(json.load(f))
     except Exception as e:  # pylint: disable=broad-except
       logging.error("Sweep point(s) %s failed:\n%s", ", ".join(names),
                     traceback.format_exc())
       for p in group:
-        status[p.name] = _record(workdir, p, "failed",
+        status[p.name] = _record(journal, p, "failed",
                                  error=f"{type(e).__name__}: {e}"[:2000],
                                  seconds=time.time() - t0)
       continue
     for p, final in zip(group, finals):
-      status[p.name] = _record(workdir, p, "done", metrics=final,
+      status[p.name] = _record(journal, p, "done", metrics=final,
                                seconds=time.time() - t0,
                                mode="vmapped" if len(group) > 1 else "single")
 

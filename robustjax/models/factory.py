@@ -1,0 +1,75 @@
+"""Models from configs: the one place that turns config fields into modules.
+
+`build_model(config)` and `init_variables(model, config, rng)` serve training;
+`arch_spec` / `build_from_spec` rebuild a saved model's architecture from the
+small dict stored with it (e.g. a compressed model's metadata).
+"""
+
+from typing import Any, Dict, Optional, Tuple
+
+import flax
+import jax.numpy as jnp
+
+from robustjax.data import registry as data_registry
+from robustjax.models import pretrained
+from robustjax.models import registry
+
+
+def parse_arch(arch: str) -> Tuple[str, int]:
+  """"resnet20:16" -> ("resnet20", 16); the width defaults to 16."""
+  name, _, width = arch.partition(":")
+  if not name:
+    raise ValueError(f"Architecture {arch!r}: write 'name:width', e.g. "
+                     "'resnet20:16'.")
+  try:
+    return name, int(width) if width else 16
+  except ValueError:
+    raise ValueError(f"Architecture {arch!r}: the width after ':' must be an "
+                     "integer, e.g. 'resnet20:16'.") from None
+
+
+def arch_spec(config, arch: Optional[str] = None) -> Dict[str, Any]:
+  """What rebuilds an architecture: name, width, num_classes, dataset.
+
+  Args:
+    config: a config (dataset and model fields are read).
+    arch: "name:width"; default: `config.model.name` / `config.model.width`.
+  """
+  name, width = (parse_arch(arch) if arch else
+                 (config.model.name, int(config.model.width)))
+  spec = data_registry.get_spec(config.dataset.name)
+  return dict(name=name, width=int(width), num_classes=int(spec.num_classes),
+              dataset=config.dataset.name)
+
+
+def build_from_spec(spec: Dict[str, Any], **ops):
+  """The module of an `arch_spec` dict; `ops` e.g. `conv=`, `dense=`, `dtype=`."""
+  data = data_registry.get_spec(spec["dataset"])
+  return registry.get_model(spec["name"], num_classes=spec["num_classes"],
+                            width=spec["width"], mean=data.mean, std=data.std,
+                            **ops)
+
+
+def build_model(config, arch: Optional[str] = None):
+  """The config's model (or `arch`), with the dataset's normalisation."""
+  dtype = jnp.bfloat16 if config.model.half_precision else jnp.float32
+  return build_from_spec(arch_spec(config, arch), dtype=dtype)
+
+
+def input_shape(config) -> Tuple[int, int, int, int]:
+  """(1, H, W, C) of one input image of the config's dataset."""
+  spec = data_registry.get_spec(config.dataset.name)
+  size = config.dataset.image_size
+  return (1, size, size, spec.channels)
+
+
+def init_variables(model, config, rng) -> Dict[str, Any]:
+  """Fresh variables for `model` (+ pretrained weights if `model.init`)."""
+  # Eager, not jitted: XLA:CPU needs 5-10 s to compile a ResNet's init,
+  # while eager op-by-op init is fast once its ops are cached (same values).
+  variables = model.init(rng, jnp.zeros(input_shape(config), jnp.float32),
+                         train=False)
+  variables = flax.core.unfreeze(variables)
+  if config.model.init:
+    variables = pretrained.load_into(config.model.init, variables)
+  return variables

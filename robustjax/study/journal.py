@@ -1,0 +1,91 @@
+"""The one resumable progress record of every launcher (study, compress,
+evaluate, sweep).
+
+A journal is a JSON-lines file of *records*, one line per finished unit of
+work (a result cell, a sweep point):
+
+  {"key": "resnet8-w16/original|s0|corruption/fog", "rows": [...], ...}
+
+* Appending a record is one write + fsync of one line, so a record is
+  either complete or a torn last line, which reading drops (and the next
+  append starts on a fresh line). Re-adding a key replaces it (last wins).
+* Arrays that belong to a record (per-example correctness) are written to
+  `<stem>.arrays/<digest>.npz` atomically BEFORE its line: a record in the
+  journal implies its arrays are on disk.
+* Only process 0 writes (`parallel.is_main_process()`); every process reads.
+
+A launcher killed at any point and restarted re-reads the journal, skips the
+keys it holds and redoes at most the unit that was being written.
+"""
+
+import hashlib
+import json
+import os
+from typing import Any, Dict, Iterator, List, Optional
+
+import numpy as np
+
+from robustjax import io
+from robustjax import parallel
+
+
+def _digest(key: str) -> str:
+  return hashlib.sha1(key.encode()).hexdigest()[:20]
+
+
+class Journal:
+  """Finished units of work, keyed, with optional per-record arrays."""
+
+  def __init__(self, path: str):
+    self.path = path
+    self.array_dir = os.path.splitext(path)[0] + ".arrays"
+    self._records: Dict[str, dict] = {}
+    for record in io.read_jsonl(path):
+      if isinstance(record, dict) and "key" in record:
+        self._records[record["key"]] = record
+
+  def __contains__(self, key: str) -> bool:
+    return key in self._records
+
+  def __len__(self) -> int:
+    return len(self._records)
+
+  def __iter__(self) -> Iterator[dict]:
+    return iter(list(self._records.values()))
+
+  def get(self, key: str) -> Optional[dict]:
+    return self._records.get(key)
+
+  def keys(self) -> List[str]:
+    return list(self._records)
+
+  def add(self, key: str, record: Dict[str, Any],
+          arrays: Optional[Dict[str, np.ndarray]] = None) -> dict:
+    """Records a finished unit (arrays first, then the line)."""
+    record = {**record, "key": key}
+    if arrays:
+      record["arrays"] = _digest(key)
+      if parallel.is_main_process():
+        io.write_npz_atomic(self._array_path(key), arrays)
+    if parallel.is_main_process():
+      io.append_jsonl(self.path, [record])
+    self._records[key] = record
+    return record
+
+  def arrays(self, key: str) -> Dict[str, np.ndarray]:
+    """The arrays stored with `key`'s record ({} when it has none)."""
+    record = self._records.get(key)
+    if not record or "arrays" not in record:
+      return {}
+    with np.load(self._array_path(key)) as f:
+      return {k: f[k] for k in f.files}
+
+  def _array_path(self, key: str) -> str:
+    return os.path.join(self.array_dir, _digest(key) + ".npz")
+
+  def compact(self) -> None:
+    """Rewrites the file without torn lines or replaced records."""
+    if parallel.is_main_process() and os.path.exists(self.path):
+      io.write_atomic(self.path, "".join(
+          json.dumps(r, sort_keys=True, default=str) + "\n"
+          for r in self._records.values()))
