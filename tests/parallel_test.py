@@ -9,13 +9,14 @@ cluster. The test process itself keeps its single device, as does the rest
 of the suite. Each side trains the same tiny run with the real trainer,
 evaluates the same fixed variables (clean accuracy, FGSM robust accuracy,
 and K=2 models x corruption severities x eps through
-`vmapped.robustness_vmapped`) and, with one process, runs the vmapped train
+the evaluator registry) and, with one process, runs the K-member train
 step data-parallel; results must agree within float tolerance.
 
   python -m pytest tests/parallel_test.py
 """
 # pylint: disable=g-import-not-at-top  (JAX is imported lazily: see above.)
 
+import copy
 import json
 import os
 import socket
@@ -77,11 +78,14 @@ def run_side(out_dir, variables_path=None, vmapped_step=True):
   from robustjax import models
   from robustjax import parallel
   from robustjax.data import pipeline
+  from robustjax.data import loader
+  from robustjax.data.registry import Split
+  from robustjax.models import batched
+  from robustjax.models import factory
   from robustjax.robustness import attacks
-  from robustjax.robustness import corruptions
-  from robustjax.train import eval_lib
+  from robustjax.robustness import evaluators
+  from robustjax.study import sweep as sweep_lib
   from robustjax.train import trainer
-  from robustjax.train import vmapped
 
   main = jax.process_index() == 0
   res = {"devices": jax.device_count(), "processes": jax.process_count()}
@@ -111,10 +115,10 @@ def run_side(out_dir, variables_path=None, vmapped_step=True):
   variables = _unflat(np.load(variables_path))
 
   # Evaluation of fixed variables: clean accuracy, attacks, vmapped sweep.
-  model = trainer.build_model(config)
+  model = factory.build_model(config)
   apply_fn = models.inference_fn(model)
-  _, evals = trainer.load_data(config)
-  res["accuracy"] = {n: eval_lib.accuracy(apply_fn, variables, s, 48)
+  _, evals = loader.load_data(config)
+  res["accuracy"] = {n: evaluators.accuracy(apply_fn, variables, s, 48)
                      for n, s in evals.items()}
   mesh = parallel.make_mesh()
   test = evals["test"]
@@ -134,44 +138,41 @@ def run_side(out_dir, variables_path=None, vmapped_step=True):
     acc = attacks.robust_accuracy(apply_fn, variables, images_s, labels_s,
                                   key, eps, attack)
     res[f"robust/{name}"] = np.asarray(jax.device_get(acc)).tolist()
-  corrs = [corruptions.get_corruption("gaussian_noise")]
+  # The evaluator registry on two models of one architecture.
+  evals = copy.deepcopy(config.evals)
+  evals.corruptions.names = ("gaussian_noise",)
+  evals.corruptions.severities = (1, 5)
+  evals.attacks.names = ("fgsm",)
+  evals.attacks.eps = eps
+  evals.attacks.chunk_size = 32
+  small = Split(test.images[:n], test.labels[:n], test.name)
+  cells = evaluators.build(evals, small, {}, 7)
   shrunk = jax.tree.map(lambda x: x * 0.9, variables)
-  stacked = vmapped.stack([variables, shrunk])
-  sweep = vmapped.robustness_vmapped(
-      apply_fn, stacked, np.asarray(images), np.asarray(labels), key,
-      corruptions=corrs, severities=(1, 5),
-      attack=attacks.get_attack("fgsm"), eps_grid=eps, chunk_size=32)
-  res["sweep"] = {k: v.tolist() for k, v in sweep.items()}
+  res["sweep"] = [{r.rows[0]["shift"] + "/" + r.rows[0]["name"]:
+                   [row["accuracy"] for row in r.rows]
+                   for r in evaluators.evaluate(apply_fn, v, cells)}
+                  for v in (variables, shrunk)]
 
-  # The vmapped train step: K=2 members (dense and 50 % pruned), each with
-  # its own batch stream, stacked on axis 1 and sharded on the data axis.
+  # The K-member train loop: 2 members (dense and 50 % pruned at init),
+  # each with its own batch stream, sharded on the data axis.
   if vmapped_step:
-    from robustjax.data import pipeline as pl
-    from robustjax.train import optim
-    from robustjax.train import state as state_lib
-    from robustjax.compress import pruning
-    tx = pruning.wrap_optax(optim.make(config.optimizer, 4))
-    params = vmapped.stack([variables["params"], shrunk["params"]])
-    masks = jax.vmap(pruning.magnitude_masks)(params, jnp.array([0.0, 0.5]))
-    rngs = jnp.stack([jax.random.PRNGKey(0), jax.random.PRNGKey(1)])
-    vstate = jax.vmap(lambda p, b, r, m: state_lib.create(
-        trainer.apply_masks(p, m), b, tx, r, m))(
-            params, vmapped.stack([variables["batch_stats"]] * 2), rngs,
-            masks)
-    vstate = parallel.replicate(mesh, vstate)
-    step = jax.jit(vmapped.make_train_step(
-        config, vmapped.for_vmap(model), tx, False),
-                   out_shardings=(parallel.replicated(mesh),) * 2)
-    train, _ = trainer.load_data(config)
-    streams = [pl.TrainBatches(train, config.batch_size, s) for s in (0, 1)]
-    for i in range(3):
-      parts = [b.batch(i) for b in streams]
-      batch = parallel.shard_batch(mesh, np.stack([p[0] for p in parts], 1),
-                                   np.stack([p[1] for p in parts], 1))
-      vstate, m = step(vstate, *batch)
-    res["vmapped_loss"] = np.asarray(m["loss"]).tolist()
+    members = []
+    for i, sparsity in enumerate((0.0, 0.5)):
+      c = _tiny_config()
+      c.seed = i
+      c.compress.init_sparsity = sparsity
+      c.num_train_steps = 3
+      members.append(trainer.Member(
+          c, os.path.join(out_dir, f"member{i}"),
+          sweep_lib._member_recipe(c, True)))  # pylint: disable=protected-access
+    states = trainer.train_members(members, os.path.join(out_dir, "group"))
     np.savez(os.path.join(out_dir, "vmapped_params.npz"),
-             **_flat(jax.device_get(vstate.params)))
+             **_flat(jax.device_get(batched.stack(
+                 [s.params for s in states]))))
+    res["vmapped_loss"] = [
+        [r["loss"] for r in map(json.loads, open(os.path.join(
+            out_dir, f"member{i}", "metrics.jsonl"))) if r["split"] == "train"]
+        for i in range(2)]
 
   # A batch that does not divide by the device count (2, 4 or 8 here).
   if jax.device_count() > 1:
@@ -299,10 +300,11 @@ class DataParallelTest(absltest.TestCase):
     for name, res, _ in self.sides():
       np.testing.assert_allclose(res["robust/fgsm"], self.one["robust/fgsm"],
                                  atol=1.5 / 64, err_msg=name)
-      self.assertEqual(sorted(res["sweep"]), sorted(self.one["sweep"]))
-      for k, v in self.one["sweep"].items():
-        np.testing.assert_allclose(res["sweep"][k], v, atol=1.5 / 64,
-                                   err_msg=f"{name}: sweep {k}")
+      for got, want in zip(res["sweep"], self.one["sweep"]):
+        self.assertEqual(sorted(got), sorted(want))
+        for k, v in want.items():
+          np.testing.assert_allclose(got[k], v, atol=1.5 / 64,
+                                     err_msg=f"{name}: sweep {k}")
     for name, res, _ in self.sides():
       for split, acc in self.one["accuracy"].items():
         self.assertAlmostEqual(res["accuracy"][split], acc, places=6,
@@ -311,7 +313,9 @@ class DataParallelTest(absltest.TestCase):
     # accuracy on the first 64 test images (the whole capped split).
     self.assertAlmostEqual(self.one["robust/fgsm"][0],
                            self.one["accuracy"]["test"], places=6)
-    self.assertAlmostEqual(self.one["sweep"]["clean"][0],
+    self.assertAlmostEqual(self.one["sweep"][0]["clean/source"][0],
+                           self.one["accuracy"]["test"], places=6)
+    self.assertAlmostEqual(self.one["sweep"][0]["adversarial/fgsm"][0],
                            self.one["accuracy"]["test"], places=6)
 
   def test_vmapped_step_matches_one_device(self):

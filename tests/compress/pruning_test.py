@@ -17,6 +17,7 @@ import optax
 from configs import digits_resnet
 from robustjax import models
 from robustjax.compress import pruning
+from robustjax.models import factory
 from robustjax.train import trainer
 
 
@@ -196,14 +197,15 @@ class WrapOptaxTest(absltest.TestCase):
     params = pruning.apply_masks(params, masks)
     tx = pruning.wrap_optax(optax.chain(
         optax.add_decayed_weights(5e-2), optax.sgd(0.1, momentum=0.9,
-                                                   nesterov=True)))
+                                                   nesterov=True)),
+                            masks=masks)
     state = tx.init(params)
 
     @jax.jit
     def step(params, state, i):
       key = jax.random.fold_in(jax.random.key(1), i)
       grads = jax.tree.map(lambda p: jax.random.normal(key, p.shape), params)
-      updates, state = tx.update(grads, state, params, masks=masks)
+      updates, state = tx.update(grads, state, params)
       return optax.apply_updates(params, updates), state  # No re-masking.
 
     for i in range(5):
@@ -216,15 +218,30 @@ class WrapOptaxTest(absltest.TestCase):
       self.assertTrue(np.all(np.asarray(t)[~np.asarray(m)] == 0.0))
       self.assertTrue(np.any(np.asarray(t)[np.asarray(m)] != 0.0))
 
-  def test_needs_masks(self):
-    tx = pruning.wrap_optax(optax.sgd(0.1))
+  def test_needs_one_mask_source(self):
+    with self.assertRaisesRegex(ValueError, "exactly one"):
+      pruning.wrap_optax(optax.sgd(0.1))
     params = {"w": jnp.ones((2, 2))}
-    with self.assertRaisesRegex(ValueError, "no masks"):
-      tx.update(params, tx.init(params), params)
     static = pruning.wrap_optax(optax.sgd(0.1),
                                 masks={"w": jnp.eye(2, dtype=bool)})
-    updates, _ = static.update(params, static.init(params), params)
-    np.testing.assert_allclose(updates["w"], -0.1 * np.eye(2), rtol=1e-6)
+    updates, state = static.update(params, static.init(params), params)
+    # Kept weights get the SGD update; pruned ones -w, i.e. exactly zero after.
+    np.testing.assert_allclose(updates["w"], np.where(
+        np.eye(2, dtype=bool), -0.1, -1.0), rtol=1e-6)
+    np.testing.assert_array_equal(pruning.masks_of(state)["w"],
+                                  np.eye(2, dtype=bool))
+    self.assertEqual(int(state.count), 1)
+
+  def test_unmasked_start_is_zeroed_at_the_first_step(self):
+    params = _params()["params"]
+    tx = pruning.magnitude_pruner(0.5).wrap_tx(optax.sgd(0.01))
+    state = tx.init(params)
+    masks = pruning.masks_of(state)
+    grads = jax.tree.map(jnp.ones_like, params)
+    updates, _ = tx.update(grads, state, params)
+    new = optax.apply_updates(params, updates)
+    for p, m in zip(jax.tree.leaves(new), jax.tree.leaves(masks)):
+      self.assertTrue(np.all(np.asarray(p)[~np.asarray(m)] == 0.0))
 
 
 class FineTuneTest(parameterized.TestCase):
@@ -235,22 +252,22 @@ class FineTuneTest(parameterized.TestCase):
     config = digits_resnet.get_config("model=resnet8,width=4,runlocal")
     self.assertGreater(config.optimizer.momentum, 0)
     self.assertGreater(config.optimizer.weight_decay, 0)
-    model = trainer.build_model(config)
-    base = trainer.init_variables(model, config, jax.random.key(3))
+    model = factory.build_model(config)
+    base = factory.init_variables(model, config, jax.random.key(3))
     pruner = pruning.magnitude_pruner(0.75, schedule=schedule, begin_step=0,
                                       end_step=6, update_every=2)
     with tempfile.TemporaryDirectory() as workdir:
-      state = trainer.train_and_evaluate(
-          config, workdir, hooks=pruner.hooks(init_variables=base))
-    n, pruned = _prunable_counts(base["params"], state.masks)
+      state = trainer.train_and_evaluate(config, workdir, trainer.Recipe(
+          init_variables=pruner.prepare(base), wrap_tx=pruner.wrap_tx))
+    masks = pruning.masks_of(state.opt_state)
+    n, pruned = _prunable_counts(base["params"], masks)
     self.assertEqual(pruned, int(np.floor(0.75 * n + 0.5)))
-    for p, m in zip(jax.tree.leaves(state.params),
-                    jax.tree.leaves(state.masks)):
+    for p, m in zip(jax.tree.leaves(state.params), jax.tree.leaves(masks)):
       self.assertTrue(np.all(np.asarray(p)[~np.asarray(m)] == 0.0))
     # Momentum traces are zero on pruned weights (masked gradients).
     trace = _momentum(state.opt_state)
     if schedule == "oneshot":
-      for t, m in zip(jax.tree.leaves(trace), jax.tree.leaves(state.masks)):
+      for t, m in zip(jax.tree.leaves(trace), jax.tree.leaves(masks)):
         self.assertTrue(np.all(np.asarray(t)[~np.asarray(m)] == 0.0))
     # Biases / BatchNorm were trained, not pruned.
     self.assertFalse(np.allclose(state.params["bn_init"]["scale"],

@@ -17,9 +17,11 @@ import numpy as np
 
 from configs import digits_resnet
 from robustjax import models
-from robustjax.compress import methods
+from robustjax.compress import recipes
 from robustjax.compress import quantization
-from robustjax.train import eval_lib
+from robustjax.data import loader
+from robustjax.models import factory
+from robustjax.robustness import evaluators
 from robustjax.train import trainer
 
 
@@ -32,15 +34,15 @@ class QuantizationTest(parameterized.TestCase):
     with tempfile.TemporaryDirectory() as workdir:
       state = trainer.train_and_evaluate(cls.config, workdir)
     cls.float_vars = jax.device_get(state.variables)
-    cls.train_split, cls.evals = trainer.load_data(cls.config)
-    cls.spec = methods.model_spec(cls.config)
-    cls.model_fn = functools.partial(methods.build_model, cls.spec)
+    cls.train_split, cls.evals = loader.load_data(cls.config)
+    cls.spec = factory.arch_spec(cls.config)
+    cls.model_fn = functools.partial(factory.build_from_spec, cls.spec)
     cls.float_fn = models.inference_fn(cls.model_fn())
-    cls.float_acc = eval_lib.accuracy(cls.float_fn, cls.float_vars,
-                                      cls.evals["test"], 500)
+    cls.float_acc = evaluators.accuracy(cls.float_fn, cls.float_vars,
+                                        cls.evals["test"], 500)
     cls.calib = quantization.calibrate(
         cls.model_fn, cls.float_vars,
-        methods.calibration_images(cls.train_split, 500))
+        recipes.calibration_images(cls.train_split, 500))
     cls.images = jnp.asarray(cls.evals["test"].images[:64], jnp.float32) / 255
     cls.labels = jnp.asarray(cls.evals["test"].labels[:64])
     cls._cache = {}
@@ -85,14 +87,14 @@ class QuantizationTest(parameterized.TestCase):
 
   def test_int8_accuracy_within_one_point(self):
     fn, qvars = self._quantized(8)
-    acc = eval_lib.accuracy(fn, qvars, self.evals["test"], 500)
+    acc = evaluators.accuracy(fn, qvars, self.evals["test"], 500)
     self.assertLessEqual(abs(acc - self.float_acc), 0.01,
                          (acc, self.float_acc))
 
   @parameterized.parameters(("static", 8), ("dynamic", 8), ("static", None))
   def test_int4_and_other_modes_run(self, act_calibration, act_bits):
     fn, qvars = self._quantized(4, act_bits, act_calibration)
-    acc = eval_lib.accuracy(fn, qvars, self.evals["test"], 500)
+    acc = evaluators.accuracy(fn, qvars, self.evals["test"], 500)
     self.assertGreater(acc, 0.5)  # Measured ~94% (see docs/compression.md).
 
   def test_forward_is_the_integer_computation(self):

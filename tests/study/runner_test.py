@@ -1,6 +1,5 @@
 """The study end to end on `configs/default.py:runlocal`, and its resume."""
 
-import json
 import os
 import shutil
 import signal
@@ -14,6 +13,7 @@ from absl.testing import absltest
 from configs import default
 from robustjax import io
 from robustjax.study import grid
+from robustjax.study import journal as journal_lib
 from robustjax.study import runner
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
@@ -21,7 +21,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
 
 
 def _key(r):
-  return (r["model_id"], r["shift"], r["name"], r["level"])
+  return (r["model_id"], r["seed"], r["shift"], r["name"], r["level"])
 
 
 def _by_key(rows):
@@ -46,12 +46,13 @@ class StudyTest(absltest.TestCase):
     super().tearDownClass()
 
   def test_grid_is_complete_and_rows_validate(self):
-    specs = grid.model_specs(self.config.study)
+    specs = grid.model_specs(self.config)
     e = self.config.evals
     per_model = (1 + len(self.config.dataset.targets) +
                  len(e.corruptions.names) * len(e.corruptions.severities) +
                  len(e.attacks.names) * len(e.attacks.eps))
-    self.assertLen(self.rows, len(specs) * per_model)
+    self.assertLen(self.rows, len(specs) * per_model *
+                   self.config.study.seeds)
     methods = {r["method"] for r in self.rows}
     self.assertEqual(methods, {"original", "prune", "quantize", "distill",
                                "distill_control"})
@@ -61,15 +62,34 @@ class StudyTest(absltest.TestCase):
                                                runner.RESULTS))
     self.assertEqual(_by_key(on_disk), _by_key(self.rows))
 
-  def test_eps_zero_equals_clean_for_every_model(self):
-    clean = {r["model_id"]: r["accuracy"] for r in self.rows
-             if r["shift"] == "clean"}
+  def test_eps_zero_equals_clean_on_the_same_examples(self):
+    journal = journal_lib.Journal(os.path.join(self.workdir, runner.JOURNAL))
+    examples = runner.examples_of(journal)
     attack_n = self.config.evals.attacks.max_examples
-    test_n = next(r["n"] for r in self.rows if r["shift"] == "clean")
+    checked = 0
     for r in self.rows:
-      if r["shift"] == "adversarial" and r["level"] == 0.0 and \
-          attack_n >= test_n:
-        self.assertEqual(r["accuracy"], clean[r["model_id"]])
+      if r["shift"] != "adversarial" or r["level"] != 0.0:
+        continue
+      clean = examples[(r["model_id"], r["seed"], "clean", "source")]
+      self.assertEqual(r["n"], attack_n)
+      self.assertLess(attack_n, clean.shape[1])  # A real subset.
+      self.assertEqual(r["accuracy"], clean[0, :attack_n].mean())
+      adv = examples[(r["model_id"], r["seed"], "adversarial", r["name"])]
+      self.assertTrue((adv[0] == clean[0, :attack_n]).all())
+      checked += 1
+    self.assertGreaterEqual(checked, 5)
+
+  def test_per_example_bits_reproduce_every_row(self):
+    journal = journal_lib.Journal(os.path.join(self.workdir, runner.JOURNAL))
+    examples = runner.examples_of(journal)
+    for r in self.rows:
+      bits = examples[(r["model_id"], r["seed"], r["shift"], r["name"])]
+      levels = sorted({x["level"] for x in self.rows if
+                       (x["model_id"], x["shift"], x["name"]) ==
+                       (r["model_id"], r["shift"], r["name"])},
+                      key=lambda v: -1 if v is None else v)
+      self.assertEqual(bits.shape, (len(levels), r["n"]))
+      self.assertEqual(bits[levels.index(r["level"])].mean(), r["accuracy"])
 
   def test_outputs(self):
     for name in ("results.csv", "report.md", "config.json"):
@@ -86,66 +106,50 @@ class StudyTest(absltest.TestCase):
   def test_resume_skips_finished_cells_and_reproduces_results(self):
     workdir = os.path.join(self.root, "resume")
     shutil.copytree(self.workdir, workdir)
-    path = os.path.join(workdir, runner.RESULTS)
+    path = os.path.join(workdir, runner.JOURNAL)
     lines = open(path).read().splitlines(keepends=True)
     kept = lines[:len(lines) // 2]
-    # Half the rows, a torn last line, and one model to be rebuilt.
+    # Half the cells, a torn last line, and one model to be rebuilt.
     with open(path, "w") as f:
       f.writelines(kept)
-      f.write('{"model_id": "torn')
+      f.write('{"key": "torn')
     victim = sorted(os.listdir(os.path.join(workdir, "models")))[-1]
     shutil.rmtree(os.path.join(workdir, "models", victim))
     calls = []
-    original_plan = runner.evaluate_lib.plan
+    original = runner.run_cell
 
-    def counting_plan(*args, **kwargs):
-      cells = original_plan(*args, **kwargs)
-      for c in cells:
-        run = c.run
-        c.run = lambda run=run, key=c.key: calls.append(key) or run()
-      return cells
-    runner.evaluate_lib.plan = counting_plan
+    def counting(journal, key, *args):
+      calls.append(key)
+      return original(journal, key, *args)
+    runner.run_cell = counting
     try:
       rows = runner.run_study(self.config, workdir)
     finally:
-      runner.evaluate_lib.plan = original_plan
-    self.assertLen(calls, self._cells(self.rows) - self._complete(kept))
+      runner.run_cell = original
+    self.assertLen(calls, len(lines) - len(kept))
     self.assertEqual(_by_key(rows), _by_key(self.rows))
-
-  def _groups(self, rows):
-    groups = {}
-    for r in rows:
-      groups.setdefault((r["model_id"], r["shift"], r["name"]), []).append(r)
-    return groups
-
-  def _cells(self, rows):
-    return len(self._groups(rows))
-
-  def _complete(self, kept):
-    """Cells whose rows are all in `kept` (the others are recomputed)."""
-    levels = {"clean": 1, "domain": 1,
-              "corruption": len(self.config.evals.corruptions.severities),
-              "adversarial": len(self.config.evals.attacks.eps)}
-    groups = self._groups([json.loads(x) for x in kept])
-    return sum(len(v) == levels[k[1]] for k, v in groups.items())
+    # The journal was compacted: no torn line left, one line per cell.
+    self.assertLen(io.read_jsonl(path), len(lines))
 
   def test_sigkill_then_rerun_finishes_with_same_results(self):
     workdir = os.path.join(self.root, "killed")
     cmd = [sys.executable, os.path.join(REPO, "launch", "study.py"),
            "--config=" + os.path.join(REPO, "configs", "default.py") +
            ":runlocal", "--workdir=" + workdir]
-    path = os.path.join(workdir, runner.RESULTS)
+    path = os.path.join(workdir, runner.JOURNAL)
+    cells = len(journal_lib.Journal(
+        os.path.join(self.workdir, runner.JOURNAL)))
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
-      if len(io.read_jsonl(path)) >= len(self.rows) // 3:
+      if len(io.read_jsonl(path)) >= cells // 3:
         break
       time.sleep(0.2)
     self.assertIsNone(proc.poll(), "the study ended before it was killed")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    self.assertLess(len(io.read_jsonl(path)), len(self.rows))
+    self.assertLess(len(io.read_jsonl(path)), cells)
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
                           timeout=900)
     self.assertEqual(done.returncode, 0, done.stderr[-3000:])

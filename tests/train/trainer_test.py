@@ -18,7 +18,9 @@ from robustjax import io
 from robustjax import models
 from robustjax import train
 from robustjax import checkpoint
-from robustjax.train import eval_lib
+from robustjax.data import loader
+from robustjax.models import factory
+from robustjax.robustness import evaluators
 
 
 def smoke_config(num_train_steps, **optimizer):
@@ -83,11 +85,11 @@ class TrainEndToEndTest(absltest.TestCase):
                      ["100", "50"])
 
     # The returned state is the evaluated model.
-    model = train.build_model(config)
-    _, evals = train.load_data(config)
+    model = factory.build_model(config)
+    _, evals = loader.load_data(config)
     self.assertEqual(
-        eval_lib.accuracy(models.inference_fn(model), state.variables,
-                          evals["test"], config.eval_batch_size),
+        evaluators.accuracy(models.inference_fn(model), state.variables,
+                            evals["test"], config.eval_batch_size),
         final["test_accuracy"])
     step, restored = _restore(workdir, state)
     self.assertEqual(step, 100)

@@ -1,4 +1,4 @@
-"""Tests for robustjax.sweep_runner and launch/sweep.py.
+"""Tests for robustjax.study.sweep and launch/sweep.py.
 
 The runner logic (points, grouping, resume, failures) is tested with fake
 trainers; one end-to-end run trains a tiny 2-point vmapped sweep through the
@@ -19,9 +19,10 @@ from absl.testing import absltest
 
 from configs import digits_sweep
 from robustjax import io
-from robustjax import sweep_runner
+from robustjax.study import sweep as sweep_lib
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
 
 
 def _base():
@@ -30,7 +31,7 @@ def _base():
 
 def _three_points(add):
   for sparsity in (0.0, 0.5):
-    add(**{"seed": 0, "pruning.sparsity": sparsity})
+    add(**{"seed": 0, "compress.init_sparsity": sparsity})
   add(name="wide", **{"model.width": 8})
 
 
@@ -40,29 +41,29 @@ class FakeTrainer:
   def __init__(self, fail=()):
     self.calls, self.fail = [], set(fail)
 
-  def __call__(self, config, workdir, hooks=None):
+  def __call__(self, config, workdir, recipe=None):
     name = os.path.basename(workdir)
     self.calls.append(name)
     if name in self.fail:
       raise RuntimeError(f"boom in {name}")
     io.write_json(os.path.join(workdir, "final_metrics.json"),
                         {"step": 1, "test_accuracy": config.model.width / 100,
-                         "sparsity": 0.0 if hooks is None else 1.0})
+                         "sparsity": 0.0 if recipe is None else 1.0})
 
 
 class PointsTest(absltest.TestCase):
 
   def test_points_names_and_overrides(self):
-    points = sweep_runner.collect_points(_three_points, _base())
+    points = sweep_lib.collect_points(_three_points, _base())
     self.assertEqual([p.name for p in points],
-                     ["seed=0,sparsity=0.0", "seed=0,sparsity=0.5", "wide"])
-    self.assertEqual(points[1].config.pruning.sparsity, 0.5)
+                     ["seed=0,init_sparsity=0.0", "seed=0,init_sparsity=0.5", "wide"])
+    self.assertEqual(points[1].config.compress.init_sparsity, 0.5)
     self.assertEqual(points[2].config.model.width, 8)
     self.assertEqual(points[0].config.model.width, 4)  # Base untouched.
 
   def test_unknown_override_is_rejected_with_the_valid_names(self):
     with self.assertRaisesRegex(KeyError, "no field 'widht'.*width"):
-      sweep_runner.collect_points(
+      sweep_lib.collect_points(
           lambda add: add(**{"model.widht": 8}), _base())
 
   def test_duplicate_names_are_rejected(self):
@@ -70,23 +71,23 @@ class PointsTest(absltest.TestCase):
       add(name="a", seed=1)
       add(name="a", seed=2)
     with self.assertRaisesRegex(ValueError, "named 'a'"):
-      sweep_runner.collect_points(sweep, _base())
+      sweep_lib.collect_points(sweep, _base())
 
   def test_digits_sweep_is_one_vmapped_group_of_eight(self):
-    points = sweep_runner.collect_points(digits_sweep.sweep, _base())
+    points = sweep_lib.collect_points(digits_sweep.sweep, _base())
     self.assertLen({p.name for p in points}, 8)
-    groups = sweep_runner.plan_groups(points, vmap=True, max_models=8)
+    groups = sweep_lib.plan_groups(points, vmap=True, max_models=8)
     self.assertEqual([len(g) for g in groups], [8])
-    groups = sweep_runner.plan_groups(points, vmap=True, max_models=3)
+    groups = sweep_lib.plan_groups(points, vmap=True, max_models=3)
     self.assertEqual([len(g) for g in groups], [3, 3, 2])
     self.assertEqual(digits_sweep.metrics(),
                      ["test_accuracy", "target/uci_accuracy"])
 
   def test_mixed_sweep_groups_vmappable_points_only(self):
-    points = sweep_runner.collect_points(_three_points, _base())
-    groups = sweep_runner.plan_groups(points, vmap=True, max_models=8)
+    points = sweep_lib.collect_points(_three_points, _base())
+    groups = sweep_lib.plan_groups(points, vmap=True, max_models=8)
     self.assertEqual([[p.name for p in g] for g in groups],
-                     [["seed=0,sparsity=0.0", "seed=0,sparsity=0.5"],
+                     [["seed=0,init_sparsity=0.0", "seed=0,init_sparsity=0.5"],
                       ["wide"]])
 
 
@@ -97,21 +98,21 @@ class ResumeTest(absltest.TestCase):
     self.workdir = self.create_tempdir().full_path
 
   def _run(self, fake, **kw):
-    with mock.patch.object(sweep_runner.trainer, "train_and_evaluate", fake):
-      return sweep_runner.run_sweep(_base(), self.workdir, _three_points,
+    with mock.patch.object(sweep_lib.trainer, "train_and_evaluate", fake):
+      return sweep_lib.run_sweep(_base(), self.workdir, _three_points,
                                     **kw)
 
   def test_resume_skips_finished_points_and_retries_failed_ones(self):
     first = FakeTrainer(fail={"wide"})
-    with self.assertRaisesRegex(sweep_runner.SweepError, "1 of 3.*wide"):
+    with self.assertRaisesRegex(sweep_lib.SweepError, "1 of 3.*wide"):
       self._run(first)
-    self.assertEqual(first.calls, ["seed=0,sparsity=0.0",
-                                   "seed=0,sparsity=0.5", "wide"])
-    status = sweep_runner.read_status(self.workdir)
+    self.assertEqual(first.calls, ["seed=0,init_sparsity=0.0",
+                                   "seed=0,init_sparsity=0.5", "wide"])
+    status = sweep_lib.read_status(self.workdir)
     self.assertEqual(status["wide"]["status"], "failed")
     self.assertIn("boom in wide", status["wide"]["error"])
-    self.assertEqual(status["seed=0,sparsity=0.5"]["metrics"]["sparsity"],
-                     1.0)  # Pruned points get mask hooks.
+    self.assertEqual(status["seed=0,init_sparsity=0.5"]["metrics"]["sparsity"],
+                     1.0)  # Pruned points get the pruning recipe.
 
     second = FakeTrainer()
     rows = self._run(second)
@@ -128,34 +129,35 @@ class ResumeTest(absltest.TestCase):
     base = _base()
     base.sweep.vmap = not base.sweep.vmap
     again = FakeTrainer()
-    with mock.patch.object(sweep_runner.trainer, "train_and_evaluate", again):
-      sweep_runner.run_sweep(base, self.workdir, _three_points)
+    with mock.patch.object(sweep_lib.trainer, "train_and_evaluate", again):
+      sweep_lib.run_sweep(base, self.workdir, _three_points)
     self.assertEqual(again.calls, [])
 
   def test_changed_config_under_a_finished_point_is_an_error(self):
     self._run(FakeTrainer())
     base = _base()
     base.optimizer.learning_rate = 0.5
-    with mock.patch.object(sweep_runner.trainer, "train_and_evaluate",
+    with mock.patch.object(sweep_lib.trainer, "train_and_evaluate",
                            FakeTrainer()):
       with self.assertRaisesRegex(ValueError, "different config"):
-        sweep_runner.run_sweep(base, self.workdir, _three_points)
+        sweep_lib.run_sweep(base, self.workdir, _three_points)
 
   def test_vmapped_mode_trains_groups_in_one_call(self):
     groups = []
 
-    def fake_vmapped(configs, workdir, member_workdirs):
-      groups.append([os.path.basename(d) for d in member_workdirs])
-      self.assertIn(sweep_runner.VMAPPED_DIR, workdir)
-      return None, [{"step": 1, "test_accuracy": c.pruning.sparsity}
-                    for c in configs]
+    def fake_members(members, workdir):
+      groups.append([os.path.basename(m.workdir) for m in members])
+      self.assertIn(sweep_lib.VMAPPED_DIR, workdir)
+      for m in members:  # Every member of a pruned group gets a recipe.
+        self.assertIsNotNone(m.recipe)
+        io.write_json(os.path.join(m.workdir, "final_metrics.json"), {
+            "step": 1, "test_accuracy": m.config.compress.init_sparsity})
 
-    with mock.patch.object(sweep_runner.vmapped,
-                           "train_and_evaluate_vmapped", fake_vmapped):
+    with mock.patch.object(sweep_lib.trainer, "train_members", fake_members):
       rows = self._run(FakeTrainer(), vmap=True)
-    self.assertEqual(groups, [["seed=0,sparsity=0.0", "seed=0,sparsity=0.5"]])
-    self.assertEqual(rows["seed=0,sparsity=0.5"]["mode"], "vmapped")
-    self.assertEqual(rows["seed=0,sparsity=0.5"]["metrics"]["test_accuracy"],
+    self.assertEqual(groups, [["seed=0,init_sparsity=0.0", "seed=0,init_sparsity=0.5"]])
+    self.assertEqual(rows["seed=0,init_sparsity=0.5"]["mode"], "vmapped")
+    self.assertEqual(rows["seed=0,init_sparsity=0.5"]["metrics"]["test_accuracy"],
                      0.5)
     self.assertEqual(rows["wide"]["mode"], "single")
 
@@ -175,7 +177,7 @@ _TINY_SWEEP = textwrap.dedent("""\
 
     def sweep(add):
       for seed, sparsity in ((0, 0.0), (1, 0.5)):
-        add(**{"seed": seed, "pruning.sparsity": sparsity})
+        add(**{"seed": seed, "compress.init_sparsity": sparsity})
 
     def metrics():
       return ["test_accuracy"]
@@ -199,7 +201,7 @@ class LauncherEndToEndTest(absltest.TestCase):
                            cwd=REPO, timeout=600, check=False)
     self.assertEqual(first.returncode, 0, first.stderr[-3000:])
     self.assertIn("as one vmapped program", first.stderr)
-    names = ["seed=0,sparsity=0.0", "seed=1,sparsity=0.5"]
+    names = ["seed=0,init_sparsity=0.0", "seed=1,init_sparsity=0.5"]
     for name in names:
       with open(os.path.join(workdir, name, "final_metrics.json")) as f:
         self.assertEqual(json.load(f)["step"], 3)
@@ -211,8 +213,9 @@ class LauncherEndToEndTest(absltest.TestCase):
                             cwd=REPO, timeout=600, check=False)
     self.assertEqual(second.returncode, 0, second.stderr[-3000:])
     self.assertIn("2 finished, 0 to run", second.stderr)
-    self.assertLen(io.read_jsonl(os.path.join(workdir, "sweep.jsonl")),
-                   4)  # Nothing was rerun.
+    # Nothing was rerun: the journal holds the two finished records.
+    self.assertEqual([r["status"] for r in io.read_jsonl(
+        os.path.join(workdir, "sweep.jsonl"))], ["done", "done"])
 
 
 if __name__ == "__main__":

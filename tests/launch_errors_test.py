@@ -1,0 +1,80 @@
+"""Bad values through the launchers: one sentence, exit status 1, no work.
+
+Each case runs a launcher as a user would (a subprocess) with one bad value
+and checks the single-sentence error that names the field, the value and
+what is valid, and that no workdir content was produced.
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+
+from absl.testing import absltest
+from absl.testing import parameterized
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+CASES = (
+    ("negative_eps", "study.py", "default.py:runlocal",
+     ["--config.evals.attacks.eps=(-0.1,)"],
+     "config.evals.attacks.eps=(-0.1,) is not valid: budgets are finite "
+     "numbers >= 0"),
+    ("nan_eps", "study.py", "default.py:runlocal",
+     ["--config.evals.attacks.eps=(float('nan'),)"],
+     "config.evals.attacks.eps=(nan,) is not valid"),
+    ("zero_batch", "train.py", "digits_resnet.py:runlocal",
+     ["--config.batch_size=0"],
+     "config.batch_size=0 is not valid: use a positive number"),
+    ("severity", "study.py", "default.py:runlocal",
+     ["--config.evals.corruptions.severities=(0,6)"],
+     "config.evals.corruptions.severities=(0, 6) is not valid: severities "
+     "are integers 1-5"),
+    ("sparsity", "study.py", "default.py:runlocal",
+     ["--config.study.prune.sparsities=(1.0,)"],
+     "config.study.prune.sparsities=(1.0,) is not valid: sparsities are "
+     "numbers in [0, 1)"),
+    ("init_sparsity", "train.py", "digits_resnet.py:runlocal",
+     ["--config.compress.init_sparsity=-0.5"],
+     "config.compress.init_sparsity=-0.5 is not valid"),
+    ("bits", "compress.py", "digits_compress.py:runlocal",
+     ["--config.study.quantize.weight_bits=(16,)"],
+     "config.study.quantize.weight_bits=(16,) is not valid: AQT quantizes "
+     "weights to 2..8 bits"),
+    ("act_bits", "study.py", "default.py:runlocal",
+     ["--config.compress.act_bits=12"],
+     "config.compress.act_bits=12 is not valid: AQT quantizes activations"),
+    ("missing_file", "study.py", "nope.py", [],
+     "configs/nope.py: no such config file"),
+    ("unknown_field", "train.py", "digits_resnet.py:runlocal",
+     ["--config.pruning.sparsity=0.9"],
+     "the config has no field 'pruning'"),
+    ("unknown_model", "train.py", "digits_resnet.py:runlocal",
+     ["--config.model.name=resnet9"],
+     "config.model.name='resnet9' is not valid: registered models are"),
+    ("unknown_corruption", "evaluate.py", "default.py:runlocal",
+     ["--config.evals.corruptions.names=('fogg',)"],
+     "config.evals.corruptions.names=('fogg',) is not valid"),
+)
+
+
+class LaunchErrorsTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(*CASES)
+  def test_one_sentence_and_no_work(self, launcher, config, extra, message):
+    workdir = os.path.join(tempfile.mkdtemp(), "w")
+    cmd = [sys.executable, os.path.join(ROOT, "launch", launcher),
+           f"--config={os.path.join('configs', config)}",
+           f"--workdir={workdir}", *extra]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, check=False)
+    self.assertEqual(proc.returncode, 1, proc.stderr[-2000:])
+    fatal = [l for l in proc.stderr.splitlines() if l.startswith("FATAL")]
+    self.assertLen(fatal, 1, proc.stderr[-2000:])
+    self.assertIn(message, fatal[0])
+    self.assertNotIn("Traceback", proc.stderr)
+    self.assertFalse(os.path.exists(os.path.join(workdir, "config.json")))
+
+
+if __name__ == "__main__":
+  absltest.main()
