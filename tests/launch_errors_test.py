@@ -20,9 +20,9 @@ CASES = (
      ["--config.evals.attacks.eps=(-0.1,)"],
      "config.evals.attacks.eps=(-0.1,) is not valid: budgets are finite "
      "numbers >= 0"),
-    ("nan_eps", "study.py", "default.py:runlocal",
-     ["--config.evals.attacks.eps=(float('nan'),)"],
-     "config.evals.attacks.eps=(nan,) is not valid"),
+    ("infinite_eps", "study.py", "default.py:runlocal",
+     ["--config.evals.attacks.eps=(1e999,)"],
+     "config.evals.attacks.eps=(inf,) is not valid"),
     ("zero_batch", "train.py", "digits_resnet.py:runlocal",
      ["--config.batch_size=0"],
      "config.batch_size=0 is not valid: use a positive number"),
