@@ -61,12 +61,30 @@ def get_model(name: str, num_classes: int, **kwargs: Any):
 
 
 @functools.lru_cache(maxsize=256)
+def _shared_inference_fn(model) -> Callable[..., Any]:
+  return functools.partial(model.apply, train=False)
+
+
 def inference_fn(model) -> Callable[..., Any]:
   """The one calling convention of the suite: `logits = fn(variables, x)`.
 
   BatchNorm uses running statistics and nothing is mutated, so evaluators and
-  attacks can treat every model (float, pruned, quantized) alike. Equal
-  modules get the same function object, so jitted evaluators and attacks
+  attacks can treat every model (float, pruned, quantized) alike.
+
+  Linen modules compare and hash by value (their attributes), so equal
+  modules get the same function object and jitted evaluators and attacks
   (cached per function) compile once per architecture, not once per model.
+  A module with an unhashable attribute (e.g. a list, or an injected op that
+  is not hashable) gets a fresh function: correct, only not shared.
+
+  Args:
+    model: a Flax Linen module with a `train` argument.
+
+  Returns:
+    `fn(variables, images) -> logits`.
   """
-  return functools.partial(model.apply, train=False)
+  try:
+    hash(model)
+  except TypeError:
+    return functools.partial(model.apply, train=False)
+  return _shared_inference_fn(model)

@@ -28,8 +28,9 @@ Conventions:
 * `eps = 0` returns the clean images bit for bit: the random start scales with
   eps and the L2 normalisations are guarded against division by zero.
 * Randomness is per example: `key` is one PRNG key (split over the batch) or a
-  batch of keys, one per example. `robust_accuracy` derives example keys from
-  the example's index, so its result does not depend on `chunk_size`.
+  batch of keys, one per example. `indexed_keys` derives example keys from
+  the example's index, so the attack evaluator's results do not depend on
+  its chunk size or the number of devices.
 
 PGD's default step size is relative, `2.5 * eps / steps` (Madry et al. 2018),
 which gives the common 2/255 for eps = 8/255 and 10 steps; a float
@@ -42,11 +43,10 @@ a `lax.fori_loop`, which compiles faster.
 
 import dataclasses
 import functools
-from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 Array = jax.Array
@@ -173,7 +173,7 @@ def project_l2(adv: Array, images: Array, eps: Array) -> Array:
 # ----------------------------------------------------------------------------
 # Attacks. `perturb` functions are frozen dataclasses: they compare and hash
 # by value, so two `pgd()` calls with the same settings share compiled code in
-# `robust_accuracy`'s jit cache.
+# the evaluators' jit cache.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -356,102 +356,40 @@ def get_attack(name: str, **kwargs: Any) -> Attack:
 
 
 # ----------------------------------------------------------------------------
-# Robust accuracy over an eps grid.
+# Per-example correctness over an eps grid (the kernel of the attack
+# evaluator, `robustjax.robustness.evaluators.attack`, which batches it over
+# the device mesh).
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "attack"))
-def _correct_counts(apply_fn, attack, variables, images, labels, keys, valid,
-                    eps_grid):
-  """Correctly classified valid examples after the attack, per eps [len]."""
-  def count(eps):
-    adv = attack.perturb(apply_fn, variables, images, labels, keys, eps)
-    predictions = jnp.argmax(apply_fn(variables, adv), axis=-1)
-    return jnp.sum((predictions == labels) & valid, dtype=jnp.int32)
-  return jax.vmap(count)(eps_grid)
+def correct_under_attack(apply_fn: ApplyFn, attack: Attack, variables: Any,
+                         images: Array, labels: Array, keys: Array,
+                         eps_grid: Array) -> Array:
+  """Whether each example is still classified correctly, at every eps.
 
-
-def _indexed_keys(key: Array, n: int) -> Array:
-  """Key of example i: `fold_in(key, i)`, independent of chunking."""
-  return jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(n))
-
-
-def robust_accuracy(apply_fn: ApplyFn, variables: Any, images: Array,
-                    labels: Array, key: Array,
-                    eps_grid: Union[Sequence[float], Array], attack: Attack,
-                    chunk_size: Optional[int] = None,
-                    devices: Optional[Sequence[jax.Device]] = None) -> Array:
-  """Accuracy under `attack` for every radius of `eps_grid`.
-
-  The attack is vmapped over the eps grid inside one jitted program, compiled
-  once per (apply_fn, attack, shapes) and cached across calls, so reuse the
-  same `apply_fn` object (e.g. `robustjax.models.inference_fn(model)`).
-
-  With several devices each chunk is split over them along the batch
-  (data parallel; examples are independent, only the final counts are
-  summed). On a multi-core CPU, `XLA_FLAGS=--xla_force_host_platform_device_
-  count=<cores>` (set before jax is imported) makes one XLA device per core;
-  that ran PGD 1.5x faster on 2 cores than one device, whose backward pass
-  uses little more than one core (benchmarks/attacks_results.md).
+  Pure (jit it with `apply_fn` and `attack` static or closed over); the
+  attack is vmapped over the eps grid, so one compiled program serves every
+  radius.
 
   Args:
     apply_fn: `apply_fn(variables, images) -> logits`, inference mode.
+    attack: an `Attack`.
     variables: model variables.
-    images: float [n, ...] in [0, 1].
-    labels: int [n].
-    key: PRNG key; example i uses `fold_in(key, i)`.
-    eps_grid: radii in pixel units, 1-D; 0 gives the clean accuracy exactly.
-    attack: an `Attack`, e.g. `pgd()` or `get_attack('fgsm')`.
-    chunk_size: attack at most this many images at once (all eps together,
-      so the effective batch is chunk_size * len(eps_grid)); bounds memory.
-      The last chunk is padded to the same shape, so one compiled program
-      serves all chunks. None: one chunk.
-    devices: devices to split each chunk over; None: all local devices of
-      the default backend in a single process (with several processes, the
-      inputs' own sharding is used).
+    images: float [batch, ...] in [0, 1].
+    labels: int [batch].
+    keys: one PRNG key per example (e.g. from `indexed_keys`).
+    eps_grid: float [num_eps] radii in pixel units; eps = 0 leaves the
+      images unchanged, so that row is the clean correctness exactly.
 
   Returns:
-    float32 [len(eps_grid)], fraction of the n images still classified
-    correctly at each eps. Independent of `chunk_size`.
+    bool [num_eps, batch]. With restarts, an example counts as correct only
+    if no restart fools it (the attack keeps the per-example worst case).
   """
-  eps_grid = jnp.asarray(eps_grid, jnp.float32)
-  if eps_grid.ndim != 1:
-    raise ValueError(f"eps_grid must be 1-D, got shape {eps_grid.shape}.")
-  n = images.shape[0]
-  if labels.shape[:1] != (n,):
-    raise ValueError(f"Got {labels.shape[0]} labels for {n} images.")
-  if n == 0:
-    raise ValueError("robust_accuracy needs at least one image.")
-  if devices is None:
-    # Several processes: the inputs are global arrays and jit follows their
-    # sharding, so nothing is moved here.
-    devices = jax.local_devices() if jax.process_count() == 1 else ()
-  devices = list(devices)
-  chunk = n if chunk_size is None else max(1, min(int(chunk_size), n))
-  chunk = -(-chunk // max(1, len(devices))) * max(1, len(devices))
-  keys = _indexed_keys(key, n)
-  put = lambda tree: tree
-  if len(devices) > 1:
-    mesh = jax.sharding.Mesh(np.asarray(devices), ("batch",))
-    batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(
-        "batch"))
-    replicated = jax.sharding.NamedSharding(mesh,
-                                            jax.sharding.PartitionSpec())
-    variables, eps_grid = jax.device_put((variables, eps_grid), replicated)
-    put = lambda tree: jax.device_put(tree, batch)
-  total = 0
-  for start in range(0, n, chunk):
-    x = images[start:start + chunk]
-    y = labels[start:start + chunk]
-    k = keys[start:start + chunk]
-    valid = np.ones((chunk,), bool)
-    pad = chunk - x.shape[0]
-    if pad:  # Pad the remainder by repeating its first example, masked out.
-      valid[chunk - pad:] = False
-      x = jnp.concatenate([x, jnp.repeat(x[:1], pad, axis=0)])
-      y = jnp.concatenate([y, jnp.repeat(y[:1], pad, axis=0)])
-      k = jnp.concatenate([k, jnp.repeat(k[:1], pad, axis=0)])
-    total = total + _correct_counts(apply_fn, attack, variables,
-                                    *put((x, y, k, jnp.asarray(valid))),
-                                    eps_grid)
-  # Correctly rounded count / n (XLA would multiply by a rounded 1 / n).
-  return jnp.asarray(np.asarray(total, np.float32) / np.float32(n))
+  def correct(eps):
+    adv = attack.perturb(apply_fn, variables, images, labels, keys, eps)
+    return jnp.argmax(apply_fn(variables, adv), axis=-1) == labels
+  return jax.vmap(correct)(eps_grid)
+
+
+def indexed_keys(key: Array, n: int) -> Array:
+  """Key of example i: `fold_in(key, i)`, independent of batching/devices."""
+  return jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(n))

@@ -184,6 +184,24 @@ def _row(ctx, idx):
   return ops.take_severity(np.asarray(ctx.params, np.float32), idx)
 
 
+def _uniform(bits):
+  """uint32 random bits -> float32 uniforms strictly inside (0, 1).
+
+  The top 23 bits pick one of 2**23 equal bins and the value is the bin's
+  centre `(m + 0.5) / 2**23`. Every centre is exact in float32 (24
+  significant bits), so the extremes are 2**-24 and 1 - 2**-24 and both
+  `ndtri(u)` and `erfinv(2u - 1)` stay finite. (With 24 bits the centres
+  would need 25: the top bin rounded to exactly 1.0 and shot_noise gave NaN.)
+
+  Args:
+    bits: uint32 array.
+
+  Returns:
+    float32 array of the shape of `bits`, in [2**-24, 1 - 2**-24].
+  """
+  return ((bits >> 9).astype(jnp.float32) + 0.5) * (1.0 / (1 << 23))
+
+
 def _random(key, **specs):
   """All random draws of one call from a single `jax.random.bits` call.
 
@@ -198,9 +216,7 @@ def _random(key, **specs):
     Dict name -> float32 array.
   """
   sizes = [math.prod(shape) for _, shape in specs.values()]
-  bits = jax.random.bits(key, (sum(sizes),), jnp.uint32)
-  # 24 random mantissa bits, centred in their bin: u in (0, 1).
-  u = ((bits >> 8).astype(jnp.float32) + 0.5) * (1.0 / (1 << 24))
+  u = _uniform(jax.random.bits(key, (sum(sizes),), jnp.uint32))
   out = {}
   start = 0
   for (name, (kind, shape)), size in zip(specs.items(), sizes):

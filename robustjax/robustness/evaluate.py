@@ -199,12 +199,13 @@ def attack_accuracy(apply_fn, variables, split: Split, name: str,
                     restarts: int = 1, chunk_size: int = 200) -> np.ndarray:
   """Robust accuracy at each eps of attack `name` (one compiled program)."""
   from robustjax.robustness import attacks  # pylint: disable=g-import-not-at-top
+  from robustjax.robustness.evaluators import attack as attack_eval  # pylint: disable=g-import-not-at-top
   kwargs = {} if name == "fgsm" else dict(steps=steps, restarts=restarts)
   cache_key = ("attack", name, tuple(sorted(kwargs.items())))
   if cache_key not in _CACHE:
     _CACHE[cache_key] = (None, attacks.get_attack(name, **kwargs))
   attack = _CACHE[cache_key][1]
-  acc = attacks.robust_accuracy(
+  acc = attack_eval.robust_accuracy(
       apply_fn, variables, pipeline.to_float(split.images),
       jnp.asarray(split.labels), key, jnp.asarray(eps, jnp.float32), attack,
       chunk_size=chunk_size)

@@ -378,5 +378,43 @@ class ReferenceAgreementTest(parameterized.TestCase):
       np.testing.assert_allclose(t.std(axis=(0, 1)), std, atol=0.02)
 
 
+RANDOM = tuple(n for n in corruptions.ALL if n not in corruptions.DETERMINISTIC)
+
+
+class RandomDrawsTest(parameterized.TestCase):
+  """Uniforms strictly inside (0, 1), so no corruption can produce NaN/Inf."""
+
+  def test_uniform_extreme_bits(self):
+    bits = jnp.asarray([0, 1, 511, 512, 2**31, 2**32 - 512, 2**32 - 1],
+                       jnp.uint32)
+    u = np.asarray(corruptions._uniform(bits))
+    self.assertEqual(u.dtype, np.float32)
+    self.assertTrue(np.all((u > 0) & (u < 1)), msg=u)
+    # Bin centres of the top 23 bits, exact in float32.
+    self.assertEqual(u[0], np.float32(2.0**-24))
+    self.assertEqual(u[-1], np.float32(1 - 2.0**-24))
+    self.assertEqual(u[0], u[2])  # Same bin.
+    self.assertEqual(u[3], np.float32(1.5 * 2.0**-23))
+    self.assertEqual(u[4], np.float32(0.5 + 2.0**-24))
+    # The transforms of every consumer stay finite at the extremes.
+    self.assertTrue(np.all(np.isfinite(jax.scipy.special.ndtri(u))))
+    self.assertTrue(np.all(np.isfinite(
+        jax.scipy.special.erfinv(2.0 * u - 1.0))))
+    for photons in (3.0, 50.0, 500.0):
+      k = np.asarray(ops.poisson_from_uniform(jnp.asarray(u), photons))
+      self.assertTrue(np.all(np.isfinite(k)), msg=(photons, k))
+
+  @parameterized.product(name=RANDOM, table=TABLES)
+  def test_finite_over_many_keys(self, name, table):
+    c = corruptions.get_corruption(name, table)
+    x = jnp.asarray(_scene(batch=2, h=8, w=8))
+    keys = jax.random.split(jax.random.key(1), 64)
+    sev = jnp.arange(1, corruptions.NUM_SEVERITIES + 1)
+    ys = jax.jit(jax.vmap(lambda k: jax.vmap(lambda s: c.apply(x, s, k))(
+        sev)))(keys)
+    self.assertEqual(ys.shape, (64, 5) + x.shape)
+    self.assertTrue(bool(jnp.all(jnp.isfinite(ys))))
+
+
 if __name__ == '__main__':
   absltest.main()

@@ -1,0 +1,171 @@
+"""Adversarial robustness: white-box attacks x eps (`evals.attacks`).
+
+One cell per attack name, over all its budgets: eps is a traced value and
+the attack is vmapped over the eps grid, so one compiled program covers
+every budget. Example i's random start uses `fold_in(cell_key, i)`, where
+the cell key depends only on (seed, 'adversarial/<name>'): every model is
+attacked from the same starts, and the results depend neither on the chunk
+size nor on the number of devices. Chunks are sharded over the device mesh
+(`parallel.make_mesh()`); on a multi-core CPU host,
+`XLA_FLAGS=--xla_force_host_platform_device_count=<cores>` (set before JAX
+starts) gives one device per core, which helps PGD's backward pass.
+"""
+
+import dataclasses
+import math
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from robustjax import parallel
+from robustjax.data import pipeline
+from robustjax.data.registry import Split
+from robustjax.robustness import attacks
+from robustjax.robustness.evaluators import base
+
+
+def _program(apply_fn: Callable, attack: attacks.Attack, impl) -> Callable:
+  """(variables, eps), b, images, labels, key data -> bool [E, B]."""
+  def build():
+    def correct(args, b, images, labels, keys):
+      del b
+      variables, eps = args
+      if impl is not None:
+        keys = jax.random.wrap_key_data(keys, impl=impl)
+      return attacks.correct_under_attack(
+          apply_fn, attack, variables, pipeline.to_float(images), labels,
+          keys, eps)
+    return jax.jit(correct)
+  return base.program("attack", apply_fn, (attack, impl), build)
+
+
+def robust_correct(apply_fn: Callable, variables: Any, images, labels,
+                   key: jax.Array, eps_grid: Union[Sequence[float], jax.Array],
+                   attack: attacks.Attack, chunk_size: Optional[int] = None,
+                   mesh: Optional[jax.sharding.Mesh] = None) -> np.ndarray:
+  """Whether each example survives `attack`, for every radius of `eps_grid`.
+
+  Compiled once per (apply_fn, attack, shapes) and cached, so reuse the same
+  `apply_fn` object (e.g. `robustjax.models.inference_fn(module)`).
+
+  Args:
+    apply_fn: `apply_fn(variables, images) -> logits`, inference mode.
+    variables: model variables.
+    images: [n, ...] uint8 in [0, 255] or float in [0, 1] (numpy or jax;
+      global arrays of several processes are gathered first).
+    labels: int [n].
+    key: PRNG key; example i uses `fold_in(key, i)`.
+    eps_grid: radii in pixel units, 1-D; 0 gives the clean correctness.
+    attack: an `Attack`, e.g. `attacks.pgd()` or `attacks.get_attack('fgsm')`.
+    chunk_size: attack at most this many images at once (all eps together,
+      so the effective batch is chunk_size * len(eps_grid)); rounded up to
+      the device count. None: one chunk.
+    mesh: device mesh (default: `parallel.make_mesh()`, every device).
+
+  Returns:
+    numpy bool [len(eps_grid), n]. Independent of `chunk_size` and `mesh`.
+  """
+  eps_grid = np.asarray(eps_grid, np.float32)
+  if eps_grid.ndim != 1:
+    raise ValueError(f"eps_grid must be 1-D, got shape {eps_grid.shape}.")
+  n = len(images)
+  if n == 0:
+    raise ValueError("The attack evaluator needs at least one image.")
+  if len(labels) != n:
+    raise ValueError(f"Got {len(labels)} labels for {n} images.")
+  mesh = mesh or parallel.make_mesh()
+  chunk = n if chunk_size is None else max(1, min(int(chunk_size), n))
+  keys = attacks.indexed_keys(key, n)
+  impl = None
+  if jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key):
+    impl, keys = jax.random.key_impl(keys), jax.random.key_data(keys)
+  fn = _program(apply_fn, attack, impl)
+  args = parallel.replicate(mesh, (variables, jnp.asarray(eps_grid)))
+  return base.run_batches(lambda b, x, y, k: fn(args, b, x, y, k),
+                          (images, labels, np.asarray(keys)),
+                          base.global_batch(chunk, mesh), mesh)
+
+
+def robust_accuracy(apply_fn: Callable, variables: Any, images, labels,
+                    key: jax.Array,
+                    eps_grid: Union[Sequence[float], jax.Array],
+                    attack: attacks.Attack, chunk_size: Optional[int] = None,
+                    mesh: Optional[jax.sharding.Mesh] = None) -> jax.Array:
+  """Accuracy under `attack` for every radius of `eps_grid`.
+
+  Args: as `robust_correct`.
+
+  Returns:
+    float32 [len(eps_grid)]: the correctly rounded fraction of the n images
+    still classified correctly at each eps.
+  """
+  correct = robust_correct(apply_fn, variables, images, labels, key,
+                           eps_grid, attack, chunk_size, mesh)
+  return jnp.asarray(correct.sum(1).astype(np.float32) /
+                     np.float32(correct.shape[1]))
+
+
+def _attack_kwargs(name: str, block) -> dict:
+  if name == "fgsm":
+    return {}
+  return dict(steps=block["steps"], restarts=block["restarts"])
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class AttackCell(base.Cell):
+  """Correctness under attack `name` at every eps in `levels`.
+
+  Attributes:
+    split: the first `evals.attacks.max_examples` source-test examples.
+    attack: the `attacks.Attack` (steps and restarts from the config).
+    rng: the cell's PRNG key (from the seed and the cell key).
+    chunk_size: examples attacked at once.
+  """
+  split: Split = dataclasses.field(repr=False)
+  attack: attacks.Attack
+  rng: jax.Array = dataclasses.field(repr=False)
+  chunk_size: int
+
+  FIELDS = {"attacks": ("names", "eps", "steps", "restarts", "max_examples",
+                        "chunk_size")}
+
+  @classmethod
+  def check(cls, evals):
+    """Raises ValueError (one sentence) for a bad field of `evals`."""
+    base.check_names(evals, "attacks.names", tuple(sorted(attacks.ATTACKS)),
+                     "attack")
+    eps = base.sequence(evals, "attacks.eps", "(0.0, 2/255, 8/255)")
+    ok = all(isinstance(e, (int, float, np.number)) and
+             not isinstance(e, (bool, np.bool_)) and math.isfinite(e) and
+             e >= 0 for e in eps)
+    if not ok or (base.field(evals, "attacks.names") and not eps):
+      raise ValueError(f"evals.attacks.eps={eps!r} must hold finite budgets "
+                       ">= 0 in pixel units, e.g. (0.0, 2/255, 8/255).")
+    for f in ("steps", "restarts", "chunk_size"):
+      base.check_positive_int(evals, f"attacks.{f}")
+    base.check_max_examples(evals, "attacks.max_examples")
+
+  @classmethod
+  def cells(cls, evals, test: Split, targets: Dict[str, Split],
+            seed: int) -> List[base.Cell]:
+    """One cell per name of `evals.attacks.names`."""
+    del targets
+    a = base.field(evals, "attacks")
+    if not a["names"]:
+      return []
+    base.need_split(test, "evals.attacks")
+    split = base.take(test, a["max_examples"])
+    eps = tuple(float(e) for e in a["eps"])
+    return [cls("adversarial", name, eps, len(split), split,
+                attacks.get_attack(name, **_attack_kwargs(name, a)),
+                base.cell_seed(seed, f"adversarial/{name}"),
+                a["chunk_size"]) for name in a["names"]]
+
+  def correct(self, apply_fn: Callable, variables: Any,
+              mesh: jax.sharding.Mesh = None) -> np.ndarray:
+    """bool [num_eps, n]: example i still correct under attack at each eps."""
+    return robust_correct(apply_fn, variables, self.split.images,
+                          self.split.labels, self.rng, self.levels,
+                          self.attack, self.chunk_size, mesh)

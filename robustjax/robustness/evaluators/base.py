@@ -1,0 +1,325 @@
+"""What every evaluator shares: cells, results, one jit cache, one batch loop.
+
+A `Cell` is one unit of evaluation work (a shift type x name, over all its
+levels), built from the `evals` config block without a model, so a runner can
+list every cell's key before a model exists and skip finished ones. Running a
+cell on `(apply_fn, variables)` gives a `CellResult`: the result rows and the
+per-example correctness behind them (the study pairs models example by
+example).
+
+Compiled programs live in one cache keyed on the `apply_fn` object itself
+(the cache holds it, so a key can never be reused by another function) and
+the program's static settings: two models of one architecture share
+`robustjax.models.inference_fn(module)` and so every compiled program.
+`run_batches` is the one batching loop: fixed-shape, zero-padded batches
+sharded over the device mesh, per-example outputs with the padding dropped.
+"""
+
+import dataclasses
+import zlib
+from typing import Any, Callable, Hashable, List, Optional, Sequence
+
+import jax
+from jax.experimental import multihost_utils
+import jax.numpy as jnp
+import numpy as np
+
+from robustjax import parallel
+from robustjax.data import pipeline
+
+SHIFTS = ("clean", "domain", "corruption", "adversarial")
+
+
+@dataclasses.dataclass(frozen=True)
+class CellResult:
+  """What a cell measured on one model.
+
+  Attributes:
+    rows: one dict per level, `{"shift", "name", "level", "accuracy", "n"}`.
+    correct: bool [num_levels, n]; `correct[l, i]` says whether example i of
+      the cell's split was classified correctly at level l. Row l's accuracy
+      is `correct[l].mean()`.
+  """
+  rows: List[dict]
+  correct: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Cell:
+  """One unit of evaluation work: a shift type x name, over all its levels.
+
+  Attributes:
+    shift: 'clean', 'domain', 'corruption' or 'adversarial'.
+    name: 'source', a target domain, a corruption or an attack name.
+    levels: severities (ints), eps values (floats), or `(None,)`.
+    n: number of examples the cell evaluates.
+  """
+  shift: str
+  name: str
+  levels: tuple
+  n: int
+
+  @property
+  def key(self) -> str:
+    return f"{self.shift}/{self.name}"
+
+  def correct(self, apply_fn: Callable, variables: Any,
+              mesh: Optional[jax.sharding.Mesh] = None) -> np.ndarray:
+    """Per-example correctness, bool [len(levels), n]; see subclasses."""
+    raise NotImplementedError
+
+  def run(self, apply_fn: Callable, variables: Any,
+          mesh: Optional[jax.sharding.Mesh] = None) -> CellResult:
+    """Evaluates one model on this cell.
+
+    Args:
+      apply_fn: `logits = apply_fn(variables, images_in_0_1)`, inference
+        mode (e.g. `robustjax.models.inference_fn(module)`).
+      variables: the model's variables.
+      mesh: device mesh (default: `parallel.make_mesh()`, every device).
+
+    Returns:
+      The cell's rows and per-example correctness.
+    """
+    correct = np.asarray(self.correct(apply_fn, variables,
+                                      mesh or parallel.make_mesh()), bool)
+    if correct.shape != (len(self.levels), self.n):
+      raise AssertionError(f"Cell {self.key} measured {correct.shape}, not "
+                           f"{(len(self.levels), self.n)}.")
+    rows = [{"shift": self.shift, "name": self.name, "level": level,
+             "accuracy": float(c.mean()), "n": int(self.n)}
+            for level, c in zip(self.levels, correct)]
+    return CellResult(rows, correct)
+
+
+# ----------------------------------------------------------------------------
+# The jit cache.
+
+_PROGRAMS = {}
+
+
+class _ByIdentity:
+  """Key for an unhashable function: compares by identity, holds the object."""
+
+  def __init__(self, obj):
+    self.obj = obj
+
+  def __hash__(self):
+    return id(self.obj)
+
+  def __eq__(self, other):
+    return isinstance(other, _ByIdentity) and other.obj is self.obj
+
+
+def program(kind: str, apply_fn: Optional[Callable], statics: Hashable,
+            build: Callable[[], Callable]) -> Callable:
+  """The compiled program `kind` for `apply_fn` and `statics`, built once.
+
+  Args:
+    kind: what the program computes, e.g. 'clean' or 'attack'.
+    apply_fn: the model function the program closes over (None: none). The
+      cache keeps a reference to it, so its key stays valid.
+    statics: hashable settings that change the program (names, flags).
+    build: returns the jitted program; called on the first request only.
+
+  Returns:
+    The jitted program.
+  """
+  try:
+    hash(apply_fn)
+    fn_key = apply_fn
+  except TypeError:
+    fn_key = _ByIdentity(apply_fn)
+  key = (kind, fn_key, statics)
+  if key not in _PROGRAMS:
+    _PROGRAMS[key] = build()
+  return _PROGRAMS[key]
+
+
+def clear_programs():
+  """Forgets every compiled program (frees their executables)."""
+  _PROGRAMS.clear()
+
+
+# ----------------------------------------------------------------------------
+# The batch loop.
+
+
+def global_batch(batch_size: int, mesh: jax.sharding.Mesh) -> int:
+  """`batch_size` rounded up to a multiple of the mesh's device count."""
+  n = mesh.devices.size
+  return -(-int(batch_size) // n) * n
+
+
+def _host(x) -> np.ndarray:
+  """A (possibly multi-process) global array as a whole numpy array."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)
+
+
+def run_batches(fn: Callable, arrays: Sequence[Any], batch_size: int,
+                mesh: jax.sharding.Mesh, axis: int = 1) -> np.ndarray:
+  """Runs `fn` over fixed-shape batches of `arrays`; per-example outputs.
+
+  Batch b holds examples `[b * batch_size, (b + 1) * batch_size)`; the last
+  one is zero-padded to the same shape (one compilation), and the padding's
+  outputs are dropped. Each batch is sharded over the mesh's data axis with
+  `parallel.shard_global_batch`: every process holds the whole arrays and
+  contributes its slice. Inputs that are global arrays spread over several
+  processes are gathered first (evaluation splits are small).
+
+  Args:
+    fn: `fn(b, *batch) -> array` with the example axis at `axis`; `b` is the
+      batch index (pass it as a traced int to keep one compilation).
+    arrays: per-example arrays (host numpy or jax arrays), same length n.
+    batch_size: examples per batch; a multiple of the device count.
+    mesh: the device mesh.
+    axis: the example axis of `fn`'s output.
+
+  Returns:
+    numpy array: `fn`'s outputs for the n examples, concatenated on `axis`.
+  """
+  arrays = [_host(a) for a in arrays]
+  n = len(arrays[0])
+  if n == 0 or any(len(a) != n for a in arrays):
+    raise ValueError(f"Need equally long, non-empty per-example arrays; got "
+                     f"lengths {[len(a) for a in arrays]}.")
+  parallel.check_batch_size(batch_size, mesh, "evaluation batch")
+  outs, pending = [], None
+  for b, start in enumerate(range(0, n, batch_size)):
+    batch = [a[start:start + batch_size] for a in arrays]
+    real = len(batch[0])
+    if real < batch_size:
+      batch = [np.concatenate([a, np.zeros((batch_size - real,) + a.shape[1:],
+                                           a.dtype)]) for a in batch]
+    sharded = parallel.shard_global_batch(mesh, *batch)
+    out = fn(b, *(sharded if len(batch) > 1 else (sharded,)))
+    if pending is not None:  # Dispatch the next batch before waiting.
+      outs.append(_host(pending[0]).take(range(pending[1]), axis))
+    pending = (out, real)
+  outs.append(_host(pending[0]).take(range(pending[1]), axis))
+  return np.concatenate(outs, axis)
+
+
+# ----------------------------------------------------------------------------
+# Clean correctness: the program of the clean, domain and (cached) corruption
+# cells, and of `accuracy`.
+
+
+def _clean_program(apply_fn: Callable) -> Callable:
+  def build():
+    def correct(variables, b, images, labels):
+      del b
+      logits = apply_fn(variables, pipeline.to_float(images))
+      return (jnp.argmax(logits, -1) == labels)[None]
+    return jax.jit(correct)
+  return program("clean", apply_fn, (), build)
+
+
+def clean_correct(apply_fn: Callable, variables: Any, images, labels,
+                  batch_size: int, mesh: jax.sharding.Mesh) -> np.ndarray:
+  """Whether each example is classified correctly: bool [n].
+
+  Args:
+    apply_fn: `logits = apply_fn(variables, images_in_0_1)`.
+    variables: the model's variables.
+    images: uint8 [0, 255] or float [0, 1] images [n, H, W, C].
+    labels: int [n].
+    batch_size: global batch, rounded up to the device count.
+    mesh: the device mesh.
+
+  Returns:
+    bool numpy array [n].
+  """
+  fn = _clean_program(apply_fn)
+  variables = parallel.replicate(mesh, variables)
+  return run_batches(lambda b, x, y: fn(variables, b, x, y), (images, labels),
+                     global_batch(batch_size, mesh), mesh)[0]
+
+
+# ----------------------------------------------------------------------------
+# Reading and checking the `evals` block (a ConfigDict or a plain dict).
+
+
+def field(evals, path: str):
+  """The field `path` ('batch_size', 'attacks.eps') of an `evals` block."""
+  value = evals
+  for part in path.split("."):
+    try:
+      value = value[part]
+    except (KeyError, TypeError):
+      raise ValueError(f"evals.{path} is missing; the evals block needs "
+                       "every field of the base config's evals block."
+                       ) from None
+  return value
+
+
+def is_int(value) -> bool:
+  return isinstance(value, (int, np.integer)) and not isinstance(
+      value, (bool, np.bool_))
+
+
+def check_bool(evals, path: str):
+  value = field(evals, path)
+  if not isinstance(value, (bool, np.bool_)):
+    raise ValueError(f"evals.{path}={value!r} must be True or False.")
+
+
+def check_positive_int(evals, path: str):
+  value = field(evals, path)
+  if not is_int(value) or value <= 0:
+    raise ValueError(f"evals.{path}={value!r} must be a positive integer.")
+
+
+def check_max_examples(evals, path: str):
+  value = field(evals, path)
+  if not is_int(value) or value == 0 or value < -1:
+    raise ValueError(f"evals.{path}={value!r} must be -1 (all examples) or "
+                     "a positive number of examples.")
+
+
+def check_choice(evals, path: str, valid: Sequence[str]):
+  value = field(evals, path)
+  if not isinstance(value, str) or value not in valid:
+    raise ValueError(f"evals.{path}={value!r} is not one of "
+                     f"{', '.join(valid)}.")
+
+
+def sequence(evals, path: str, example: str) -> tuple:
+  """The tuple (or list) field `path`; a string or scalar is an error."""
+  value = field(evals, path)
+  if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)):
+    raise ValueError(f"evals.{path}={value!r} must be a tuple, e.g. "
+                     f"--config.evals.{path}=\"{example}\".")
+  return tuple(value)
+
+
+def check_names(evals, path: str, valid: Sequence[str], what: str):
+  names = sequence(evals, path, f"('{valid[0]}',)")
+  for name in names:
+    if name not in valid:
+      raise ValueError(f"evals.{path} names an unknown {what} {name!r}; "
+                       f"valid names: {', '.join(valid)}.")
+    if names.count(name) > 1:
+      raise ValueError(f"evals.{path}={names!r} lists {name!r} twice.")
+
+
+def take(split, n: int):
+  """The first `n` examples of `split` (all of them for n = -1 or n >= N)."""
+  if n < 0 or n >= len(split):
+    return split
+  return dataclasses.replace(split, images=split.images[:n],
+                             labels=split.labels[:n])
+
+
+def cell_seed(seed: int, cell_key: str) -> jax.Array:
+  """The cell's PRNG key: a function of (seed, cell key) only."""
+  return jax.random.fold_in(jax.random.PRNGKey(seed),
+                            zlib.crc32(cell_key.encode()) & 0x7FFFFFFF)
+
+
+def need_split(split, what: str):
+  if split is None or len(split) == 0:
+    raise ValueError(f"{what} needs a non-empty split; got "
+                     f"{'None' if split is None else 'an empty one'}.")

@@ -1,0 +1,48 @@
+"""Clean accuracy: the source-domain test split as it is (`evals.clean`)."""
+
+import dataclasses
+from typing import Any, Callable, Dict, List
+
+import jax
+import numpy as np
+
+from robustjax.data.registry import Split
+from robustjax.robustness.evaluators import base
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CleanCell(base.Cell):
+  """Correctness on one unmodified split, at the single level `None`.
+
+  Attributes:
+    split: the split evaluated (all of it).
+    batch_size: global evaluation batch (rounded up to the device count).
+  """
+  split: Split = dataclasses.field(repr=False)
+  batch_size: int
+
+  # Fields of the evals block this evaluator reads (sub-block: its fields).
+  FIELDS = {"clean": None, "batch_size": None}
+
+  @classmethod
+  def check(cls, evals):
+    """Raises ValueError (one sentence) for a bad field of `evals`."""
+    base.check_bool(evals, "clean")
+    base.check_positive_int(evals, "batch_size")
+
+  @classmethod
+  def cells(cls, evals, test: Split, targets: Dict[str, Split],
+            seed: int) -> List[base.Cell]:
+    """The cell of `evals.clean` (none if it is False)."""
+    del targets, seed
+    if not base.field(evals, "clean"):
+      return []
+    base.need_split(test, "evals.clean")
+    return [cls("clean", "source", (None,), len(test), test,
+                base.field(evals, "batch_size"))]
+
+  def correct(self, apply_fn: Callable, variables: Any,
+              mesh: jax.sharding.Mesh = None) -> np.ndarray:
+    """bool [1, n]: example i of the split classified correctly."""
+    return base.clean_correct(apply_fn, variables, self.split.images,
+                              self.split.labels, self.batch_size, mesh)[None]

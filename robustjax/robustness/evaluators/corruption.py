@@ -1,0 +1,186 @@
+"""Common corruptions x severities (`evals.corruptions`).
+
+One cell per corruption name, over all its severities: the severity is a
+traced value, so one compiled program covers every level (`lax.map` over
+severities on CPU, `vmap` elsewhere; `evals.level_map`). Batch b of the
+split is corrupted with the key `fold_in(cell_key, b)` (then the severity),
+where the cell key depends only on (seed, 'corruption/<name>'): every model
+sees the same corrupted images.
+
+Corrupted splits up to `CORRUPTED_CACHE_BYTES` are computed once and kept in
+a bounded cache shared by every model of the process (a study then pays
+each corruption once and each model only forward passes); bigger ones are
+corrupted on the fly inside the model's program, with identical images.
+"""
+
+import collections
+import dataclasses
+import functools
+import zlib
+from typing import Any, Callable, Dict, List
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from robustjax import parallel
+from robustjax.data import pipeline
+from robustjax.data.registry import Split
+from robustjax.robustness import corruptions
+from robustjax.robustness.evaluators import base
+
+CORRUPTED_CACHE_BYTES = 1 << 30
+_CORRUPTED = collections.OrderedDict()
+LEVEL_MAPS = ("auto", "map", "vmap")
+
+
+def _use_map(level_map: str) -> bool:
+  """`lax.map` over levels ('auto': on the CPU backend) instead of vmap."""
+  if level_map == "auto":
+    return jax.default_backend() == "cpu"
+  return level_map == "map"
+
+
+def _corrupt_fn(name: str, table: str, use_map: bool) -> Callable:
+  """(images, key, severities) -> float32 [S, B, H, W, C] (not jitted)."""
+  corruption = corruptions.get_corruption(name, table)
+
+  def corrupt(images, key, severities):
+    x = pipeline.to_float(images)
+    one = lambda s: corruption.apply(x, s, jax.random.fold_in(key, s))
+    if use_map:
+      return jax.lax.map(one, severities)
+    return jax.vmap(one)(severities)
+  return corrupt
+
+
+def corrupted_images(images, name: str, severities, key: jax.Array,
+                     table: str, batch_size: int, level_map: str,
+                     mesh: jax.sharding.Mesh) -> np.ndarray:
+  """Corrupted `images` at every severity: float32 [S, N, H, W, C].
+
+  Args:
+    images: uint8 or float [N, H, W, C].
+    name: corruption name.
+    severities: levels 1..5.
+    key: the cell's key; batch b uses `fold_in(key, b)`.
+    table: severity table, 'cifar' or 'imagenet'.
+    batch_size: global batch (rounded up to the device count); the noise of
+      an image depends on its batch, so it must match the model pass.
+    level_map: 'auto', 'map' or 'vmap' over severities.
+    mesh: device mesh.
+
+  Returns:
+    numpy float32 [len(severities), N, H, W, C].
+  """
+  use_map = _use_map(level_map)
+
+  def build():
+    corrupt = _corrupt_fn(name, table, use_map)
+    return jax.jit(lambda args, b, x: corrupt(
+        x, jax.random.fold_in(args[0], b), args[1]))
+  fn = base.program("corrupt", None, (name, table, use_map), build)
+  args = parallel.replicate(mesh, (key, jnp.asarray(severities, jnp.int32)))
+  return base.run_batches(lambda b, x: fn(args, b, x), (images,),
+                          base.global_batch(batch_size, mesh), mesh)
+
+
+def _fused_program(apply_fn: Callable, name: str, table: str,
+                   use_map: bool) -> Callable:
+  """(variables, key, severities), b, images, labels -> bool [S, B]."""
+  def build():
+    corrupt = _corrupt_fn(name, table, use_map)
+
+    def correct(args, b, images, labels):
+      variables, key, severities = args
+      xc = corrupt(images, jax.random.fold_in(key, b), severities)
+      return jax.vmap(lambda x: jnp.argmax(apply_fn(variables, x), -1) ==
+                      labels)(xc)
+    return jax.jit(correct)
+  return base.program("corruption", apply_fn, (name, table, use_map), build)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CorruptionCell(base.Cell):
+  """Correctness under corruption `name` at every severity in `levels`.
+
+  Attributes:
+    split: the first `evals.corruptions.max_examples` source-test examples.
+    table: severity table, 'cifar' or 'imagenet'.
+    rng: the cell's PRNG key (from the seed and the cell key).
+    batch_size: global evaluation batch.
+    level_map: 'auto', 'map' or 'vmap' over severities.
+  """
+  split: Split = dataclasses.field(repr=False)
+  table: str
+  rng: jax.Array = dataclasses.field(repr=False)
+  batch_size: int
+  level_map: str
+
+  FIELDS = {"corruptions": ("names", "severities", "table", "max_examples"),
+            "batch_size": None, "level_map": None}
+
+  @classmethod
+  def check(cls, evals):
+    """Raises ValueError (one sentence) for a bad field of `evals`."""
+    base.check_names(evals, "corruptions.names", corruptions.ALL, "corruption")
+    severities = base.sequence(evals, "corruptions.severities", "(1, 3, 5)")
+    valid = range(1, corruptions.NUM_SEVERITIES + 1)
+    if not all(base.is_int(s) and s in valid for s in severities) or (
+        base.field(evals, "corruptions.names") and not severities):
+      raise ValueError(f"evals.corruptions.severities={severities!r} must "
+                       f"hold severities in 1..{corruptions.NUM_SEVERITIES}.")
+    base.check_choice(evals, "corruptions.table", corruptions.TABLES)
+    base.check_max_examples(evals, "corruptions.max_examples")
+    base.check_positive_int(evals, "batch_size")
+    base.check_choice(evals, "level_map", LEVEL_MAPS)
+
+  @classmethod
+  def cells(cls, evals, test: Split, targets: Dict[str, Split],
+            seed: int) -> List[base.Cell]:
+    """One cell per name of `evals.corruptions.names`."""
+    del targets
+    c = base.field(evals, "corruptions")
+    if not c["names"]:
+      return []
+    base.need_split(test, "evals.corruptions")
+    split = base.take(test, c["max_examples"])
+    severities = tuple(int(s) for s in c["severities"])
+    return [cls("corruption", name, severities, len(split), split,
+                c["table"], base.cell_seed(seed, f"corruption/{name}"),
+                base.field(evals, "batch_size"),
+                base.field(evals, "level_map")) for name in c["names"]]
+
+  @functools.cached_property
+  def _fingerprint(self) -> tuple:
+    """The split's content (splits of different datasets share names)."""
+    images = np.ascontiguousarray(self.split.images)
+    return images.shape, str(images.dtype), zlib.crc32(images.data)
+
+  def correct(self, apply_fn: Callable, variables: Any,
+              mesh: jax.sharding.Mesh = None) -> np.ndarray:
+    """bool [num_severities, n]: example i correct at each severity."""
+    images, labels = self.split.images, self.split.labels
+    batch_size = base.global_batch(self.batch_size, mesh)
+    nbytes = len(self.levels) * images[0].size * len(images) * 4
+    if nbytes > CORRUPTED_CACHE_BYTES:  # Corrupted inside the model program.
+      fn = _fused_program(apply_fn, self.name, self.table,
+                          _use_map(self.level_map))
+      args = parallel.replicate(mesh, (
+          variables, self.rng, jnp.asarray(self.levels, jnp.int32)))
+      return base.run_batches(lambda b, x, y: fn(args, b, x, y),
+                              (images, labels), batch_size, mesh)
+    cache_key = (self._fingerprint, self.name, self.levels, self.table,
+                 tuple(np.asarray(jax.random.key_data(self.rng)).ravel()),
+                 batch_size, _use_map(self.level_map))
+    if cache_key not in _CORRUPTED:
+      _CORRUPTED[cache_key] = corrupted_images(
+          images, self.name, self.levels, self.rng, self.table, batch_size,
+          self.level_map, mesh)
+      while (sum(v.nbytes for v in _CORRUPTED.values()) >
+             CORRUPTED_CACHE_BYTES and len(_CORRUPTED) > 1):
+        _CORRUPTED.popitem(last=False)
+    _CORRUPTED.move_to_end(cache_key)
+    shifted = _CORRUPTED[cache_key]
+    return np.stack([base.clean_correct(apply_fn, variables, x, labels,
+                                        batch_size, mesh) for x in shifted])

@@ -1,0 +1,37 @@
+"""Domain shift: accuracy on every loaded target domain (`evals.domain`)."""
+
+import dataclasses
+from typing import Dict, List
+
+from robustjax.data.registry import Split
+from robustjax.robustness.evaluators import base
+from robustjax.robustness.evaluators import clean
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class DomainCell(clean.CleanCell):
+  """Correctness on a whole target-domain split (level `None`)."""
+
+  FIELDS = {"domain": None, "batch_size": None}
+
+  @classmethod
+  def check(cls, evals):
+    """Raises ValueError (one sentence) for a bad field of `evals`."""
+    base.check_bool(evals, "domain")
+    base.check_positive_int(evals, "batch_size")
+
+  @classmethod
+  def cells(cls, evals, test: Split, targets: Dict[str, Split],
+            seed: int) -> List[base.Cell]:
+    """One cell per target domain, in the order of `targets`."""
+    del test, seed
+    if not base.field(evals, "domain"):
+      return []
+    cells = []
+    for name, split in (targets or {}).items():
+      if len(split) == 0:
+        raise ValueError(f"Target domain {name!r} has no examples; drop it "
+                         "from the targets or set evals.domain=False.")
+      cells.append(cls("domain", name, (None,), len(split), split,
+                       base.field(evals, "batch_size")))
+    return cells
