@@ -247,7 +247,7 @@ def _train(members: List[Member], workdir: str, stacked: bool):
   ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints)
   if ckpt.latest_step() is not None:
     state = ckpt.restore(checkpoint.abstract(state))
-    logging.info("Resuming from the checkpoint at step %d in %s.",
+    logging.info("Resuming from checkpoint at step %d in %s.",
                  ckpt.latest_step(), ckpt.directory)
   start = int(np.ravel(jax.device_get(state.step))[0])
   logging.info("Training %s on %s (%d examples) for %d steps (%d per epoch) "
