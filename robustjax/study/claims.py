@@ -160,15 +160,15 @@ def summarize_models(rows: Sequence[dict]) -> Dict[str, ModelSummary]:
   for model_id, seeds in by_model.items():
     first = next(iter(seeds.values()))[0]
     per_seed = [metrics.summarize(rs) for rs in seeds.values()]
-    avg = lambda k: float(np.mean([s[k] for s in per_seed]))  # pylint: disable=cell-var-from-loop
+    avg = {k: float(np.mean([s[k] for s in per_seed])) for k in per_seed[0]}
     out[model_id] = ModelSummary(
         model_id=model_id, arch=first["arch"], method=first["method"],
         setting=first.get("setting") or {},
         size_bits=float(first.get("size_bits") or np.nan),
         sparsity=float(first.get("sparsity") or 0.0),
-        original_id=first.get("original_id"), clean=avg("clean"),
-        mean={k: avg(k) for k in SHIFTS},
-        robustness={k: avg(f"{k}_relative") for k in SHIFTS})
+        original_id=first.get("original_id"), clean=avg["clean"],
+        mean={k: avg[k] for k in SHIFTS},
+        robustness={k: avg[f"{k}_relative"] for k in SHIFTS})
   return out
 
 
@@ -254,7 +254,7 @@ class _Table:
   notes: List[str]
 
 
-def _table(shift: str, cells, infos) -> Optional[_Table]:
+def _table(shift: str, cells) -> Optional[_Table]:
   """Builds the bootstrap input of one shift type, or None without data."""
   have = collections.defaultdict(set)
   for (m, seed, s) in cells:
@@ -281,6 +281,9 @@ def _table(shift: str, cells, infos) -> Optional[_Table]:
   if all_names - set(names):
     notes.append(f"{shift}: cells {sorted(all_names - set(names))} left out "
                  "(not every model has them).")
+  if not names:
+    notes.append(f"{shift}: no cell is shared by every model; not testable.")
+    return None
   common = {nm: set.intersection(*[set(v[nm][0]) for v in shifted.values()])
             for nm in names}
   n_clean = min(len(c) for c in clean.values())
@@ -330,14 +333,21 @@ def _table(shift: str, cells, infos) -> Optional[_Table]:
 
 
 def robustness(data: StudyData) -> Dict[str, Dict[str, Tuple[float, ...]]]:
-  """Point estimates the claims use: model -> shift type -> (clean,
-  shifted, R), on the examples, cells and seeds shared by every model with
-  that shift type (adversarial: worst case over attacks, see the module
-  docstring), averaged over seeds."""
+  """The point estimates the claims are computed from.
+
+  Args:
+    data: the study's rows and per-example correctness.
+
+  Returns:
+    model_id -> shift type -> (clean accuracy, shifted accuracy, R), on the
+    examples, cells and seeds that every model with that shift type shares
+    (adversarial: worst case over attacks; see the module docstring),
+    averaged over seeds.
+  """
   cells, _ = _cells(data)
   out = collections.defaultdict(dict)
   for shift in SHIFTS:
-    t = _table(shift, cells, _infos(data.rows))
+    t = _table(shift, cells)
     if t is None:
       continue
     v = t.x.sum(axis=0).mean(axis=0)  # [models, 2]
@@ -360,9 +370,17 @@ class _Spec:
 
 
 def _matched(size: float, reference: float) -> bool:
+  """|size / reference - 1| <= SIZE_TOLERANCE (False if either is unknown)."""
   if not (np.isfinite(size) and np.isfinite(reference)) or reference <= 0:
     return False
   return abs(size / reference - 1) <= SIZE_TOLERANCE + 1e-9
+
+
+def _ratio(original: _Info, model: _Info) -> float:
+  """Compression ratio original size / size (NaN if unknown)."""
+  if not model.size_bits > 0:  # Also NaN.
+    return float("nan")
+  return original.size_bits / model.size_bits
 
 
 def _family(info: _Info):
@@ -469,10 +487,10 @@ def _specs_d(infos):
     bits = q.setting.get("weight_bits")
     for p in ordered:
       if p.method in ("prune", "distill") and p.original_id == o.model_id \
-          and _matched(o.size_bits / p.size_bits, o.size_bits / q.size_bits):
+          and _matched(_ratio(o, p), _ratio(o, q)):
         specs.append(_Spec(
-            f"int{bits}", f"{q.model_id} (x{o.size_bits / q.size_bits:.1f})"
-            f" vs {p.model_id} (x{o.size_bits / p.size_bits:.1f})",
+            f"int{bits}", f"{q.model_id} (x{_ratio(o, q):.1f})"
+            f" vs {p.model_id} (x{_ratio(o, p):.1f})",
             (((q.model_id, 1.0), (p.model_id, -1.0)),)))
   return specs
 
@@ -626,7 +644,7 @@ def test_claims(data: StudyData, seed: int = 0,
     common_notes.append(
         "No per-example correctness for " + ", ".join(sorted(missing)) +
         ": their comparisons are left out (not testable without it).")
-  tables = {s: _table(s, cells, infos) for s in SHIFTS}
+  tables = {s: _table(s, cells) for s in SHIFTS}
   quantities = {s: _quantities(t, seed, num_replicates)
                 for s, t in tables.items() if t is not None}
   for t in tables.values():
@@ -806,12 +824,19 @@ def render_markdown(verdicts: Sequence[Verdict],
                    f"{r.count} |")
     out.append("")
     out += [f"- {n}" for n in v.notes if n not in shared]
-    if v.comparisons:
+    order = list(dict.fromkeys(r.analysis for r in v.results))
+    seen, listed = set(), []
+    for c in sorted(v.comparisons, key=lambda c: (
+        order.index(c.analysis), c.label, SHIFTS.index(c.shift))):
+      if (c.label, c.shift) not in seen:  # e.g. (a) "prune only" repeats.
+        seen.add((c.label, c.shift))
+        listed.append(c)
+    if listed:
       out += ["", "| analysis | comparison | shift type | effect in R "
               "[95 % CI] | effect in drop, points [95 % CI] |",
               "|---|---|---|---|---|"]
       out += [f"| {c.analysis} | {c.label} | {c.shift} | {_fmt(c.effect)} "
-              f"| {_fmt(c.effect_drop, 100, 1)} |" for c in v.comparisons]
+              f"| {_fmt(c.effect_drop, 100, 1)} |" for c in listed]
     out.append("")
   if checks is not None:
     out += ["### Sanity checks of the adversarial evaluation", ""]

@@ -36,9 +36,9 @@ import numpy as np
 
 DEFAULT_REPLICATES = 2000
 CONFIDENCE = 0.95
-# Replicates per vmapped batch are capped so that a batch's count matrix
-# [batch, examples] stays near this many float32 entries.
-_BATCH_ENTRIES = 1 << 22
+# Random draws come in blocks of [replicates, rows]; replicates are
+# resampled (vmapped) in chunks of _BLOCK[0].
+_BLOCK = (256, 4096)
 
 
 class Estimate(NamedTuple):
@@ -89,24 +89,42 @@ def _set_layout(set_sizes: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
   return np.repeat(starts, sizes), np.repeat(sizes, sizes)
 
 
-@functools.partial(jax.jit, static_argnames=("num_replicates", "batch_size"))
-def _replicates(x, starts, sizes, key, num_replicates, batch_size):
-  """[num_replicates, channels]: seed-averaged channel sums per replicate."""
-  n, s, c = x.shape
-  flat = x.reshape(n, s * c)
+@jax.jit
+def _uniform_block(key, chunk, block):
+  """Uniforms [replicates, columns] of one fixed-shape block of the draws."""
+  k = jax.random.fold_in(jax.random.fold_in(key, chunk), block)
+  return jax.random.uniform(k, _BLOCK)
 
-  def one(k):
-    k_examples, k_seeds = jax.random.split(k)
-    u = jax.random.uniform(k_examples, (n,))
-    idx = starts + jnp.minimum((u * sizes).astype(jnp.int32), sizes - 1)
-    counts = jnp.zeros((n,), x.dtype).at[idx].add(1.0)
-    per_seed = (counts @ flat).reshape(s, c)
-    drawn = jax.random.randint(k_seeds, (s,), 0, s)
-    seed_counts = jnp.zeros((s,), x.dtype).at[drawn].add(1.0)
-    return seed_counts @ per_seed / s
 
-  keys = jax.random.split(key, num_replicates)
-  return jax.lax.map(one, keys, batch_size=batch_size)
+def _uniforms(key: jax.Array, chunk: int, width: int) -> np.ndarray:
+  """The uniforms of replicate chunk `chunk`: [_BLOCK[0], width].
+
+  Built from fixed-shape blocks, so the random-number program is compiled
+  once per process whatever the data's shape.
+  """
+  blocks = [np.asarray(_uniform_block(key, chunk, b))
+            for b in range(-(-width // _BLOCK[1]))]
+  return np.concatenate(blocks, axis=1)[:, :width]
+
+
+@functools.partial(jax.jit, static_argnames=("num_seeds",))
+def _replicate_chunk(flat, starts, sizes, u, num_seeds):
+  """[replicates, channels] for one chunk of uniforms u [replicates, n + S].
+
+  Each replicate's first n uniforms pick one row within each row's example
+  set (so every set keeps its size); the last S pick the seeds.
+  """
+  n = flat.shape[0]
+
+  def one(v):
+    idx = starts + jnp.minimum((v[:n] * sizes).astype(jnp.int32), sizes - 1)
+    counts = jnp.zeros((n,), flat.dtype).at[idx].add(1.0)
+    per_seed = (counts @ flat).reshape(num_seeds, -1)
+    drawn = jnp.minimum((v[n:] * num_seeds).astype(jnp.int32), num_seeds - 1)
+    seed_counts = jnp.zeros((num_seeds,), flat.dtype).at[drawn].add(1.0)
+    return seed_counts @ per_seed / num_seeds
+
+  return jax.vmap(one)(u)
 
 
 def bootstrap_means(x: np.ndarray, set_sizes: Sequence[int], key: jax.Array,
@@ -142,16 +160,17 @@ def bootstrap_means(x: np.ndarray, set_sizes: Sequence[int], key: jax.Array,
   point = x.sum(axis=0).mean(axis=0)
   # Pad rows (as one extra all-zero set) and channels to a few bucketed
   # sizes, so that tables of similar shape share one compiled program.
-  n, c = x.shape[0], x.shape[2]
+  n, s, c = x.shape
   n_pad, c_pad = _bucket(n + 1) - n, _bucket(max(c, 16)) - c
   x = np.pad(x, ((0, n_pad), (0, 0), (0, c_pad)))
   starts = np.concatenate([starts, np.full(n_pad, n, np.int32)])
   sizes = np.concatenate([sizes, np.full(n_pad, n_pad, np.int32)])
-  batch = int(max(1, min(num_replicates, _BATCH_ENTRIES // x.shape[0])))
-  reps = _replicates(jnp.asarray(x, jnp.float32), jnp.asarray(starts),
-                     jnp.asarray(sizes), key,
-                     num_replicates=int(num_replicates), batch_size=batch)
-  return point, np.asarray(reps)[:, :c]
+  flat = jnp.asarray(x.reshape(n + n_pad, -1), jnp.float32)
+  starts, sizes = jnp.asarray(starts), jnp.asarray(sizes)
+  reps = [np.asarray(_replicate_chunk(
+      flat, starts, sizes, _uniforms(key, i, n + n_pad + s), num_seeds=s))
+          for i in range(-(-num_replicates // _BLOCK[0]))]
+  return point, np.concatenate(reps)[:num_replicates, :c]
 
 
 def interval(point: np.ndarray, replicates: np.ndarray,
