@@ -4,7 +4,7 @@ import collections
 import csv
 import io as stdio
 import os
-from typing import List, Sequence
+from typing import List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -146,24 +146,26 @@ def plots(rows: Sequence[dict], folder: str) -> List[str]:
 
 
 def write_report(rows: Sequence[dict], workdir: str, title: str = "",
-                 notes: Sequence[str] = ()) -> str:
-  """Writes `workdir/report.md` and `workdir/plots/*.png`; returns the path."""
-  verdicts = claims_lib.test_claims(rows)
+                 notes: Sequence[str] = (),
+                 examples: Optional[Mapping] = None) -> str:
+  """Writes `workdir/report.md` and `workdir/plots/*.png`; returns the path.
+
+  Args:
+    rows: the study's result rows.
+    workdir: output folder.
+    title: the report's title.
+    notes: lines written under the title.
+    examples: per-example correctness, (model_id, seed, shift, name) ->
+      bool [levels, n] (see `claims.StudyData`); without it the claims are
+      reported as not testable.
+  """
+  data = claims_lib.StudyData(rows, examples or {})
+  verdicts = claims_lib.test_claims(data)
   plot_paths = plots(rows, os.path.join(workdir, "plots"))
   out = [f"# Robustness study report{': ' + title if title else ''}", ""]
   out += list(notes) + [""] if notes else []
-  out += ["## Claims of Shen et al. (2024), tested on these results", "",
-          "Robustness R = mean accuracy under a shift / clean accuracy "
-          "(same model). See `robustjax/study/claims.py` for the rules.", ""]
-  for v in verdicts:
-    out.append(f"### {v.claim}")
-    out.append(f"**{v.verdict.upper()}** ({v.held} of {v.total} comparisons "
-               "go the claimed way)")
-    out.append("")
-    out += [f"- {e}" for e in v.evidence[:40]]
-    if len(v.evidence) > 40:
-      out.append(f"- ... {len(v.evidence) - 40} more")
-    out.append("")
+  out += [claims_lib.render_markdown(
+      verdicts, claims_lib.sanity_checks(data)), ""]
   out += ["## Models (accuracy in %)", "", model_table(rows), "",
           "## Corruptions: accuracy by severity (mean over corruptions)", "",
           level_table(rows, "corruption"), "",
