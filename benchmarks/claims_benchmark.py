@@ -17,9 +17,10 @@ meaningless, only the shapes matter):
   controls = 25 models, 3 seeds, 10000 clean / 10000 target examples,
   15 x 5 corruptions on 10000, 3 attacks x 4 eps on 1000.
 
-For each: wall time of the first call (includes XLA compilation) and of a
-second call (compiled programs reused), B = 2000 replicates, and the 1-minute
-load average before and after.
+For each: wall and CPU time of the first call (includes XLA compilation)
+and of a second call (compiled programs reused), B = 2000 replicates, and the
+1-minute load average before and after (on a shared machine the CPU time is
+the steadier figure).
 """
 
 import os
@@ -89,10 +90,11 @@ def _study(archs, sparsities, students, seeds, n_clean, n_target, n_corr,
 
 
 def _time(data, replicates):
-  t = time.perf_counter()
+  """(wall seconds, CPU seconds of this process) of one full evaluation."""
+  t, cpu = time.perf_counter(), time.process_time()
   claims.test_claims(data, num_replicates=replicates)
   claims.sanity_checks(data, num_replicates=replicates)
-  return time.perf_counter() - t
+  return time.perf_counter() - t, time.process_time() - cpu
 
 
 def main(_):
@@ -117,8 +119,9 @@ def main(_):
   }
   lines = [f"Machine: {os.cpu_count()} CPU cores, "
            f"{jax.devices()[0].device_kind}; B = {_REPLICATES.value}.", "",
-           "| study | models | first call (s, with compile) | second call (s)"
-           " | load before / after |", "|---|---|---|---|---|"]
+           "| study | models | first call: wall / CPU s (with compile) | "
+           "second call: wall / CPU s | load before / after |",
+           "|---|---|---|---|---|"]
   for name, kw in cases.items():
     data = _study(**kw)
     load0 = os.getloadavg()[0]
@@ -126,7 +129,8 @@ def main(_):
     second = _time(data, _REPLICATES.value)
     load1 = os.getloadavg()[0]
     n_models = len({r["model_id"] for r in data.rows})
-    lines.append(f"| {name} | {n_models} | {first:.1f} | {second:.1f} | "
+    lines.append(f"| {name} | {n_models} | {first[0]:.1f} / {first[1]:.1f} "
+                 f"| {second[0]:.1f} / {second[1]:.1f} | "
                  f"{load0:.1f} / {load1:.1f} |")
     print(lines[-1], flush=True)
   text = "\n".join(lines) + "\n"

@@ -22,6 +22,11 @@ same seeds and examples, which is what pairs them. A replicate is a count
 vector over examples (a scatter-add of the drawn indices) times the
 [examples, seeds x channels] matrix: one matrix product per batch of
 replicates, which is what keeps thousands of replicates cheap on a CPU.
+Replicates run in vmapped chunks of 256. Their uniforms come from
+fixed-shape blocks [256, 4096] keyed by (key, chunk, block), so the
+random-number program is compiled once per process for data of any shape;
+rows and channels are padded to bucketed sizes (zero rows form an extra,
+inert example set) so that similar tables share one compiled program.
 
 Intervals are percentile intervals of the replicates.
 """

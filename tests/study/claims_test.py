@@ -369,6 +369,19 @@ class ClaimCTest(absltest.TestCase):
       self.assertGreater(r.effect.lo, 0)
     self.assertFalse(any("prune50" in x.label for x in c.comparisons))
 
+  def test_pooled_interval_uses_the_same_replicates(self):
+    # Two students with identical data: independent resampling would make
+    # the pooled interval narrower than each comparison's; shared resampling
+    # leaves it equal.
+    c = _verdict(claims.test_claims(_c_world(0.6, students=2),
+                                    num_replicates=B), "c")
+    for shift, r in _results(c, "vs no-KD control (sub-analysis)").items():
+      each = [x.effect for x in c.comparisons if x.shift == shift and
+              x.analysis == r.analysis]
+      self.assertLen(each, 2)
+      for e in each:
+        np.testing.assert_allclose(r.effect, e, atol=1e-9)
+
   def test_one_student_caps_the_verdict(self):
     c = _verdict(claims.test_claims(_c_world(0.6), num_replicates=B), "c")
     self.assertEqual({r.verdict for r in _results(c).values()},
