@@ -169,6 +169,8 @@ def evals_block() -> ml_collections.ConfigDict:
   e.attacks.restarts = 1  # PGD restarts (worst case kept per example).
   e.attacks.max_examples = 200  # First N source-test images; -1 = all.
   e.attacks.chunk_size = 200  # Examples per attack chunk (memory bound).
+  e.attacks.transfer = True  # Study: also attack compressed models with
+  # examples crafted on their float original (gradient-masking check).
   e.level_map = "auto"  # Levels: vmap | map | auto (map on CPU).
   return e
 

@@ -38,6 +38,7 @@ from robustjax.compress import saved
 from robustjax.data import loader
 from robustjax.models import factory
 from robustjax.robustness import evaluators
+from robustjax.robustness.evaluators import transfer
 from robustjax.study import grid as grid_lib
 from robustjax.study import journal as journal_lib
 from robustjax.study import report as report_lib
@@ -143,6 +144,28 @@ class _Models:
     raise ValueError(f"Unknown method {spec.method!r}")
 
 
+def _transfer_keys(config, shifts) -> List[str]:
+  """Cells of the transfer attacks every compressed model gets."""
+  a = config.evals.attacks
+  if not a.transfer or "adversarial" not in shifts:
+    return []
+  return [f"adversarial/{transfer.transfer_name(n)}" for n in a.names]
+
+
+def _cells_for(spec, seed, pending, seed_cells, models, config):
+  """The cells of `pending` keys for one model (transfer cells bound to its
+  float original as the source)."""
+  out = [c for c in seed_cells if c.key in pending]
+  if any(k.startswith("adversarial/transfer_") for k in pending):
+    source_spec = models.by_id[spec.original_id]
+    source = models.get(source_spec, seed)
+    out += [c for c in transfer.cells(
+        [c for c in seed_cells if c.shift == "adversarial"],
+        f"{source_spec.model_id}|s{seed}", source.apply_fn, source.variables,
+        config.evals.batch_size) if c.key in pending]
+  return out
+
+
 def _header(spec: grid_lib.ModelSpec, seed: int, meta: dict) -> dict:
   return {"model_id": spec.model_id, "seed": seed, "arch": spec.arch,
           "method": spec.method, "setting": spec.settings,
@@ -211,10 +234,15 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
   targets = {k.split("/", 1)[1]: v for k, v in evals_data.items()}
   cells = {s: [c for c in evaluators.build(config.evals, test, targets, s)
                if c.shift in shifts] for s in seeds}
-  todo = {(spec.model_id, s): [c for c in cells[s] if record_key(
-      spec.model_id, s, c.key) not in journal] for s in seeds
-          for spec in specs}
-  total = sum(len(cells[s]) for s in seeds) * len(specs)
+  transfer_keys = _transfer_keys(config, shifts)
+
+  def keys_of(spec, seed):
+    extra = transfer_keys if spec.method != "original" else []
+    return [c.key for c in cells[seed]] + extra
+
+  todo = {(spec.model_id, s): [k for k in keys_of(spec, s) if record_key(
+      spec.model_id, s, k) not in journal] for s in seeds for spec in specs}
+  total = sum(len(keys_of(spec, s)) for s in seeds for spec in specs)
   left = sum(len(v) for v in todo.values())
   logging.info("Study: %d models x %d seeds, %d cells, %d already done.",
                len(specs), len(seeds), total, total - left)
@@ -228,16 +256,16 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
         continue
       model = models.get(spec, seed)
       header = _header(spec, seed, model.metadata)
-      for cell in pending:
+      for cell in _cells_for(spec, seed, pending, cells[seed], models,
+                             config):
         rows = run_cell(journal, record_key(spec.model_id, seed, cell.key),
                         cell, model, header)
         bar.update(1, f"{spec.model_id} s{seed} {cell.key}: " + ", ".join(
             f"{100 * r['accuracy']:.1f}%" for r in rows))
       models.release(spec, seed)
       if time.time() - last_report > REPORT_EVERY_S:
-        done = sum(1 for _ in journal)
         write_outputs(config, workdir, journal,
-                      partial=f"{done} of {total} cells")
+                      partial=f"{len(journal)} of {total} cells")
         last_report = time.time()
   bar.close()
   path = write_outputs(config, workdir, journal)

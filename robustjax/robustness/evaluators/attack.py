@@ -129,7 +129,7 @@ class AttackCell(base.Cell):
   chunk_size: int
 
   FIELDS = {"attacks": ("names", "eps", "steps", "restarts", "max_examples",
-                        "chunk_size")}
+                        "chunk_size", "transfer")}
 
   @classmethod
   def check(cls, evals):

@@ -1,0 +1,101 @@
+"""Transfer attacks: adversarial examples crafted on a source model.
+
+A compressed model can look robust because its gradients are useless
+(gradient masking, e.g. quantization without a straight-through estimator).
+The check: craft the attack on the float original (the *source*) and
+evaluate the compressed model on those images. If the transfer attack fools
+it more often than the white-box attack on itself, beyond sampling noise,
+its white-box numbers are not to be trusted (robustjax.study.claims flags
+it).
+
+A transfer cell mirrors a white-box attack cell (same examples, eps grid,
+starts) under the name `transfer_<attack>`. The adversarial images of a
+source are computed once and reused for every model evaluated against it.
+"""
+
+import collections
+import dataclasses
+from typing import Any, Callable, List
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from robustjax.data import pipeline
+from robustjax.robustness import attacks
+from robustjax.robustness.evaluators import attack as attack_lib
+from robustjax.robustness.evaluators import base
+
+_ADVERSARIAL = collections.OrderedDict()  # (source, cell) -> images [E, n].
+_KEEP = 4
+
+
+def _perturb_program(apply_fn: Callable, attack: attacks.Attack) -> Callable:
+  def build():
+    def perturb(variables, images, labels, keys, eps_grid):
+      x = pipeline.to_float(images)
+      return jax.vmap(lambda e: attack.perturb(apply_fn, variables, x,
+                                               labels, keys, e))(eps_grid)
+    return jax.jit(perturb)
+  return base.program("perturb", apply_fn, (attack,), build)
+
+
+def adversarial_images(apply_fn: Callable, variables: Any, cell) -> np.ndarray:
+  """The white-box attack of `cell` on the source: float32 [E, n, H, W, C]."""
+  split = cell.split
+  n = len(split)
+  keys = attacks.indexed_keys(cell.rng, n)
+  fn = _perturb_program(apply_fn, cell.attack)
+  eps = jnp.asarray(cell.levels, jnp.float32)
+  out = []
+  for i in range(0, n, cell.chunk_size):
+    sl = slice(i, min(n, i + cell.chunk_size))
+    out.append(np.asarray(fn(variables, split.images[sl],
+                             jnp.asarray(split.labels[sl]), keys[sl], eps)))
+  return np.concatenate(out, axis=1)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TransferCell(base.Cell):
+  """Correctness on adversarial examples crafted on `source_key`'s model.
+
+  Attributes:
+    white_box: the attack cell this one mirrors.
+    source_key: names the source model (e.g. its model id and seed); the
+      adversarial images are cached under it.
+    source_apply, source_variables: the source model.
+    batch_size: evaluation batch.
+  """
+  white_box: attack_lib.AttackCell = dataclasses.field(repr=False)
+  source_key: str
+  source_apply: Callable = dataclasses.field(repr=False)
+  source_variables: Any = dataclasses.field(repr=False)
+  batch_size: int
+
+  def correct(self, apply_fn: Callable, variables: Any,
+              mesh: jax.sharding.Mesh = None) -> np.ndarray:
+    cache_key = (self.source_key, self.white_box.key, self.levels)
+    if cache_key not in _ADVERSARIAL:
+      _ADVERSARIAL[cache_key] = adversarial_images(
+          self.source_apply, self.source_variables, self.white_box)
+      while len(_ADVERSARIAL) > _KEEP:
+        _ADVERSARIAL.popitem(last=False)
+    _ADVERSARIAL.move_to_end(cache_key)
+    adv = _ADVERSARIAL[cache_key]
+    labels = self.white_box.split.labels
+    return np.stack([base.clean_correct(apply_fn, variables, x, labels,
+                                        self.batch_size, mesh) for x in adv])
+
+
+def transfer_name(attack_name: str) -> str:
+  return f"transfer_{attack_name}"
+
+
+def cells(attack_cells: List[base.Cell], source_key: str,
+          source_apply: Callable, source_variables: Any,
+          batch_size: int = 500) -> List[TransferCell]:
+  """One transfer cell per white-box attack cell, from one source model."""
+  return [TransferCell("adversarial", transfer_name(c.name), c.levels, c.n,
+                       c, source_key, source_apply, source_variables,
+                       batch_size)
+          for c in attack_cells if isinstance(c, attack_lib.AttackCell)]
