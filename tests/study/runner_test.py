@@ -51,8 +51,13 @@ class StudyTest(absltest.TestCase):
     per_model = (1 + len(self.config.dataset.targets) +
                  len(e.corruptions.names) * len(e.corruptions.severities) +
                  len(e.attacks.names) * len(e.attacks.eps))
-    self.assertLen(self.rows, len(specs) * per_model *
-                   self.config.study.seeds)
+    transfer = len(e.attacks.names) * len(e.attacks.eps)
+    compressed = sum(s.method != "original" for s in specs)
+    self.assertLen(self.rows, (len(specs) * per_model + compressed * transfer)
+                   * self.config.study.seeds)
+    # Every compressed model is also attacked from its float original.
+    names = {r["name"] for r in self.rows if r["method"] != "original"}
+    self.assertLessEqual({"transfer_fgsm", "transfer_pgd_linf"}, names)
     methods = {r["method"] for r in self.rows}
     self.assertEqual(methods, {"original", "prune", "quantize", "distill",
                                "distill_control"})
