@@ -21,6 +21,7 @@ cells; `launch/evaluate.py` evaluates one saved model (`evaluate_saved`).
 
 import json
 import os
+import platform
 import time
 from typing import Dict, List, Sequence
 
@@ -45,10 +46,26 @@ from robustjax.study import report as report_lib
 
 RESULTS = "results.jsonl"
 JOURNAL = "journal.jsonl"
+ENVIRONMENT = "environment.json"
 ROW_FIELDS = ("model_id", "seed", "arch", "method", "setting", "size_bits",
               "sparsity", "shift", "name", "level", "accuracy", "n")
 SHIFTS = ("clean", "domain", "corruption", "adversarial")
 REPORT_EVERY_S = 60.0  # Partial report period while the grid runs.
+
+
+def environment() -> dict:
+  """The machine a study ran on (numbers are bit-identical only on one)."""
+  machine = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      names = [l.split(":", 1)[1].strip() for l in f
+               if l.startswith("model name")]
+    if names:
+      machine = f"{names[0]} ({len(names)} cores)"
+  except OSError:
+    pass
+  return {"machine": machine, "jax": jax.__version__,
+          "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}"}
 
 
 def record_key(model_id: str, seed: int, cell_key: str) -> str:
@@ -225,6 +242,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
   if parallel.is_main_process():
     io.write_atomic(os.path.join(workdir, "config.json"),
                     config.to_json_best_effort(indent=2))
+    io.write_json(os.path.join(workdir, ENVIRONMENT), environment())
   journal = journal_lib.Journal(os.path.join(workdir, JOURNAL))
   journal.compact()
   specs = grid_lib.model_specs(config)

@@ -1,0 +1,98 @@
+r"""README tables generated from a committed study workdir.
+
+  python -m robustjax.study.summary --results=docs/results/default \
+      --readme=README.md
+
+replaces the text between `<!-- results:begin -->` and
+`<!-- results:end -->` in the README with tables computed from the study's
+journal (rows + per-example results) in `--results`: the claims' verdicts
+with their pooled effects and 95 % intervals, and the model table (means
+over seeds). `tests/readme_test.py` regenerates the block and fails when the
+README disagrees with the committed results.
+"""
+
+import argparse
+import json
+import math
+import os
+import re
+from typing import Optional
+
+from robustjax.study import claims as claims_lib
+from robustjax.study import journal as journal_lib
+from robustjax.study import report as report_lib
+from robustjax.study import runner
+
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def _fmt(est, scale=1.0, digits=3) -> str:
+  if est is None or not all(map(math.isfinite, (est.value, est.lo, est.hi))):
+    return "n/a"
+  return (f"{scale * est.value:+.{digits}f} [{scale * est.lo:+.{digits}f}, "
+          f"{scale * est.hi:+.{digits}f}]")
+
+
+def block(results: str) -> str:
+  """The generated README block for the study workdir `results`."""
+  journal = journal_lib.Journal(os.path.join(results, runner.JOURNAL))
+  rows = runner.rows_of(journal)
+  data = claims_lib.StudyData(rows, runner.examples_of(journal))
+  verdicts = claims_lib.test_claims(data)
+  env_path = os.path.join(results, runner.ENVIRONMENT)
+  env = {}
+  if os.path.exists(env_path):
+    with open(env_path) as f:
+      env = json.load(f)
+  seeds = sorted({r["seed"] for r in rows})
+  models = sorted({r["model_id"] for r in rows})
+  out = [BEGIN, "",
+         f"Generated from `{results}` ({len(models)} models x {len(seeds)} "
+         f"seeds, {len(rows)} rows; machine: {env.get('machine', 'unknown')}"
+         f", {env.get('devices', '')}) by `python -m robustjax.study.summary "
+         f"--results={results} --readme=README.md`; "
+         "`tests/readme_test.py` checks that it matches.", "",
+         "| claim | verdict | domain: effect in R [95 % CI] | corruption | "
+         "adversarial |", "|---|---|---|---|---|"]
+  for v in verdicts:
+    cols = []
+    for shift in claims_lib.SHIFTS:
+      r = [x for x in v.results if x.in_verdict and x.shift == shift]
+      cols.append(f"{_fmt(r[0].effect)} {r[0].verdict}" if r else "n/a")
+    out.append(f"| {v.claim.split(' ', 1)[0]} | **{v.verdict}** | " +
+               " | ".join(cols) + " |")
+  out += ["", "Effects are oriented so that positive = the direction the "
+          "paper claims; a verdict is *supported* / *contradicted* only when "
+          "the pooled paired-bootstrap interval excludes zero "
+          "(robustjax/study/claims.py).", "",
+          "Models (means over seeds; accuracy in %):", "",
+          report_lib.model_table(rows), "", END]
+  return "\n".join(out)
+
+
+def update_readme(readme: str, results: str,
+                  check_only: bool = False) -> Optional[str]:
+  """Rewrites the README block; with `check_only`, returns the new text."""
+  with open(readme) as f:
+    text = f.read()
+  if BEGIN not in text or END not in text:
+    raise ValueError(f"{readme} has no {BEGIN} ... {END} block.")
+  new = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END),
+               lambda _: block(results), text, flags=re.S)
+  if check_only:
+    return new
+  with open(readme, "w") as f:
+    f.write(new)
+  return new
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--results", required=True)
+  parser.add_argument("--readme", default="README.md")
+  args = parser.parse_args()
+  update_readme(args.readme, args.results)
+
+
+if __name__ == "__main__":
+  main()
