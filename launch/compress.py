@@ -23,6 +23,8 @@ from ml_collections import config_flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from launch import common as launch_common
+from robustjax import parallel
+from robustjax import progress
 from robustjax.compress import methods
 
 FLAGS = flags.FLAGS
@@ -36,6 +38,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   launch_common.setup()
+  if parallel.is_main_process():
+    progress.log_to_file(FLAGS.workdir)
   entries = methods.compress_all(FLAGS.config, FLAGS.workdir)
   for e in entries:
     acc = ", ".join(f"{k} {v:.2%}" for k, v in e["accuracy"].items())
@@ -46,5 +50,10 @@ def main(argv):
                                                  methods.MANIFEST))
 
 
-if __name__ == "__main__":
+def run():
+  """Console-script entry point (`robustjax-compress`)."""
   app.run(main, flags_parser=launch_common.parse_flags)
+
+
+if __name__ == "__main__":
+  run()

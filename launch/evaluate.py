@@ -24,6 +24,8 @@ from ml_collections import config_flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from launch import common as launch_common
+from robustjax import parallel
+from robustjax import progress
 from robustjax.study import runner
 
 FLAGS = flags.FLAGS
@@ -38,6 +40,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   launch_common.setup()
+  if parallel.is_main_process():
+    progress.log_to_file(FLAGS.workdir)
   rows = runner.evaluate_workdir(FLAGS.config, FLAGS.workdir, FLAGS.output)
   for r in rows:
     level = "" if r["level"] is None else f" @ {r['level']}"
@@ -46,5 +50,10 @@ def main(argv):
   logging.info("%d rows.", len(rows))
 
 
-if __name__ == "__main__":
+def run():
+  """Console-script entry point (`robustjax-evaluate`)."""
   app.run(main, flags_parser=launch_common.parse_flags)
+
+
+if __name__ == "__main__":
+  run()

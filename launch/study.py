@@ -19,6 +19,8 @@ from ml_collections import config_flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from launch import common as launch_common
+from robustjax import parallel
+from robustjax import progress
 from robustjax.study import runner
 
 FLAGS = flags.FLAGS
@@ -32,10 +34,17 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   launch_common.setup()
+  if parallel.is_main_process():
+    progress.log_to_file(FLAGS.workdir)
   runner.run_study(FLAGS.config, FLAGS.workdir)
   logging.info("Done. Report: %s", os.path.join(FLAGS.workdir, "report.md"))
   print(open(os.path.join(FLAGS.workdir, "report.md")).read())
 
 
-if __name__ == "__main__":
+def run():
+  """Console-script entry point (`robustjax-study`)."""
   app.run(main, flags_parser=launch_common.parse_flags)
+
+
+if __name__ == "__main__":
+  run()

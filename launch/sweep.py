@@ -21,6 +21,8 @@ from ml_collections import config_flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from launch import common as launch_common
+from robustjax import parallel
+from robustjax import progress
 from robustjax import sweep_runner
 
 FLAGS = flags.FLAGS
@@ -47,6 +49,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   launch_common.setup()
+  if parallel.is_main_process():
+    progress.log_to_file(FLAGS.workdir)
   config = FLAGS.config
   module = _config_module(config_flags.get_config_filename(FLAGS["config"]))
   opts = config.get("sweep", {})
@@ -59,5 +63,10 @@ def main(argv):
                                               sweep_runner.SWEEP_FILE))
 
 
+def run():
+  """Console-script entry point (`robustjax-sweep`)."""
+  app.run(main, flags_parser=launch_common.parse_flags)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

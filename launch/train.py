@@ -17,6 +17,8 @@ from ml_collections import config_flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from launch import common as launch_common
+from robustjax import parallel
+from robustjax import progress
 from robustjax import train
 
 FLAGS = flags.FLAGS
@@ -30,9 +32,16 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   launch_common.setup()
+  if parallel.is_main_process():
+    progress.log_to_file(FLAGS.workdir)
   train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   logging.info("Done: results in %s", FLAGS.workdir)
 
 
-if __name__ == "__main__":
+def run():
+  """Console-script entry point (`robustjax-train`)."""
   app.run(main, flags_parser=launch_common.parse_flags)
+
+
+if __name__ == "__main__":
+  run()

@@ -37,6 +37,7 @@ LOG_FILE = "log.txt"
 QUIET_PATHS = ("/orbax/", "/tensorstore/", "/tensorflow_datasets/", "/etils/")
 
 T = TypeVar("T")
+_clock = time.monotonic  # Seconds; replaced by a fake clock in tests.
 
 
 class QuietLibraries(std_logging.Filter):
@@ -207,7 +208,7 @@ class Progress:
     if self.mode not in MODES:
       raise ValueError(f"Progress mode {self.mode!r}: use one of {MODES}.")
     self.postfix = {}
-    self._t0 = time.time()
+    self._t0 = _clock()
     self._last_log = self._t0
     self._closed = False
     self._bar = None
@@ -225,18 +226,23 @@ class Progress:
     self.close()
 
   @property
+  def elapsed_s(self) -> float:
+    """Seconds since this `Progress` started."""
+    return _clock() - self._t0
+
+  @property
   def rate(self) -> float:
     """Units per second in this process (0 before the first update)."""
-    elapsed = time.time() - self._t0
-    done = self.n - self.initial
+    elapsed, done = self.elapsed_s, self.n - self.initial
     return done / elapsed if elapsed > 0 and done > 0 else 0.0
 
   @property
   def eta_s(self) -> Optional[float]:
     """Seconds left at this process's pace, or None if unknown."""
-    if self.total is None or self.rate <= 0:
+    rate = self.rate
+    if self.total is None or rate <= 0:
       return None
-    return max(self.total - self.n, 0) / self.rate
+    return max(self.total - self.n, 0) / rate
 
   def update(self, n: int = 1, **postfix) -> None:
     """Marks `n` more units done; `postfix` replaces the shown values."""
@@ -249,7 +255,7 @@ class Progress:
       if postfix:
         self._bar.set_postfix(self.postfix, refresh=False)
       self._bar.update(n)
-    now = time.time()
+    now = _clock()
     if now - self._last_log >= self.log_every_s:
       self._last_log = now
       self._log(self._line("progress"), console=self.mode == "log")
@@ -280,7 +286,7 @@ class Progress:
     units = f"{self.n}/{total} {self.unit}s"
     if self.total:
       units += f" ({100 * self.n / self.total:.0f} %)"
-    elapsed = time.time() - self._t0
+    elapsed = self.elapsed_s
     if when == "start":
       text = f"{head}{units}, starting"
     elif when == "end":
