@@ -57,6 +57,10 @@ class _NotebookHandler(std_logging.StreamHandler):
   """The console handler `notebook_logging` installs."""
 
 
+class _WarningsHandler(std_logging.StreamHandler):
+  """WARNING+ to stderr, standing in for Python's last-resort handler."""
+
+
 def format_duration(seconds: float) -> str:
   """Human-readable duration: '42 s', '3 min 05 s', '2 h 07 min'."""
   if seconds is None or seconds != seconds or seconds == float("inf"):
@@ -126,7 +130,7 @@ def log_to_file(workdir: str, filename: str = LOG_FILE) -> str:
   if not [h for h in root.handlers if not isinstance(h, _WorkdirFileHandler)]:
     # Without any console handler, Python prints WARNING+ to stderr by itself
     # ("last resort"); a file handler alone would silence that. Keep it.
-    console = std_logging.StreamHandler(sys.stderr)
+    console = _WarningsHandler(sys.stderr)
     console.setLevel(std_logging.WARNING)
     root.addHandler(console)
   handler = _WorkdirFileHandler(path, mode="a", encoding="utf-8")
@@ -168,8 +172,7 @@ def notebook_logging(level: int = logging.INFO) -> None:
     root.addHandler(handler)
     # Drop the WARNING-only console handler `log_to_file` may have added.
     for h in list(root.handlers):
-      if (type(h) is std_logging.StreamHandler  # pylint: disable=unidiomatic-typecheck
-          and h.level == std_logging.WARNING):
+      if isinstance(h, _WarningsHandler):
         root.removeHandler(h)
   logging.set_verbosity(level)
 

@@ -21,6 +21,7 @@ build backend. The notebook itself is not modified.
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -126,11 +127,13 @@ class ColabTest(absltest.TestCase):
     self.assertIn("Runtime: cpu. Installing " + clone, text)
     self.assertNotIn("RESTART NEEDED", text)
     # Installed from the clone, not imported from this checkout.
-    self.assertIn(f"robustjax 0.1.0 installed; runtime: cpu", text)
+    self.assertIn("robustjax 0.1.0 installed; runtime: cpu", text)
     self.assertTrue(os.path.exists(os.path.join(workdir, "report.md")))
     self.assertTrue(os.path.exists(os.path.join(workdir, "log.txt")))
     self.assertIn("result rows in", text)
-    self.assertIn("SUPPORTED", text.upper())
+    verdicts = re.findall(r"(SUPPORTED|NOT SUPPORTED|MIXED|NOT TESTABLE) "
+                          r"\(\d+/\d+ comparisons\)", text)
+    self.assertLen(verdicts, 4, "one verdict per claim of the paper")
     self.assertIn("image/png", text)
 
 
