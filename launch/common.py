@@ -1,6 +1,5 @@
 """Shared launcher set-up: logging, multi-host init, device report."""
 
-import logging as std_logging
 import os
 import re
 import sys
@@ -17,18 +16,6 @@ from robustjax import progress
 flags.DEFINE_bool("distributed", False,
                   "Call jax.distributed.initialize() (multi-host TPU VM / "
                   "multi-node GPU; coordinator from the environment).")
-
-
-class _QuietLibraries(std_logging.Filter):
-  """Drops INFO chatter of Orbax / TensorStore / tfds from the run log."""
-
-  def filter(self, record):
-    if record.levelno > std_logging.INFO:
-      return True
-    return not any(s in record.pathname for s in _QUIET)
-
-
-_QUIET = ("/orbax/", "/tensorstore/", "/tensorflow_datasets/", "/etils/")
 
 
 def _fatal(message: str) -> None:
@@ -66,12 +53,12 @@ def setup(workdir: str = ""):
     The validated `--config`.
   """
   logging.set_verbosity(logging.INFO)
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  logging.get_absl_handler().addFilter(progress.QuietLibraries())
   config = load_config()
-  if workdir:
-    progress.log_to_file(workdir)
   if flags.FLAGS.distributed or os.environ.get("ROBUSTJAX_DISTRIBUTED"):
     jax.distributed.initialize()
+  if workdir and jax.process_index() == 0:
+    progress.log_to_file(workdir)
   logging.info("JAX %s: process %d/%d, %d local / %d global devices (%s).",
                jax.__version__, jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count(),

@@ -46,5 +46,10 @@ def main(argv):
   logging.info("Done: %s", os.path.join(FLAGS.workdir, "report.md"))
 
 
-if __name__ == "__main__":
+def run():
+  """Console-script entry point (`robustjax-compress`)."""
   app.run(main, flags_parser=launch_common.parse_flags)
+
+
+if __name__ == "__main__":
+  run()

@@ -42,5 +42,10 @@ def main(argv):
                os.path.abspath(FLAGS.output))
 
 
-if __name__ == "__main__":
+def run():
+  """Console-script entry point (`robustjax-convert-weights`)."""
   app.run(main, flags_parser=launch_common.parse_flags)
+
+
+if __name__ == "__main__":
+  run()

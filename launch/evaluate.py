@@ -45,5 +45,10 @@ def main(argv):
   logging.info("%d rows.", len(rows))
 
 
-if __name__ == "__main__":
+def run():
+  """Console-script entry point (`robustjax-evaluate`)."""
   app.run(main, flags_parser=launch_common.parse_flags)
+
+
+if __name__ == "__main__":
+  run()

@@ -37,5 +37,10 @@ def main(argv):
   print(open(os.path.join(FLAGS.workdir, "report.md")).read())
 
 
-if __name__ == "__main__":
+def run():
+  """Console-script entry point (`robustjax-study`)."""
   app.run(main, flags_parser=launch_common.parse_flags)
+
+
+if __name__ == "__main__":
+  run()

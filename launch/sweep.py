@@ -57,5 +57,10 @@ def main(argv):
                                               sweep_lib.SWEEP_FILE))
 
 
+def run():
+  """Console-script entry point (`robustjax-sweep`)."""
+  app.run(main, flags_parser=launch_common.parse_flags)
+
+
 if __name__ == "__main__":
   app.run(main, flags_parser=launch_common.parse_flags)

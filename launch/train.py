@@ -36,5 +36,10 @@ def main(argv):
   logging.info("Done: results in %s", FLAGS.workdir)
 
 
-if __name__ == "__main__":
+def run():
+  """Console-script entry point (`robustjax-train`)."""
   app.run(main, flags_parser=launch_common.parse_flags)
+
+
+if __name__ == "__main__":
+  run()

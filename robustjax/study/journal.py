@@ -89,3 +89,28 @@ class Journal:
       io.write_atomic(self.path, "".join(
           json.dumps(r, sort_keys=True, default=str) + "\n"
           for r in self._records.values()))
+
+
+# The study's record format: {"rows": [...]} + arrays {"correct", "shape"}.
+
+
+def rows_of(journal: "Journal") -> List[dict]:
+  """All result rows of a journal, in record order."""
+  return [r for record in journal for r in record.get("rows", ())]
+
+
+def examples_of(journal: "Journal"
+                ) -> Dict[tuple, np.ndarray]:
+  """(model_id, seed, shift, name) -> bool [levels, n] per-example correct."""
+  out = {}
+  for record in journal:
+    rows = record.get("rows") or []
+    arrays = journal.arrays(record["key"])
+    if not rows or "correct" not in arrays:
+      continue
+    r = rows[0]
+    levels, n = (int(x) for x in arrays["shape"])
+    bits = np.unpackbits(arrays["correct"], axis=-1, count=n)
+    out[(r["model_id"], r["seed"], r["shift"], r["name"])] = (
+        bits.reshape(levels, n).astype(bool))
+  return out

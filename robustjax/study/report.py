@@ -1,20 +1,46 @@
-"""Study report: `report.md` (tables + claims) and PNG plots from rows."""
+"""Study report: `report.md` (tables + claims), `results.csv` and PNG plots.
+
+`write_report(rows, workdir)` renders from rows in memory (the study runner
+calls it); `render(workdir)` re-renders everything from what a workdir holds
+(`results.jsonl`, `config.json`, `progress.json`), a study still running or
+interrupted included: such a report says how many cells it covers.
+
+Plots use matplotlib's object API (`matplotlib.figure.Figure`), never pyplot
+or `matplotlib.use`, so they neither need a display nor change a notebook's
+backend. Colour = architecture, marker = method; where rows carry a `seed`
+and a model was run with several seeds, points are the mean over seeds and
+error bars +- one standard deviation.
+"""
 
 import collections
 import csv
+import dataclasses
 import io as stdio
+import json
 import os
-from typing import List, Mapping, Optional, Sequence
+import re
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+import matplotlib
+from matplotlib import figure as mpl_figure
+from matplotlib import lines as mpl_lines
 import numpy as np
 
 from robustjax import io
 from robustjax.robustness import metrics
 from robustjax.study import claims as claims_lib
+from robustjax.study import journal as journal_lib
 
+RESULTS = "results.jsonl"
+CONFIG = "config.json"
+JOURNAL = "journal.jsonl"  # The study's journal (robustjax/study/journal.py).
+ENVIRONMENT = "environment.json"  # The machine a study ran on.
+# Written by the study runner: {"cells_total": int, ...}; lets a report of a
+# partial run say how far it got.
+PROGRESS = "progress.json"
 CSV_FIELDS = ("model_id", "arch", "method", "setting", "size_bits",
               "sparsity", "shift", "name", "level", "accuracy", "n",
-              "original_id", "weights")
+              "original_id", "weights", "seed")
 
 
 def write_csv(rows: Sequence[dict], path: str) -> None:
@@ -80,35 +106,153 @@ def level_table(rows: Sequence[dict], shift: str) -> str:
   return "\n".join(lines)
 
 
+METHOD_MARKERS = {"original": "*", "prune": "o", "distill": "s",
+                  "distill_control": "D", "quantize": "^"}
+# One sequential colour map per architecture (in order of appearance); the
+# models of one architecture get shades of it.
+ARCH_COLORMAPS = ("Blues", "Oranges", "Greens", "Purples", "Reds", "Greys")
+_SEED_RE = re.compile(r"[-_/]?seed[-_=]?\d+")
+
+
+@dataclasses.dataclass
+class SeedGroup:
+  """One model of the grid over its seeds (a single member without seeds)."""
+  label: str
+  arch: str
+  method: str
+  size_kb: float
+  rows: Dict[object, List[dict]]  # seed (or model_id) -> that run's rows.
+
+  @property
+  def num_seeds(self) -> int:
+    return len(self.rows)
+
+  def stat(self, fn) -> Tuple[float, float]:
+    """Mean and std over seeds of `fn(rows of one seed)` (NaNs ignored)."""
+    values = np.array([fn(r) for r in self.rows.values()], dtype=float)
+    values = values[np.isfinite(values)]
+    if not values.size:
+      return float("nan"), float("nan")
+    std = float(np.std(values, ddof=1)) if values.size > 1 else float("nan")
+    return float(np.mean(values)), std
+
+
+def seed_groups(rows: Sequence[dict]) -> List[SeedGroup]:
+  """Groups rows by model over seeds, in a stable order (arch, method, id).
+
+  Models that differ only in `seed` (rows' `seed` field; a `seed` entry of
+  `setting` is ignored) form one group; rows without a seed make one group
+  per model_id.
+  """
+  groups = {}
+  for r in rows:
+    if "seed" in r:
+      setting = {k: v for k, v in (r.get("setting") or {}).items()
+                 if k != "seed"}
+      key = (r["arch"], r["method"], json.dumps(setting, sort_keys=True,
+                                                default=str))
+      label, member = _SEED_RE.sub("", r["model_id"]), r["seed"]
+    else:
+      key = label = member = r["model_id"]
+    if key not in groups:
+      groups[key] = SeedGroup(label, r["arch"], r["method"],
+                              float(r.get("size_bits") or np.nan) / 8e3, {})
+    groups[key].rows.setdefault(member, []).append(r)
+  return sorted(groups.values(), key=lambda g: (
+      g.arch, g.method != "original", g.method, g.label))
+
+
+def _or_nan(x) -> float:
+  return float("nan") if x is None else float(x)
+
+
+def _arch_colors(groups: Sequence[SeedGroup]):
+  """(arch -> main colour, label -> shade of its architecture's colour)."""
+  archs = list(dict.fromkeys(g.arch for g in groups))
+  main, shade = {}, {}
+  for i, arch in enumerate(archs):
+    cmap = matplotlib.colormaps[ARCH_COLORMAPS[i % len(ARCH_COLORMAPS)]]
+    main[arch] = cmap(0.7)
+    members = [g for g in groups if g.arch == arch]
+    for j, g in enumerate(members):
+      shade[g.label] = cmap(0.45 + 0.5 * j / max(len(members) - 1, 1))
+  return main, shade
+
+
+def _style_legend(ax, groups, main) -> None:
+  """Two legends: colour = architecture, marker = method."""
+  archs = list(dict.fromkeys(g.arch for g in groups))
+  methods = [m for m in METHOD_MARKERS if any(g.method == m for g in groups)]
+  by_arch = ax.legend(handles=[mpl_lines.Line2D(
+      [], [], color=main[a], marker="o", linestyle="", label=a)
+                               for a in archs], title="architecture",
+                      fontsize=7, title_fontsize=7, loc="lower left")
+  ax.add_artist(by_arch)
+  ax.legend(handles=[mpl_lines.Line2D(
+      [], [], color="0.3", marker=METHOD_MARKERS[m], linestyle="", label=m)
+                     for m in methods], title="method", fontsize=7,
+            title_fontsize=7, loc="lower right")
+
+
+def _level_curve(group: SeedGroup, shift: str, name: Optional[str]):
+  """Levels, mean accuracy (%) and std over seeds for one shift curve."""
+  levels = sorted({r["level"] for rs in group.rows.values() for r in rs
+                   if r["shift"] == shift and r["level"] is not None and
+                   (name is None or r["name"] == name)})
+  means, stds = [], []
+  for lv in levels:
+    m, s = group.stat(lambda rs, lv=lv: np.mean(
+        [r["accuracy"] for r in rs if r["shift"] == shift and
+         r["level"] == lv and (name is None or r["name"] == name)] or
+        [np.nan]))
+    means.append(100 * m)
+    stds.append(100 * s)
+  return levels, np.array(means), np.array(stds)
+
+
 def plots(rows: Sequence[dict], folder: str) -> List[str]:
-  """Writes the study's PNG plots; returns their paths."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  """Writes the study's PNG plots; returns their paths.
+
+  `accuracy_vs_size.png` (clean and mean shifted accuracy against model
+  size), `accuracy_vs_severity.png` (corruptions, mean over names) and
+  `accuracy_vs_eps.png` (one panel per attack). Shifts without rows are
+  left out.
+
+  Args:
+    rows: result rows.
+    folder: output folder (created if missing).
+
+  Returns:
+    Paths of the files written.
+  """
   os.makedirs(folder, exist_ok=True)
-  models = claims_lib.summarize_models(rows)
-  markers = {"original": "*", "prune": "o", "distill": "s",
-             "distill_control": "D", "quantize": "^"}
+  groups = seed_groups(rows)
+  main, shade = _arch_colors(groups)
   paths = []
 
-  fig, axes = plt.subplots(1, 4, figsize=(18, 4.2))
+  fig = mpl_figure.Figure(figsize=(18, 4.6))
+  axes = fig.subplots(1, 4)
   for ax, shift in zip(axes, ("clean",) + claims_lib.SHIFTS):
-    for method in markers:
-      ms = [m for m in models.values() if m.method == method]
-      ys = [m.clean if shift == "clean" else m.mean[shift] for m in ms]
-      if ms:
-        ax.scatter([m.size_bits / 8e3 for m in ms], [100 * y for y in ys],
-                   marker=markers[method], label=method, s=50)
+    for g in groups:
+      if shift == "clean":
+        fn = metrics.clean_accuracy
+      else:
+        fn = lambda rs, shift=shift: metrics.mean_accuracy(rs, shift)
+      m, s = g.stat(lambda rs, fn=fn: _or_nan(fn(rs)))
+      if np.isfinite(m):
+        ax.errorbar([g.size_kb], [100 * m],
+                    yerr=[100 * s] if np.isfinite(s) else None,
+                    marker=METHOD_MARKERS.get(g.method, "."), markersize=8,
+                    color=main[g.arch], linestyle="", capsize=3)
     ax.set_xscale("log")
     ax.set_xlabel("model size (kB, bits actually needed)")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(shift if shift == "clean" else f"{shift} (mean)")
     ax.grid(alpha=0.3)
-  axes[0].legend(fontsize=8)
+  _style_legend(axes[0], groups, main)
   fig.tight_layout()
   paths.append(os.path.join(folder, "accuracy_vs_size.png"))
   fig.savefig(paths[-1], dpi=110)
-  plt.close(fig)
 
   for shift, xlabel, fname in (("corruption", "severity",
                                 "accuracy_vs_severity.png"),
@@ -117,33 +261,150 @@ def plots(rows: Sequence[dict], folder: str) -> List[str]:
     names = sorted({r["name"] for r in rows if r["shift"] == shift})
     if not names:
       continue
-    groups = [None] if shift == "corruption" else names
-    fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4.2),
-                             squeeze=False)
-    for ax, name in zip(axes[0], groups):
-      for i, model_id in enumerate(sorted(models)):
-        pts = collections.defaultdict(list)
-        for r in rows:
-          if r["model_id"] == model_id and r["shift"] == shift and (
-              name is None or r["name"] == name):
-            pts[r["level"]].append(r["accuracy"])
-        if pts:
-          xs = sorted(pts)
-          ax.plot(xs, [100 * np.mean(pts[x]) for x in xs],
-                  marker=markers.get(models[model_id].method, "."),
-                  color=plt.cm.tab20(i % 20), label=model_id)
+    panels = [None] if shift == "corruption" else names
+    fig = mpl_figure.Figure(figsize=(6.5 * len(panels), 4.6))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, name in zip(axes, panels):
+      for g in groups:
+        xs, ys, err = _level_curve(g, shift, name)
+        if xs:
+          ax.errorbar(xs, ys, yerr=err if np.isfinite(err).any() else None,
+                      marker=METHOD_MARKERS.get(g.method, "."),
+                      color=shade[g.label], label=g.label, capsize=3)
       ax.set_xlabel(xlabel)
       ax.set_ylabel("accuracy (%)")
       ax.set_title(f"{shift}: " + ("mean over corruptions" if name is None
                                    else name))
       ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=6, loc="best")
+    axes[-1].legend(fontsize=6, loc="best")
     fig.tight_layout()
     paths.append(os.path.join(folder, fname))
     fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
   return paths
 
+
+def plots_caption(rows: Sequence[dict]) -> str:
+  """What the plots' colours, markers and error bars mean for `rows`."""
+  seeds = sorted({g.num_seeds for g in seed_groups(rows)})
+  text = "Colour: architecture (shades: its models); marker: method."
+  if seeds and seeds[-1] > 1:
+    text += (" Points: mean over seeds (" + "/".join(map(str, seeds)) +
+             " seeds per model); error bars: +- 1 standard deviation.")
+  else:
+    text += " One seed per model: no error bars."
+  return text
+
+
+def read_rows(workdir: str) -> List[dict]:
+  """Result rows of a workdir, deduplicated (last write wins).
+
+  Args:
+    workdir: a study workdir.
+
+  Returns:
+    The rows of `workdir/results.jsonl` (a torn last line is dropped), one
+    per (model_id, seed, shift, name, level).
+  """
+  unique = {}
+  for r in io.read_jsonl(os.path.join(workdir, RESULTS)):
+    unique[(r["model_id"], r.get("seed"), r["shift"], r["name"],
+            r["level"])] = r
+  return list(unique.values())
+
+
+def write_progress(workdir: str, cells_total: int, **extra) -> None:
+  """Records the expected number of result cells of a study (for `render`).
+
+  Args:
+    workdir: the study's workdir.
+    cells_total: number of (model, shift, name) cells of the whole grid.
+    **extra: more JSON fields to keep (e.g. models_total).
+  """
+  io.write_json(os.path.join(workdir, PROGRESS),
+                {"cells_total": int(cells_total), **extra})
+
+
+def completeness(workdir: str, rows: Sequence[dict]) -> Dict[str, object]:
+  """How much of the study `rows` cover.
+
+  Args:
+    workdir: the study's workdir (its `progress.json`, if any, gives the
+      expected number of cells).
+    rows: the workdir's rows.
+
+  Returns:
+    {"cells_done": int, "cells_total": int or None, "complete": True, False
+    or None (unknown)}; a cell is one (model, seed, shift, name).
+  """
+  done = len({(r["model_id"], r.get("seed"), r["shift"], r["name"])
+              for r in rows})
+  path = os.path.join(workdir, PROGRESS)
+  total = None
+  if os.path.exists(path):
+    with open(path) as f:
+      total = json.load(f).get("cells_total")
+  return {"cells_done": done, "cells_total": total,
+          "complete": None if total is None else done >= total}
+
+
+def status_note(status: Dict[str, object]) -> str:
+  """A report line saying whether the results are complete."""
+  done, total = status["cells_done"], status["cells_total"]
+  if status["complete"] is None:
+    return (f"**Completeness unknown:** {done} cells; this workdir has no "
+            f"`{PROGRESS}` giving the study's total.")
+  if status["complete"]:
+    return f"Complete: {done} of {total} cells."
+  return (f"**Partial: {done} of {total} cells ({100 * done / total:.0f} %).** "
+          "The study is still running or was interrupted: the tables, plots "
+          "and claims below cover only the cells finished so far. Re-run the "
+          "same `launch/study.py` command to finish it.")
+
+
+def render(workdir: str) -> str:
+  """Re-renders report.md, results.csv and plots/ from a workdir's files.
+
+  Works on a finished study and on one still running or interrupted (the
+  report then says "Partial: N of M cells").
+
+  Args:
+    workdir: a study workdir holding `results.jsonl` (and normally
+      `config.json` and `progress.json`).
+
+  Returns:
+    The path of `report.md`.
+
+  Raises:
+    FileNotFoundError: if the workdir has no result rows yet.
+  """
+  examples = None
+  if os.path.exists(os.path.join(workdir, JOURNAL)):
+    journal = journal_lib.Journal(os.path.join(workdir, JOURNAL))
+    rows, examples = journal_lib.rows_of(journal), journal_lib.examples_of(
+        journal)
+  else:
+    rows = read_rows(workdir)
+  if not rows:
+    raise FileNotFoundError(
+        f"No result rows in {os.path.join(workdir, RESULTS)}: is this a "
+        "study workdir? Run launch/study.py --workdir=... first (a report "
+        "can be rendered as soon as its first cell is written).")
+  title = ""
+  config_path = os.path.join(workdir, CONFIG)
+  if os.path.exists(config_path):
+    with open(config_path) as f:
+      title = json.load(f).get("study_name", "") or ""
+  write_csv(rows, os.path.join(workdir, "results.csv"))
+  notes = [status_note(completeness(workdir, rows)),
+           f"{len(rows)} result rows."]
+  env_path = os.path.join(workdir, ENVIRONMENT)
+  if os.path.exists(env_path):
+    with open(env_path) as f:
+      env = json.load(f)
+    notes.append(f"Machine: {env.get('machine')}; {env.get('devices')}; "
+                 f"jax {env.get('jax')}.")
+  return write_report(rows, workdir, title=title, notes=notes,
+                      examples=examples)
 
 def write_report(rows: Sequence[dict], workdir: str, title: str = "",
                  notes: Sequence[str] = (),
@@ -170,7 +431,8 @@ def write_report(rows: Sequence[dict], workdir: str, title: str = "",
           "## Corruptions: accuracy by severity (mean over corruptions)", "",
           level_table(rows, "corruption"), "",
           "## Adversarial: accuracy by eps", "",
-          level_table(rows, "adversarial"), "", "## Plots", ""]
+          level_table(rows, "adversarial"), "", "## Plots", "",
+          plots_caption(rows), ""]
   out += [f"![{os.path.basename(p)}](plots/{os.path.basename(p)})"
           for p in plot_paths]
   path = os.path.join(workdir, "report.md")

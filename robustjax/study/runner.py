@@ -43,10 +43,11 @@ from robustjax.robustness.evaluators import transfer
 from robustjax.study import grid as grid_lib
 from robustjax.study import journal as journal_lib
 from robustjax.study import report as report_lib
+from robustjax.study import tb
 
-RESULTS = "results.jsonl"
-JOURNAL = "journal.jsonl"
-ENVIRONMENT = "environment.json"
+RESULTS = report_lib.RESULTS
+JOURNAL = report_lib.JOURNAL
+ENVIRONMENT = report_lib.ENVIRONMENT
 ROW_FIELDS = ("model_id", "seed", "arch", "method", "setting", "size_bits",
               "sparsity", "shift", "name", "level", "accuracy", "n")
 SHIFTS = ("clean", "domain", "corruption", "adversarial")
@@ -87,31 +88,9 @@ def validate_row(row: dict) -> None:
     raise ValueError(f"setting must be an object: {row}")
 
 
-def rows_of(journal: journal_lib.Journal) -> List[dict]:
-  """All result rows of a journal, in record order."""
-  return [r for record in journal for r in record.get("rows", ())]
-
-
-def examples_of(journal: journal_lib.Journal
-                ) -> Dict[tuple, np.ndarray]:
-  """(model_id, seed, shift, name) -> bool [levels, n] per-example correct."""
-  out = {}
-  for record in journal:
-    rows = record.get("rows") or []
-    arrays = journal.arrays(record["key"])
-    if not rows or "correct" not in arrays:
-      continue
-    r = rows[0]
-    levels, n = (int(x) for x in arrays["shape"])
-    bits = np.unpackbits(arrays["correct"], axis=-1, count=n)
-    out[(r["model_id"], r["seed"], r["shift"], r["name"])] = (
-        bits.reshape(levels, n).astype(bool))
-  return out
-
-
 def load_results(workdir: str) -> List[dict]:
   """Rows of a study workdir (from its journal)."""
-  return rows_of(journal_lib.Journal(os.path.join(workdir, JOURNAL)))
+  return journal_lib.rows_of(journal_lib.Journal(os.path.join(workdir, JOURNAL)))
 
 
 class _Models:
@@ -207,21 +186,15 @@ def run_cell(journal: journal_lib.Journal, key: str, cell, model,
   return rows
 
 
-def write_outputs(config, workdir: str, journal, partial: str = "") -> str:
-  """results.jsonl / .csv, report.md and plots from the journal."""
-  rows = rows_of(journal)
+def write_outputs(workdir: str, journal) -> str:
+  """results.jsonl, then report.md / results.csv / plots / TensorBoard."""
   if not parallel.is_main_process():
     return ""
+  rows = journal_lib.rows_of(journal)
   io.write_atomic(os.path.join(workdir, RESULTS), "".join(
       json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows))
-  report_lib.write_csv(rows, os.path.join(workdir, "results.csv"))
-  notes = [f"Hardware: {jax.device_count()} x "
-           f"{jax.devices()[0].device_kind}; {len(rows)} rows."]
-  if partial:
-    notes.insert(0, f"**Partial results**: {partial}.")
-  return report_lib.write_report(
-      rows, workdir, title=config.get("study_name", ""), notes=notes,
-      examples=examples_of(journal))
+  tb.write_study_summaries(rows, workdir)
+  return report_lib.render(workdir)
 
 
 def run_study(config: ml_collections.ConfigDict, workdir: str,
@@ -265,7 +238,8 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
   logging.info("Study: %d models x %d seeds, %d cells, %d already done.",
                len(specs), len(seeds), total, total - left)
   models = _Models(config, workdir, specs)
-  bar = progress.Progress(total, "study", done=total - left, unit="cell")
+  bar = progress.Progress(total, "study", unit="cell", initial=total - left)
+  report_lib.write_progress(workdir, total)
   last_report = time.time()
   for seed in seeds:
     for spec in specs:
@@ -278,17 +252,17 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
                              config):
         rows = run_cell(journal, record_key(spec.model_id, seed, cell.key),
                         cell, model, header)
-        bar.update(1, f"{spec.model_id} s{seed} {cell.key}: " + ", ".join(
+        bar.update(1)
+        bar.write(f"{spec.model_id} s{seed} {cell.key}: " + ", ".join(
             f"{100 * r['accuracy']:.1f}%" for r in rows))
       models.release(spec, seed)
       if time.time() - last_report > REPORT_EVERY_S:
-        write_outputs(config, workdir, journal,
-                      partial=f"{len(journal)} of {total} cells")
+        write_outputs(workdir, journal)
         last_report = time.time()
   bar.close()
-  path = write_outputs(config, workdir, journal)
+  path = write_outputs(workdir, journal)
   logging.info("Report: %s", path)
-  return rows_of(journal)
+  return journal_lib.rows_of(journal)
 
 
 def evaluate_saved(config, workdir: str) -> List[dict]:
@@ -325,10 +299,11 @@ def evaluate_saved(config, workdir: str) -> List[dict]:
   bar = progress.Progress(len(cells), "evaluate", unit="cell")
   for cell in cells:
     rows = run_cell(journal, cell.key, cell, model, header)
-    bar.update(1, f"{cell.key}: " + ", ".join(
+    bar.update(1)
+    bar.write(f"{cell.key}: " + ", ".join(
         f"{100 * r['accuracy']:.1f}%" for r in rows))
   bar.close()
-  rows = rows_of(journal)
+  rows = journal_lib.rows_of(journal)
   if parallel.is_main_process():
     io.write_atomic(os.path.join(workdir, "eval_results.jsonl"), "".join(
         json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows))

@@ -36,8 +36,8 @@ def _fmt(est, scale=1.0, digits=3) -> str:
 def block(results: str) -> str:
   """The generated README block for the study workdir `results`."""
   journal = journal_lib.Journal(os.path.join(results, runner.JOURNAL))
-  rows = runner.rows_of(journal)
-  data = claims_lib.StudyData(rows, runner.examples_of(journal))
+  rows = journal_lib.rows_of(journal)
+  data = claims_lib.StudyData(rows, journal_lib.examples_of(journal))
   verdicts = claims_lib.test_claims(data)
   env_path = os.path.join(results, runner.ENVIRONMENT)
   env = {}

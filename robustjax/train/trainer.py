@@ -301,7 +301,7 @@ def _train(members: List[Member], workdir: str, stacked: bool):
         "config.optimizer.grad_clip_norm, then use a fresh --workdir (or "
         "rerun here to retry from that checkpoint).")
 
-  bar = progress.Progress(num_steps, "train", done=start, unit="step")
+  bar = progress.Progress(num_steps, "train", unit="step", initial=start)
   pending, t0, t_steps, results = [], time.time(), 0, None
   for i in range(start + 1, num_steps + 1):
     images, labels = parallel.shard_batch(mesh, *get_batch(i - 1))

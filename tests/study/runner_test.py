@@ -69,7 +69,7 @@ class StudyTest(absltest.TestCase):
 
   def test_eps_zero_equals_clean_on_the_same_examples(self):
     journal = journal_lib.Journal(os.path.join(self.workdir, runner.JOURNAL))
-    examples = runner.examples_of(journal)
+    examples = journal_lib.examples_of(journal)
     attack_n = self.config.evals.attacks.max_examples
     checked = 0
     for r in self.rows:
@@ -86,7 +86,7 @@ class StudyTest(absltest.TestCase):
 
   def test_per_example_bits_reproduce_every_row(self):
     journal = journal_lib.Journal(os.path.join(self.workdir, runner.JOURNAL))
-    examples = runner.examples_of(journal)
+    examples = journal_lib.examples_of(journal)
     for r in self.rows:
       bits = examples[(r["model_id"], r["seed"], r["shift"], r["name"])]
       levels = sorted({x["level"] for x in self.rows if
