@@ -79,6 +79,7 @@ def run_side(out_dir, variables_path=None, vmapped_step=True):
   from robustjax.data import pipeline
   from robustjax.robustness import attacks
   from robustjax.robustness import corruptions
+  from robustjax.robustness.evaluators import attack as attack_eval
   from robustjax.train import eval_lib
   from robustjax.train import trainer
   from robustjax.train import vmapped
@@ -131,8 +132,8 @@ def run_side(out_dir, variables_path=None, vmapped_step=True):
   key = jax.random.PRNGKey(7)
   eps = (0.0, 0.05, 0.15)
   for name, attack in (("fgsm", attacks.get_attack("fgsm")),):
-    acc = attacks.robust_accuracy(apply_fn, variables, images_s, labels_s,
-                                  key, eps, attack)
+    acc = attack_eval.robust_accuracy(apply_fn, variables, images_s,
+                                      labels_s, key, eps, attack)
     res[f"robust/{name}"] = np.asarray(jax.device_get(acc)).tolist()
   corrs = [corruptions.get_corruption("gaussian_noise")]
   shrunk = jax.tree.map(lambda x: x * 0.9, variables)

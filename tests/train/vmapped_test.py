@@ -23,6 +23,7 @@ from robustjax.compress import pruning
 from robustjax.data import pipeline
 from robustjax.robustness import attacks
 from robustjax.robustness import corruptions
+from robustjax.robustness.evaluators import attack as attack_eval
 from robustjax.train import checkpoint
 from robustjax.train import optim
 from robustjax.train import trainer
@@ -174,8 +175,9 @@ class VmappedTrainingTest(absltest.TestCase):
       acc = lambda x, v=v: float(np.mean(  # pylint: disable=g-long-lambda
           np.argmax(apply_fn(v, x), -1) == labels))
       self.assertAlmostEqual(got["clean"][i], acc(images), places=6)
-      want = attacks.robust_accuracy(apply_fn, v, jnp.asarray(images),
-                                     jnp.asarray(labels), key, eps, attack)
+      want = attack_eval.robust_accuracy(apply_fn, v, jnp.asarray(images),
+                                         jnp.asarray(labels), key, eps,
+                                         attack)
       np.testing.assert_allclose(got["fgsm"][i], want, atol=1.5 / n)
       self.assertAlmostEqual(got["fgsm"][i][0], got["clean"][i], places=6)
       for c in corrs:
