@@ -15,10 +15,10 @@ What is measured, all in this one process tree on the same machine:
   chunks of a smaller jitted batch. torchattacks: the same ResNet-20 in
   PyTorch (eval mode, identical weights, logits checked), run in a subprocess
   of the torch venv (`--torch_python`), also whole-batch and chunked.
-* An eps sweep (5 radii, PGD-10): `robust_accuracy`, one compiled program
-  vmapped over the grid, vs a Python loop of per-eps programs each compiled
-  for its own constant eps, vs a loop over one program with eps traced;
-  compile time included in all.
+* An eps sweep (5 radii, PGD-10): `evaluators.attack.robust_accuracy`, one
+  compiled program vmapped over the grid, vs a Python loop of per-eps
+  programs each compiled for its own constant eps, vs a loop over one program
+  with eps traced; compile time included in all.
 * With `--host_devices=2` (default; XLA_FLAGS is set before jax starts) one
   XLA CPU device per core: the same attacks with the batch split over both.
 
@@ -339,7 +339,9 @@ def _sweep(args, apply_fn, variables, images, labels, key):
   # pylint: disable=g-import-not-at-top
   import jax
   import jax.numpy as jnp
+  from robustjax import parallel
   from robustjax.robustness import attacks
+  from robustjax.robustness.evaluators import attack as attack_eval
   # pylint: enable=g-import-not-at-top
   attack = attacks.pgd(steps=10, unroll=True)  # Relative step 2.5 eps / 10.
   chunk = args.sweep_chunk or None
@@ -358,10 +360,11 @@ def _sweep(args, apply_fn, variables, images, labels, key):
 
   # A fresh apply_fn object for each variant, so nothing is cached yet.
   fresh = lambda: functools.partial(apply_fn)
-  one = jax.devices()[:1]  # Like the per-eps loop below.
+  one = parallel.make_mesh(jax.devices()[:1])  # Like the per-eps loop below.
   record("robust_accuracy, vmap over 5 eps, 1 compile",
-         lambda: attacks.robust_accuracy(fresh(), variables, images, labels,
-                                         key, SWEEP_EPS, attack, chunk, one))
+         lambda: attack_eval.robust_accuracy(
+             fresh(), variables, images, labels, key, SWEEP_EPS, attack,
+             chunk, one))
 
   def loop_constant_eps():
     accuracy = []
@@ -376,14 +379,15 @@ def _sweep(args, apply_fn, variables, images, labels, key):
 
   def loop_traced_eps():
     fn = fresh()
-    return jnp.concatenate([attacks.robust_accuracy(
+    return jnp.concatenate([attack_eval.robust_accuracy(
         fn, variables, images, labels, key, [eps], attack, chunk, one)
                             for eps in SWEEP_EPS])
   record("python loop, 1 program (eps traced)", loop_traced_eps)
   if jax.device_count() > 1:
     record(f"robust_accuracy, vmap over 5 eps, {jax.device_count()} devices",
-           lambda: attacks.robust_accuracy(fresh(), variables, images, labels,
-                                           key, SWEEP_EPS, attack, chunk))
+           lambda: attack_eval.robust_accuracy(
+               fresh(), variables, images, labels, key, SWEEP_EPS, attack,
+               chunk))
   return results
 
 

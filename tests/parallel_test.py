@@ -85,6 +85,7 @@ def run_side(out_dir, variables_path=None, vmapped_step=True):
   from robustjax.robustness import attacks
   from robustjax.robustness import evaluators
   from robustjax.study import sweep as sweep_lib
+  from robustjax.robustness.evaluators import attack as attack_eval
   from robustjax.train import trainer
 
   main = jax.process_index() == 0
@@ -135,8 +136,8 @@ def run_side(out_dir, variables_path=None, vmapped_step=True):
   key = jax.random.PRNGKey(7)
   eps = (0.0, 0.05, 0.15)
   for name, attack in (("fgsm", attacks.get_attack("fgsm")),):
-    acc = attacks.robust_accuracy(apply_fn, variables, images_s, labels_s,
-                                  key, eps, attack)
+    acc = attack_eval.robust_accuracy(apply_fn, variables, images_s,
+                                      labels_s, key, eps, attack)
     res[f"robust/{name}"] = np.asarray(jax.device_get(acc)).tolist()
   # The evaluator registry on two models of one architecture.
   evals = copy.deepcopy(config.evals)

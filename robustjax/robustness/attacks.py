@@ -1,4 +1,4 @@
-"""White-box adversarial attacks (FGSM, PGD-Linf, PGD-L2) and robust accuracy.
+"""White-box adversarial attacks (FGSM, PGD-Linf, PGD-L2), pure functions.
 
 Attacks follow an optax-like functional API: a factory returns an `Attack`, a
 NamedTuple holding a name and a pure `perturb` function

@@ -1,4 +1,4 @@
-"""Tests for robustjax.robustness.attacks.
+"""Tests for robustjax.robustness.attacks and the attack evaluator's drivers.
 
 The models are tiny Flax CNNs with BatchNorm trained for a few hundred steps
 on 8x8 UCI digits (`sklearn.datasets.load_digits`), so "trained model"
@@ -23,6 +23,7 @@ import optax
 from sklearn import datasets
 
 from robustjax.robustness import attacks
+from robustjax.robustness.evaluators import attack as attack_eval
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -164,7 +165,7 @@ class AttacksTest(parameterized.TestCase):
     adv = jax.jit(attack.perturb, static_argnums=0)(
         apply_fn, variables, x, y, jax.random.key(0), 0.0)
     np.testing.assert_array_equal(np.asarray(adv), np.asarray(x))
-    accuracy = attacks.robust_accuracy(apply_fn, variables, x, y,
+    accuracy = attack_eval.robust_accuracy(apply_fn, variables, x, y,
                                        jax.random.key(0), [0.0], attack)
     # Same as the plain forward pass, to the last bit.
     self.assertEqual(float(accuracy[0]), _clean_accuracy(apply_fn, variables))
@@ -198,9 +199,9 @@ class AttacksTest(parameterized.TestCase):
     clean = _clean_accuracy(apply_fn, variables)
     self.assertGreater(clean, 0.9)  # The model is trained.
     grid = EPS_GRID + (0.5,)
-    fgsm_acc = np.asarray(attacks.robust_accuracy(
+    fgsm_acc = np.asarray(attack_eval.robust_accuracy(
         apply_fn, variables, x, y, key, grid, attacks.fgsm()))
-    pgd_acc = np.asarray(attacks.robust_accuracy(
+    pgd_acc = np.asarray(attack_eval.robust_accuracy(
         apply_fn, variables, x, y, key, grid, attacks.pgd(steps=20)))
     self.assertEqual(fgsm_acc[0], clean)
     self.assertEqual(pgd_acc[0], clean)
@@ -214,7 +215,7 @@ class AttacksTest(parameterized.TestCase):
   def test_pgd_l2_falls_with_eps(self):
     _, variables = _trained()
     _, (x, y) = _digits()
-    acc = np.asarray(attacks.robust_accuracy(
+    acc = np.asarray(attack_eval.robust_accuracy(
         _apply_fn(), variables, x, y, jax.random.key(0), (0.0, 0.5, 1.0, 3.0),
         attacks.pgd("l2", steps=20)))
     _assert_all_le(acc[1:], acc[:-1])
@@ -232,7 +233,7 @@ class AttacksTest(parameterized.TestCase):
 
     attack = attacks.Attack("counting", counting_perturb)
     for _ in range(2):
-      acc = attacks.robust_accuracy(_apply_fn(), variables, x, y,
+      acc = attack_eval.robust_accuracy(_apply_fn(), variables, x, y,
                                     jax.random.key(0), EPS_GRID, attack)
       self.assertEqual(acc.shape, (len(EPS_GRID),))
     self.assertLen(traces, 1)
@@ -245,7 +246,7 @@ class AttacksTest(parameterized.TestCase):
     _, (x, y) = _digits()
     key = jax.random.key(7)
     grid = (0.0, 0.05, 0.1, 0.15)
-    acc = {r: np.asarray(attacks.robust_accuracy(
+    acc = {r: np.asarray(attack_eval.robust_accuracy(
         apply_fn, variables, x, y, key, grid, attacks.pgd(steps=3, restarts=r)))
            for r in (1, 3)}
     _assert_all_le(acc[3], acc[1])
@@ -263,7 +264,7 @@ class AttacksTest(parameterized.TestCase):
     _, variables = _trained()
     _, (x, y) = _digits()
     attack = attacks.get_attack(name)
-    full, chunked = [np.asarray(attacks.robust_accuracy(
+    full, chunked = [np.asarray(attack_eval.robust_accuracy(
         _apply_fn(), variables, x, y, jax.random.key(1), EPS_GRID, attack,
         chunk_size=c)) for c in (None, chunk_size)]
     np.testing.assert_array_equal(full, chunked)
@@ -285,7 +286,7 @@ class AttacksTest(parameterized.TestCase):
   def test_unroll_and_fori_loop_agree(self):
     _, variables = _trained()
     _, (x, y) = _digits()
-    accs = [np.asarray(attacks.robust_accuracy(
+    accs = [np.asarray(attack_eval.robust_accuracy(
         _apply_fn(), variables, x, y, jax.random.key(2), (0.05, 0.1),
         attacks.pgd(steps=4, restarts=2, unroll=u))) for u in (True, False)]
     np.testing.assert_allclose(accs[0], accs[1], atol=0.011)
@@ -322,7 +323,7 @@ class AttacksTest(parameterized.TestCase):
     apply_fn = _apply_fn()
     _, (x, y) = _digits()
     clean = _clean_accuracy(apply_fn, pruned)
-    acc = np.asarray(attacks.robust_accuracy(
+    acc = np.asarray(attack_eval.robust_accuracy(
         apply_fn, pruned, x, y, jax.random.key(0), EPS_GRID,
         attacks.pgd(steps=10)))
     self.assertEqual(acc[0], clean)
@@ -337,7 +338,7 @@ class AttacksTest(parameterized.TestCase):
     self.assertGreater(clean, 0.8)
     grad = attacks.input_gradient(apply_fn, qvars, x, y)
     self.assertGreater(float(jnp.mean(grad != 0)), 0.5)
-    acc = np.asarray(attacks.robust_accuracy(
+    acc = np.asarray(attack_eval.robust_accuracy(
         apply_fn, qvars, x, y, jax.random.key(0), EPS_GRID,
         attacks.pgd(steps=10)))
     self.assertEqual(acc[0], clean)
@@ -354,14 +355,16 @@ class AttacksTest(parameterized.TestCase):
     code = textwrap.dedent("""
         import jax, numpy as np
         import attacks_test as t
+        from robustjax import parallel
         from robustjax.robustness import attacks
+        from robustjax.robustness.evaluators import attack as attack_eval
         assert jax.device_count() == 2, jax.devices()
         _, v = t._trained()
         _, (x, y) = t._digits()
-        run = lambda **kw: np.asarray(attacks.robust_accuracy(
+        run = lambda **kw: np.asarray(attack_eval.robust_accuracy(
             t._apply_fn(), v, x, y, jax.random.key(0), t.EPS_GRID,
             attacks.pgd(steps=3), **kw))
-        one = run(devices=jax.devices()[:1])
+        one = run(mesh=parallel.make_mesh(jax.devices()[:1]))
         np.testing.assert_array_equal(run(), one)
         np.testing.assert_array_equal(run(chunk_size=47), one)
         """)
@@ -383,7 +386,7 @@ class AttacksTest(parameterized.TestCase):
       attacks.pgd(steps=0)
     _, (x, y) = _digits()
     with self.assertRaisesRegex(ValueError, "1-D"):
-      attacks.robust_accuracy(_apply_fn(), {}, x, y, jax.random.key(0),
+      attack_eval.robust_accuracy(_apply_fn(), {}, x, y, jax.random.key(0),
                               [[0.1]], attacks.fgsm())
 
 

@@ -27,6 +27,7 @@ from robustjax import parallel
 from robustjax.data.registry import Split
 from robustjax.robustness.evaluators import attack
 from robustjax.robustness.evaluators import base
+from robustjax.robustness.evaluators import checks
 from robustjax.robustness.evaluators import clean
 from robustjax.robustness.evaluators import corruption
 from robustjax.robustness.evaluators import domain
@@ -54,7 +55,7 @@ def _check_known_fields(evals):
   for name, sub in known.items():
     if sub is None:
       continue
-    for f in base.field(evals, name).keys():
+    for f in checks.field(evals, name).keys():
       if f not in sub:
         raise ValueError(f"evals.{name}.{f} is not a field of "
                          f"evals.{name}; valid fields: {', '.join(sub)}.")

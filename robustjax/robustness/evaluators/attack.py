@@ -24,6 +24,7 @@ from robustjax.data import pipeline
 from robustjax.data.registry import Split
 from robustjax.robustness import attacks
 from robustjax.robustness.evaluators import base
+from robustjax.robustness.evaluators import checks
 
 
 def _program(apply_fn: Callable, attack: attacks.Attack, impl) -> Callable:
@@ -134,25 +135,25 @@ class AttackCell(base.Cell):
   @classmethod
   def check(cls, evals):
     """Raises ValueError (one sentence) for a bad field of `evals`."""
-    base.check_names(evals, "attacks.names", tuple(sorted(attacks.ATTACKS)),
+    checks.check_names(evals, "attacks.names", tuple(sorted(attacks.ATTACKS)),
                      "attack")
-    eps = base.sequence(evals, "attacks.eps", "(0.0, 2/255, 8/255)")
+    eps = checks.sequence(evals, "attacks.eps", "(0.0, 2/255, 8/255)")
     ok = all(isinstance(e, (int, float, np.number)) and
              not isinstance(e, (bool, np.bool_)) and math.isfinite(e) and
              e >= 0 for e in eps)
-    if not ok or (base.field(evals, "attacks.names") and not eps):
+    if not ok or (checks.field(evals, "attacks.names") and not eps):
       raise ValueError(f"evals.attacks.eps={eps!r} must hold finite budgets "
                        ">= 0 in pixel units, e.g. (0.0, 2/255, 8/255).")
     for f in ("steps", "restarts", "chunk_size"):
-      base.check_positive_int(evals, f"attacks.{f}")
-    base.check_max_examples(evals, "attacks.max_examples")
+      checks.check_positive_int(evals, f"attacks.{f}")
+    checks.check_max_examples(evals, "attacks.max_examples")
 
   @classmethod
   def cells(cls, evals, test: Split, targets: Dict[str, Split],
             seed: int) -> List[base.Cell]:
     """One cell per name of `evals.attacks.names`."""
     del targets
-    a = base.field(evals, "attacks")
+    a = checks.field(evals, "attacks")
     if not a["names"]:
       return []
     base.need_split(test, "evals.attacks")

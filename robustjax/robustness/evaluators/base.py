@@ -15,6 +15,7 @@ the program's static settings: two models of one architecture share
 sharded over the device mesh, per-example outputs with the padding dropped.
 """
 
+import collections
 import dataclasses
 import zlib
 from typing import Any, Callable, Hashable, List, Optional, Sequence
@@ -95,7 +96,10 @@ class Cell:
 # ----------------------------------------------------------------------------
 # The jit cache.
 
-_PROGRAMS = {}
+# Least recently used programs beyond this many are dropped (and their
+# executables freed); a study of many architectures stays bounded.
+MAX_PROGRAMS = 256
+_PROGRAMS = collections.OrderedDict()
 
 
 class _ByIdentity:
@@ -133,6 +137,9 @@ def program(kind: str, apply_fn: Optional[Callable], statics: Hashable,
   key = (kind, fn_key, statics)
   if key not in _PROGRAMS:
     _PROGRAMS[key] = build()
+    while len(_PROGRAMS) > MAX_PROGRAMS:
+      _PROGRAMS.popitem(last=False)
+  _PROGRAMS.move_to_end(key)
   return _PROGRAMS[key]
 
 
@@ -239,70 +246,7 @@ def clean_correct(apply_fn: Callable, variables: Any, images, labels,
 
 
 # ----------------------------------------------------------------------------
-# Reading and checking the `evals` block (a ConfigDict or a plain dict).
-
-
-def field(evals, path: str):
-  """The field `path` ('batch_size', 'attacks.eps') of an `evals` block."""
-  value = evals
-  for part in path.split("."):
-    try:
-      value = value[part]
-    except (KeyError, TypeError):
-      raise ValueError(f"evals.{path} is missing; the evals block needs "
-                       "every field of the base config's evals block."
-                       ) from None
-  return value
-
-
-def is_int(value) -> bool:
-  return isinstance(value, (int, np.integer)) and not isinstance(
-      value, (bool, np.bool_))
-
-
-def check_bool(evals, path: str):
-  value = field(evals, path)
-  if not isinstance(value, (bool, np.bool_)):
-    raise ValueError(f"evals.{path}={value!r} must be True or False.")
-
-
-def check_positive_int(evals, path: str):
-  value = field(evals, path)
-  if not is_int(value) or value <= 0:
-    raise ValueError(f"evals.{path}={value!r} must be a positive integer.")
-
-
-def check_max_examples(evals, path: str):
-  value = field(evals, path)
-  if not is_int(value) or value == 0 or value < -1:
-    raise ValueError(f"evals.{path}={value!r} must be -1 (all examples) or "
-                     "a positive number of examples.")
-
-
-def check_choice(evals, path: str, valid: Sequence[str]):
-  value = field(evals, path)
-  if not isinstance(value, str) or value not in valid:
-    raise ValueError(f"evals.{path}={value!r} is not one of "
-                     f"{', '.join(valid)}.")
-
-
-def sequence(evals, path: str, example: str) -> tuple:
-  """The tuple (or list) field `path`; a string or scalar is an error."""
-  value = field(evals, path)
-  if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)):
-    raise ValueError(f"evals.{path}={value!r} must be a tuple, e.g. "
-                     f"--config.evals.{path}=\"{example}\".")
-  return tuple(value)
-
-
-def check_names(evals, path: str, valid: Sequence[str], what: str):
-  names = sequence(evals, path, f"('{valid[0]}',)")
-  for name in names:
-    if name not in valid:
-      raise ValueError(f"evals.{path} names an unknown {what} {name!r}; "
-                       f"valid names: {', '.join(valid)}.")
-    if names.count(name) > 1:
-      raise ValueError(f"evals.{path}={names!r} lists {name!r} twice.")
+# Helpers of the evaluator types.
 
 
 def take(split, n: int):

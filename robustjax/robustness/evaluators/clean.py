@@ -8,6 +8,7 @@ import numpy as np
 
 from robustjax.data.registry import Split
 from robustjax.robustness.evaluators import base
+from robustjax.robustness.evaluators import checks
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -27,19 +28,19 @@ class CleanCell(base.Cell):
   @classmethod
   def check(cls, evals):
     """Raises ValueError (one sentence) for a bad field of `evals`."""
-    base.check_bool(evals, "clean")
-    base.check_positive_int(evals, "batch_size")
+    checks.check_bool(evals, "clean")
+    checks.check_positive_int(evals, "batch_size")
 
   @classmethod
   def cells(cls, evals, test: Split, targets: Dict[str, Split],
             seed: int) -> List[base.Cell]:
     """The cell of `evals.clean` (none if it is False)."""
     del targets, seed
-    if not base.field(evals, "clean"):
+    if not checks.field(evals, "clean"):
       return []
     base.need_split(test, "evals.clean")
     return [cls("clean", "source", (None,), len(test), test,
-                base.field(evals, "batch_size"))]
+                checks.field(evals, "batch_size"))]
 
   def correct(self, apply_fn: Callable, variables: Any,
               mesh: jax.sharding.Mesh = None) -> np.ndarray:

@@ -28,6 +28,7 @@ from robustjax.data import pipeline
 from robustjax.data.registry import Split
 from robustjax.robustness import corruptions
 from robustjax.robustness.evaluators import base
+from robustjax.robustness.evaluators import checks
 
 CORRUPTED_CACHE_BYTES = 1 << 30
 _CORRUPTED = collections.OrderedDict()
@@ -123,24 +124,24 @@ class CorruptionCell(base.Cell):
   @classmethod
   def check(cls, evals):
     """Raises ValueError (one sentence) for a bad field of `evals`."""
-    base.check_names(evals, "corruptions.names", corruptions.ALL, "corruption")
-    severities = base.sequence(evals, "corruptions.severities", "(1, 3, 5)")
+    checks.check_names(evals, "corruptions.names", corruptions.ALL, "corruption")
+    severities = checks.sequence(evals, "corruptions.severities", "(1, 3, 5)")
     valid = range(1, corruptions.NUM_SEVERITIES + 1)
-    if not all(base.is_int(s) and s in valid for s in severities) or (
-        base.field(evals, "corruptions.names") and not severities):
+    if not all(checks.is_int(s) and s in valid for s in severities) or (
+        checks.field(evals, "corruptions.names") and not severities):
       raise ValueError(f"evals.corruptions.severities={severities!r} must "
                        f"hold severities in 1..{corruptions.NUM_SEVERITIES}.")
-    base.check_choice(evals, "corruptions.table", corruptions.TABLES)
-    base.check_max_examples(evals, "corruptions.max_examples")
-    base.check_positive_int(evals, "batch_size")
-    base.check_choice(evals, "level_map", LEVEL_MAPS)
+    checks.check_choice(evals, "corruptions.table", corruptions.TABLES)
+    checks.check_max_examples(evals, "corruptions.max_examples")
+    checks.check_positive_int(evals, "batch_size")
+    checks.check_choice(evals, "level_map", LEVEL_MAPS)
 
   @classmethod
   def cells(cls, evals, test: Split, targets: Dict[str, Split],
             seed: int) -> List[base.Cell]:
     """One cell per name of `evals.corruptions.names`."""
     del targets
-    c = base.field(evals, "corruptions")
+    c = checks.field(evals, "corruptions")
     if not c["names"]:
       return []
     base.need_split(test, "evals.corruptions")
@@ -148,8 +149,8 @@ class CorruptionCell(base.Cell):
     severities = tuple(int(s) for s in c["severities"])
     return [cls("corruption", name, severities, len(split), split,
                 c["table"], base.cell_seed(seed, f"corruption/{name}"),
-                base.field(evals, "batch_size"),
-                base.field(evals, "level_map")) for name in c["names"]]
+                checks.field(evals, "batch_size"),
+                checks.field(evals, "level_map")) for name in c["names"]]
 
   @functools.cached_property
   def _fingerprint(self) -> tuple:

@@ -5,6 +5,7 @@ from typing import Dict, List
 
 from robustjax.data.registry import Split
 from robustjax.robustness.evaluators import base
+from robustjax.robustness.evaluators import checks
 from robustjax.robustness.evaluators import clean
 
 
@@ -17,15 +18,15 @@ class DomainCell(clean.CleanCell):
   @classmethod
   def check(cls, evals):
     """Raises ValueError (one sentence) for a bad field of `evals`."""
-    base.check_bool(evals, "domain")
-    base.check_positive_int(evals, "batch_size")
+    checks.check_bool(evals, "domain")
+    checks.check_positive_int(evals, "batch_size")
 
   @classmethod
   def cells(cls, evals, test: Split, targets: Dict[str, Split],
             seed: int) -> List[base.Cell]:
     """One cell per target domain, in the order of `targets`."""
     del test, seed
-    if not base.field(evals, "domain"):
+    if not checks.field(evals, "domain"):
       return []
     cells = []
     for name, split in (targets or {}).items():
@@ -33,5 +34,5 @@ class DomainCell(clean.CleanCell):
         raise ValueError(f"Target domain {name!r} has no examples; drop it "
                          "from the targets or set evals.domain=False.")
       cells.append(cls("domain", name, (None,), len(split), split,
-                       base.field(evals, "batch_size")))
+                       checks.field(evals, "batch_size")))
     return cells
