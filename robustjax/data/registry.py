@@ -261,12 +261,18 @@ def on_main_process(fn: Callable[[], Any], what: str) -> None:
 
 
 def custom_builder(spec: DatasetSpec, domain: str, data_dir: str):
-  """The tfds builder of a custom (non-catalogue) dataset's domain."""
+  """The tfds builder of a custom (non-catalogue) dataset's domain.
+
+  Unprepared domains get an ArrayRecord builder; prepared ones keep the
+  formats recorded on disk (tfds refuses to change them).
+  """
+  prepared = prepared_format(spec.tfds_name(domain), data_dir) is not None
   return spec.builder(config=domain, data_dir=data_dir,
-                      file_format="array_record")
+                      file_format=None if prepared else "array_record")
 
 
-def _prepare_custom(spec, domain, data_dir, manual_dir):
+def prepare_custom(spec: DatasetSpec, domain: str, data_dir: str,
+                   manual_dir: str) -> None:
   """Prepares a custom builder's domain if it is not prepared yet."""
   builder = custom_builder(spec, domain, data_dir)
   if builder.is_prepared():
@@ -285,16 +291,28 @@ def tfds_error(error: Exception) -> str:
   return f"{type(error).__name__}: {text[:600]}"
 
 
+def _convert_first(spec, name, data_dir, file_format, error):
+  return FileNotFoundError(
+      f"Dataset {name!r} is prepared in {data_dir} in {file_format} format, "
+      "which has no random access. Convert it in place (no new download) "
+      f"with `python launch/prepare_data.py --dataset={spec.name} "
+      f"--data_dir={data_dir}` (see BUILD.md, 'Datasets')."
+      + (f" (tfds: {tfds_error(error)})" if error is not None else ""))
+
+
 def _data_source(spec, domain, split_str, data_dir, manual_dir):
   """Opens `tfds.data_source`, preparing custom builders on first use."""
   name = spec.tfds_name(domain)
   if spec.builder is not None:
+    file_format = prepared_format(name, data_dir)
+    if file_format not in (None, "array_record"):
+      raise _convert_first(spec, name, data_dir, file_format, None)
     if jax.process_count() > 1:  # Process 0 prepares a shared data dir.
-      on_main_process(lambda: _prepare_custom(spec, domain, data_dir,
-                                              manual_dir),
+      on_main_process(lambda: prepare_custom(spec, domain, data_dir,
+                                             manual_dir),
                       f"preparing {name} in {data_dir}")
     # Single host, or a data dir that is not shared: prepare it here.
-    _prepare_custom(spec, domain, data_dir, manual_dir)
+    prepare_custom(spec, domain, data_dir, manual_dir)
     return custom_builder(spec, domain, data_dir).as_data_source(
         split=split_str)
   try:
@@ -304,18 +322,14 @@ def _data_source(spec, domain, split_str, data_dir, manual_dir):
     error = e
   file_format = prepared_format(name, data_dir)
   if file_format is None:
-    message = f"is not prepared in {data_dir}. {spec.how_to_get}"
-  elif file_format != "array_record":
-    message = (f"is prepared in {data_dir} in {file_format} format, which "
-               "has no random access. Convert it in place (no new download) "
-               f"with `python launch/prepare_data.py --dataset={spec.name} "
-               f"--data_dir={data_dir}` (see BUILD.md, 'Datasets'). "
-               f"(tfds: {tfds_error(error)})")
-  else:
-    message = (f"could not be read from {data_dir} ({tfds_error(error)}). "
-               f"{spec.how_to_get}")
+    raise FileNotFoundError(
+        f"Dataset {name!r} (split {split_str!r}) is not prepared in "
+        f"{data_dir}. {spec.how_to_get}")
+  if file_format != "array_record":
+    raise _convert_first(spec, name, data_dir, file_format, error)
   raise FileNotFoundError(
-      f"Dataset {name!r} (split {split_str!r}) {message}") from None
+      f"Dataset {name!r} (split {split_str!r}) could not be read from "
+      f"{data_dir} ({tfds_error(error)}). {spec.how_to_get}")
 
 
 def prepared_format(tfds_name: str, data_dir: str) -> Optional[str]:
