@@ -89,11 +89,14 @@ def cifar10_c_corruption(domain: str) -> Tuple[str, int]:
   """
   name, _, level = domain.rpartition("_")
   corruption = _CIFAR10_C_SUITE.get(name, name)
-  if not level.isdigit() or cifar10_c_domain(corruption, int(level)) != domain:
+  severity = int(level) if level.isdigit() else None
+  if (corruption not in CIFAR10_C_CORRUPTIONS
+      or severity not in CIFAR10_C_SEVERITIES
+      or cifar10_c_domain(corruption, severity) != domain):
     raise ValueError(f"{domain!r} is not a cifar10_corrupted domain; they "
                      "are <corruption>_<severity>, e.g. "
                      f"{cifar10_c_domain('glass_blur', 3)}.")
-  return corruption, int(level)
+  return corruption, severity
 
 
 @dataclasses.dataclass(frozen=True)
