@@ -53,7 +53,7 @@ setuptools.setup(
                  "image classifiers to distribution shift, in JAX/Flax."),
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     packages=setuptools.find_packages(include=["robustjax", "robustjax.*"]),
     install_requires=CORE,
     extras_require=EXTRAS,
