@@ -1,47 +1,151 @@
-"""Small file helpers: atomic writes, JSON lines."""
+"""File helpers for local folders and buckets: atomic writes, JSON, records.
 
+Every path goes through `etils.epath` (the path library Orbax and tfds use),
+so a workdir may be a local folder or an object-store URL such as
+`gs://bucket/runs/study` (reading and writing `gs://` needs `gcsfs`; see
+BUILD.md, "TPU VM"). Local paths are made absolute; URLs are kept as given.
+
+Atomicity. Readers must never see half a file, and a run killed at any
+instant must leave either the old or the new content:
+
+* local files are written to a temporary file in the same folder, fsynced and
+  renamed over the target (POSIX rename is atomic);
+* an object store has no rename and no append, but an object appears whole
+  when its upload completes (one PUT), so objects are written in one go.
+
+Two ways to keep a growing log, both safe on both kinds of storage:
+
+* `append_jsonl` / `read_jsonl`: one JSON-lines file. Locally each call is
+  one write + fsync (a crash leaves at worst a torn last line, which
+  `read_jsonl` skips). On an object store each call rewrites the whole object
+  (atomic, but costs the file's size per call): fine for small logs.
+* `write_record` / `read_records`: one small object per record in a folder,
+  each written atomically; `read_records` merges them and skips any torn or
+  foreign file. Use this for logs that grow with the run (a study's results,
+  its progress journal), since it costs one object per record on any storage.
+
+Writing from process 0 only, in multi-host runs, stays the caller's job.
+"""
+
+import concurrent.futures
+import hashlib
 import json
 import os
+import re
 import tempfile
-from typing import Any, Iterable, List
+from typing import Any, Dict, Iterable, List, Union
 
-import numpy as np
+from etils import epath
+
+PathLike = Union[str, os.PathLike]
+RECORD_SUFFIX = ".json"
+_RECORD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]{0,199}$")
+_READ_THREADS = 16
 
 
-def write_atomic(path: str, text: str) -> None:
-  """Writes `text` to `path` so readers see the old or the new file, never a
-  torn one (temp file in the same folder + fsync + rename)."""
-  folder = os.path.dirname(os.path.abspath(path))
+def is_local(path: PathLike) -> bool:
+  """True for a path on the local file system, False for a URL (`gs://...`)."""
+  return "://" not in os.fspath(path)
+
+
+def as_path(path: PathLike) -> epath.Path:
+  """`path` as an `epath.Path`: local paths absolute, URLs unchanged.
+
+  (`os.path.abspath` would turn `gs://b/x` into `/cwd/gs:/b/x`.)
+  """
+  if is_local(path):
+    return epath.Path(os.path.abspath(os.fspath(path)))
+  return epath.Path(path)
+
+
+def exists(path: PathLike) -> bool:
+  return as_path(path).exists()
+
+
+def makedirs(path: PathLike) -> epath.Path:
+  """Creates folder `path` and its parents if missing; returns it.
+
+  On an object store folders are implicit; this is then a cheap no-op.
+  """
+  p = as_path(path)
+  p.mkdir(parents=True, exist_ok=True)
+  return p
+
+
+def read_text(path: PathLike) -> str:
+  return as_path(path).read_text()
+
+
+def read_json(path: PathLike) -> Any:
+  return json.loads(read_text(path))
+
+
+def write_atomic(path: PathLike, data: Union[str, bytes]) -> None:
+  """Writes `data` (text or bytes) so readers see the old or the new file.
+
+  Local: temporary file in the same folder, fsync, rename over `path`.
+  Object store: one upload (the object appears only when it is complete).
+
+  Args:
+    path: local path or URL of the file.
+    data: the whole new content.
+  """
+  p = as_path(path)
+  raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+  if not is_local(p):
+    makedirs(p.parent)
+    with p.open("wb") as f:
+      f.write(raw)
+    return
+  folder = os.fspath(p.parent)
   os.makedirs(folder, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
   try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
+    with os.fdopen(fd, "wb") as f:
+      f.write(raw)
       f.flush()
       os.fsync(f.fileno())
-    os.replace(tmp, path)
+    os.replace(tmp, os.fspath(p))
   except BaseException:
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
 
 
-def write_json(path: str, obj: Any) -> None:
+def write_json(path: PathLike, obj: Any) -> None:
   write_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
-def append_jsonl(path: str, rows: Iterable[dict]) -> None:
-  """Appends rows as JSON lines, one write + fsync per call.
-
-  A crash can at worst leave one partial last line, which `read_jsonl`
-  ignores (and the next append starts on a fresh line).
-  """
-  text = "".join(json.dumps(r, sort_keys=True, default=str) + "\n"
+def _jsonl(rows: Iterable[dict]) -> str:
+  return "".join(json.dumps(r, sort_keys=True, default=str) + "\n"
                  for r in rows)
+
+
+def append_jsonl(path: PathLike, rows: Iterable[dict]) -> None:
+  """Appends rows as JSON lines; each call lands whole or not at all.
+
+  Local: one write + fsync per call; a crash can at worst leave one partial
+  last line, which `read_jsonl` skips (and the next call starts a fresh
+  line). Object store: the object is rewritten with the new rows (one
+  upload), so the cost per call grows with the file; use `write_record` for
+  logs that grow with the run.
+
+  Args:
+    path: local path or URL of the JSON-lines file.
+    rows: JSON-serialisable dicts.
+  """
+  text = _jsonl(rows)
   if not text:
     return
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, "a+") as f:
+  p = as_path(path)
+  if not is_local(p):
+    old = p.read_text() if p.exists() else ""
+    if old and not old.endswith("\n"):
+      old += "\n"
+    write_atomic(p, old + text)
+    return
+  os.makedirs(os.fspath(p.parent), exist_ok=True)
+  with open(os.fspath(p), "a+") as f:
     f.seek(0, os.SEEK_END)
     if f.tell():
       f.seek(f.tell() - 1)
@@ -52,35 +156,104 @@ def append_jsonl(path: str, rows: Iterable[dict]) -> None:
     os.fsync(f.fileno())
 
 
-def read_jsonl(path: str) -> List[dict]:
-  """Reads JSON lines; a torn (unparsable) line is skipped."""
-  if not os.path.exists(path):
+def read_jsonl(path: PathLike) -> List[dict]:
+  """Reads JSON lines (local or URL); a torn (unparsable) line is skipped."""
+  p = as_path(path)
+  if not p.exists():
     return []
   rows = []
-  with open(path) as f:
-    for line in f:
-      line = line.strip()
-      if not line:
-        continue
-      try:
-        rows.append(json.loads(line))
-      except json.JSONDecodeError:
-        continue
+  for line in p.read_text().splitlines():
+    line = line.strip()
+    if not line:
+      continue
+    try:
+      rows.append(json.loads(line))
+    except json.JSONDecodeError:
+      continue
   return rows
 
 
-def write_npz_atomic(path: str, arrays: dict) -> None:
-  """Saves numpy arrays as a compressed .npz, atomically (temp + rename)."""
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
+def record_name(key: str) -> str:
+  """A deterministic, file-safe record name for any string key.
+
+  Readable characters of `key` are kept (others become `_`) and a short hash
+  of the full key is appended, so distinct keys never share a name:
+  `record_name("r20/corruption/fog")` -> `r20_corruption_fog-5f0c1e2a9b`.
+
+  Args:
+    key: any string (e.g. a cell key with `/`).
+
+  Returns:
+    A name accepted by `write_record`.
+  """
+  slug = re.sub(r"[^A-Za-z0-9._=+-]+", "_", key).strip("._-")[:120]
+  digest = hashlib.sha1(key.encode("utf-8")).hexdigest()[:10]
+  return f"{slug}-{digest}" if slug else digest
+
+
+def write_record(directory: PathLike, name: str, obj: Any) -> str:
+  """Writes one record (`directory/name.json`) atomically; returns its path.
+
+  A record with the same name is replaced whole. Records are independent
+  objects, so this is safe on object stores, where files cannot be appended
+  to, and costs the same whatever the number of records already written.
+
+  Args:
+    directory: local folder or URL; created if missing.
+    name: file-safe name: letters, digits and `._=+-`, first character a
+      letter or digit, at most 200 characters (`record_name(key)` makes one
+      from any string).
+    obj: a JSON-serialisable value.
+
+  Returns:
+    The record's path.
+
+  Raises:
+    ValueError: for a name that is not file-safe.
+  """
+  if not isinstance(name, str) or not _RECORD_NAME.match(name):
+    raise ValueError(
+        f"Record name {name!r} is not file-safe: use letters, digits and "
+        "'._=+-' (first a letter or digit, at most 200 characters), e.g. "
+        "robustjax.io.record_name(key).")
+  path = as_path(directory) / (name + RECORD_SUFFIX)
+  write_atomic(path, json.dumps(obj, sort_keys=True, default=str))
+  return os.fspath(path)
+
+
+_TORN = object()
+
+
+def _read_record(path: epath.Path):
   try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez_compressed(f, **arrays)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+    return json.loads(path.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError, FileNotFoundError):
+    return _TORN
+
+
+def read_records(directory: PathLike) -> Dict[str, Any]:
+  """All records written by `write_record` in `directory`, by name.
+
+  Torn or unparsable records, temporary files and files without the
+  `.json` suffix are skipped; a missing folder has no records. Object-store
+  records are fetched in parallel.
+
+  Args:
+    directory: local folder or URL.
+
+  Returns:
+    {name: value}, sorted by name.
+  """
+  d = as_path(directory)
+  if not d.exists():
+    return {}
+  paths = sorted(p for p in d.iterdir()
+                 if p.name.endswith(RECORD_SUFFIX)
+                 and _RECORD_NAME.match(p.name[:-len(RECORD_SUFFIX)]))
+  if is_local(d) or len(paths) < 2:
+    values = [_read_record(p) for p in paths]
+  else:
+    with concurrent.futures.ThreadPoolExecutor(_READ_THREADS) as pool:
+      values = list(pool.map(_read_record, paths))
+  return {p.name[:-len(RECORD_SUFFIX)]: v for p, v in zip(paths, values)
+          if v is not _TORN}

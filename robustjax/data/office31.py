@@ -1,18 +1,27 @@
 """Office-31 (Saenko et al. 2010) as a tfds builder over a manual download.
 
 Office-31 has three domains of the same 31 office-object classes: `amazon`
-(2,817 product photos), `dslr` (498) and `webcam` (795). It cannot be
-downloaded automatically; get `domain_adaptation_images.tar.gz` (the standard
-archive, see BUILD.md) and extract it so that one of these exists:
+(2,817 product photos), `dslr` (498) and `webcam` (795). No download
+mirror is maintained (the paperswithcode page that pointed to one shut down
+in 2025): bring the standard archive, `domain_adaptation_images.tar.gz`,
+yourself (see BUILD.md, "Office-31") and extract it so that one of these
+exists:
 
     MANUAL_DIR/domain_adaptation_images/amazon/images/back_pack/frame_0001.jpg
     MANUAL_DIR/amazon/images/back_pack/frame_0001.jpg
 
 `MANUAL_DIR` is `config.dataset.manual_dir` (default `DATA_DIR/downloads/
-manual/office31`). Images are decoded with Pillow, converted to RGB and resized
-to 256x256 (bilinear, aspect ratio not kept: the usual "resize 256, crop 224"
-domain-adaptation protocol). Each domain is one `train` split holding all its
+manual/office31`). Each domain is one tfds `train` split holding all its
 images; the registry derives fixed train/test sub-splits from it.
+
+Protocol ("resize to 256, crop 224", as domain-adaptation code does it):
+images are decoded with Pillow, converted to RGB and resized to 256x256
+(bilinear; the aspect ratio is not kept) when the dataset is prepared. The
+registry serves them at `image_size` (224 in the paper-scale configs) as the
+center 224x224 crop for evaluation (`Split.images`), and training batches
+(`pipeline.TrainBatches`) take a random 224x224 crop of the 256x256 image
+(`Split.uncropped`). At another `image_size` the same geometry is scaled:
+images are resized to `image_size * 256 / 224` first.
 """
 
 import os
@@ -28,7 +37,8 @@ CLASSES = (
     "mobile_phone", "monitor", "mouse", "mug", "paper_notebook", "pen",
     "phone", "printer", "projector", "punchers", "ring_binder", "ruler",
     "scissors", "speaker", "stapler", "tape_dispenser", "trash_can")
-STORED_SIZE = 256
+STORED_SIZE = 256  # Prepared size ("resize to 256").
+CROP_SIZE = 224  # Crop used at the paper's resolution ("crop 224").
 _INSTRUCTIONS = __doc__
 _EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -47,8 +57,9 @@ def domain_dir(manual_dir: str, domain: str) -> str:
       return path
   raise FileNotFoundError(
       f"Office-31 domain {domain!r} not found. Looked for "
-      f"{' and '.join(candidates)}. Office-31 needs a manual download: get "
-      "domain_adaptation_images.tar.gz (see BUILD.md, 'Office-31'), extract "
+      f"{' and '.join(candidates)}. Office-31 cannot be downloaded "
+      "automatically: bring domain_adaptation_images.tar.gz yourself (see "
+      "BUILD.md, 'Office-31'), extract "
       f"it into {manual_dir} (or point config.dataset.manual_dir at the "
       "folder that holds it) and run again.")
 

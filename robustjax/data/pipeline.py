@@ -6,6 +6,10 @@ resumed at step `s` therefore sees exactly the batches an uninterrupted run
 would, with no iterator state to checkpoint. With several processes each
 takes its contiguous slice of every global batch.
 
+Splits stored larger than they are used (`Split.uncropped`, Office-31's
+"resize to 256, crop 224") give random crops here, also a function of
+(seed, step); evaluation uses their center crops (`Split.images`).
+
 Augmentation runs inside the jitted train step (`augment`), keyed by the
 step's rng, so it is reproducible too.
 """
@@ -17,6 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from robustjax.data.registry import Split
+
+_CROP_STREAM = 1  # Separates the crop rng from the epoch permutations.
 
 
 class TrainBatches:
@@ -49,9 +55,21 @@ class TrainBatches:
     batch = self._perm[pos * self.batch_size:(pos + 1) * self.batch_size]
     return batch[self._slice]
 
+  def crop_offsets(self, step: int) -> np.ndarray:
+    """(row, column) of the random crop of each of this process's examples."""
+    margin = self.split.uncropped.shape[1] - self.split.images.shape[1]
+    rng = np.random.default_rng([self.seed, step, _CROP_STREAM])
+    offsets = rng.integers(0, margin + 1, (self.batch_size, 2))
+    return offsets[self._slice]
+
   def batch(self, step: int) -> Tuple[np.ndarray, np.ndarray]:
     idx = self.indices(step)
-    return self.split.images[idx], self.split.labels[idx]
+    if self.split.uncropped is None:
+      return self.split.images[idx], self.split.labels[idx]
+    size = self.split.images.shape[1]
+    images = np.stack([self.split.uncropped[i, r:r + size, c:c + size]
+                       for i, (r, c) in zip(idx, self.crop_offsets(step))])
+    return images, self.split.labels[idx]
 
   def iterate(self, start_step: int = 0) -> Iterator[Tuple[np.ndarray,
                                                            np.ndarray]]:

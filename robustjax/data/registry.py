@@ -11,18 +11,25 @@ attacks see one format whatever the source:
   labels int32 [N].
 
 Custom builders (`digits`, `office31`) are prepared on first use into
-`data_dir` without network; tfds catalogue datasets (`cifar10`,
-`cifar10_corrupted`, `domainnet`) must have been prepared by the user in
-ArrayRecord format (see BUILD.md, "Datasets").
+`data_dir` without network (in a multi-host run by process 0 while the others
+wait); tfds catalogue datasets (`cifar10`, `cifar10_corrupted`, `domainnet`)
+must have been prepared in ArrayRecord format first, e.g. with
+`launch/prepare_data.py` (see BUILD.md, "Datasets").
+
+Datasets prepared at a larger size than they are used (`resize_ratio` > 1,
+Office-31: "resize to 256, crop 224") come out as center crops in
+`Split.images`, with the uncropped images in `Split.uncropped`, from which
+`pipeline.TrainBatches` takes random crops.
 """
 
 import dataclasses
 import functools
 import os
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
@@ -35,15 +42,61 @@ CIFAR_STD = (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# tfds `cifar10_corrupted` config names, by the suite's corruption names.
+# The 19 corruptions of CIFAR-10-C, by the suite's (and the benchmark's)
+# names, as in robustness/corruptions.py.
 CIFAR10_C_CORRUPTIONS = (
     "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur",
     "glass_blur", "motion_blur", "zoom_blur", "snow", "frost", "fog",
     "brightness", "contrast", "elastic_transform", "pixelate",
     "jpeg_compression", "speckle_noise", "gaussian_blur", "spatter",
     "saturate")
+CIFAR10_C_SEVERITIES = (1, 2, 3, 4, 5)
+# Where tfds' `cifar10_corrupted` config names differ from the suite's.
+_CIFAR10_C_TFDS = {"glass_blur": "frosted_glass_blur",
+                   "elastic_transform": "elastic"}
+_CIFAR10_C_SUITE = {v: k for k, v in _CIFAR10_C_TFDS.items()}
 DOMAINNET_DOMAINS = ("clipart", "infograph", "painting", "quickdraw", "real",
                      "sketch")
+
+
+def cifar10_c_domain(corruption: str, severity: int) -> str:
+  """The `cifar10_corrupted` domain (tfds config) of a corruption level.
+
+  Args:
+    corruption: the suite's corruption name, e.g. "glass_blur".
+    severity: 1..5.
+
+  Returns:
+    The tfds config name, e.g. "frosted_glass_blur_3".
+  """
+  if corruption not in CIFAR10_C_CORRUPTIONS:
+    raise ValueError(f"CIFAR-10-C has no corruption {corruption!r}; it has "
+                     f"{', '.join(CIFAR10_C_CORRUPTIONS)}.")
+  if severity not in CIFAR10_C_SEVERITIES:
+    raise ValueError(f"CIFAR-10-C severities are 1..5, not {severity!r}.")
+  return f"{_CIFAR10_C_TFDS.get(corruption, corruption)}_{severity}"
+
+
+def cifar10_c_corruption(domain: str) -> Tuple[str, int]:
+  """(suite corruption name, severity) of a `cifar10_corrupted` domain.
+
+  Args:
+    domain: a tfds config name, e.g. "elastic_4".
+
+  Returns:
+    E.g. ("elastic_transform", 4): the names the generated corruptions use,
+    so rows of the released files and of the suite's corruptions line up.
+  """
+  name, _, level = domain.rpartition("_")
+  corruption = _CIFAR10_C_SUITE.get(name, name)
+  severity = int(level) if level.isdigit() else None
+  if (corruption not in CIFAR10_C_CORRUPTIONS
+      or severity not in CIFAR10_C_SEVERITIES
+      or cifar10_c_domain(corruption, severity) != domain):
+    raise ValueError(f"{domain!r} is not a cifar10_corrupted domain; they "
+                     "are <corruption>_<severity>, e.g. "
+                     f"{cifar10_c_domain('glass_blur', 3)}.")
+  return corruption, severity
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +119,11 @@ class DatasetSpec:
     manual_check: `(manual_dir, domain) -> Any`, called before a custom
       builder is prepared; raises a clear error if the manual download is
       missing (tfds' own check would fail first, with a generic message).
+    resize_ratio: images are resized to `round(image_size * resize_ratio)`
+      and cropped to `image_size` (center crop in `Split.images`, random
+      crops in training); 1 = plain resize.
+    corruption: `domain -> (corruption name, severity)` for datasets whose
+      domains are corruption levels (CIFAR-10-C), else None.
   """
   name: str
   num_classes: int
@@ -80,13 +138,16 @@ class DatasetSpec:
   default_size: int = 32
   how_to_get: str = ""
   manual_check: Optional[Callable[[str, str], Any]] = None
+  resize_ratio: float = 1.0
+  corruption: Optional[Callable[[str], Tuple[str, int]]] = None
 
 
 _TFDS_BUILD = ("Prepare it once in ArrayRecord format (needs TensorFlow and "
                "network for the download): `pip install tensorflow-cpu==2.21.0 "
-               "&& tfds build {name} --file_format=array_record "
-               "--data_dir=DATA_DIR`, then set config.dataset.data_dir=DATA_DIR "
-               "(see BUILD.md, 'Datasets').")
+               "&& python launch/prepare_data.py --dataset={name} "
+               "--data_dir=DATA_DIR` (or `tfds build {name} "
+               "--file_format=array_record --data_dir=DATA_DIR`), then set "
+               "config.dataset.data_dir=DATA_DIR (see BUILD.md, 'Datasets').")
 
 DATASETS = {
     "digits": DatasetSpec(
@@ -102,16 +163,19 @@ DATASETS = {
         splits=lambda d: {"train": "train", "test": "test"},
         tfds_name=lambda d: "cifar10", mean=CIFAR_MEAN, std=CIFAR_STD,
         how_to_get=_TFDS_BUILD.format(name="cifar10")),
-    # Each corruption x severity of CIFAR-10-C is a domain, e.g.
-    # `gaussian_noise_3`; only a test split exists.
+    # Each corruption x severity of CIFAR-10-C is a domain named as its
+    # tfds config, e.g. `gaussian_noise_3`, `frosted_glass_blur_2`; only a
+    # test split exists. `cifar10_c_corruption` maps them to the suite's
+    # corruption names.
     "cifar10_corrupted": DatasetSpec(
         name="cifar10_corrupted", num_classes=10, channels=3,
-        domains=tuple(f"{c}_{s}" for c in CIFAR10_C_CORRUPTIONS
-                      for s in range(1, 6)),
+        domains=tuple(cifar10_c_domain(c, s) for c in CIFAR10_C_CORRUPTIONS
+                      for s in CIFAR10_C_SEVERITIES),
         splits=lambda d: {"test": "test"},
         tfds_name=lambda d: f"cifar10_corrupted/{d}", mean=CIFAR_MEAN,
         std=CIFAR_STD,
-        how_to_get=_TFDS_BUILD.format(name="cifar10_corrupted")),
+        how_to_get=_TFDS_BUILD.format(name="cifar10_corrupted"),
+        corruption=cifar10_c_corruption),
     "domainnet": DatasetSpec(
         name="domainnet", num_classes=345, channels=3,
         domains=DOMAINNET_DOMAINS,
@@ -127,8 +191,9 @@ DATASETS = {
                           "full": "train"},
         tfds_name=lambda d: f"office31/{d}", builder=office31.Office31,
         default_size=224,
-        how_to_get="See BUILD.md, 'Office-31' (manual download).",
-        manual_check=office31.domain_dir),
+        how_to_get="See BUILD.md, 'Office-31' (bring the archive yourself).",
+        manual_check=office31.domain_dir,
+        resize_ratio=office31.STORED_SIZE / office31.CROP_SIZE),
 }
 
 
@@ -149,35 +214,150 @@ def default_data_dir() -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-  """A loaded split: uint8 images [N, H, W, C] and int32 labels [N]."""
+  """A loaded split: uint8 images [N, H, W, C] and int32 labels [N].
+
+  Attributes:
+    images: the images at the configured size (center crops of `uncropped`
+      when the dataset has a `resize_ratio`).
+    labels: int32 class indices.
+    name: "<dataset>/<domain>/<split>".
+    uncropped: [N, H', W', C] images before the crop (H' > H), from which
+      training takes random crops; None when images are not cropped.
+  """
   images: np.ndarray
   labels: np.ndarray
   name: str = ""
+  uncropped: Optional[np.ndarray] = None
 
   def __len__(self):
     return len(self.labels)
+
+
+def on_main_process(fn: Callable[[], Any], what: str) -> None:
+  """Runs `fn()` on process 0 while the other processes wait for it.
+
+  With one process this is `fn()`. With several, every process must call it
+  (it is a collective): process 0 runs `fn`, then all meet, and learn whether
+  it succeeded; process 0 re-raises its error, the others raise a
+  RuntimeError pointing at process 0's log. Used to prepare data once in a
+  multi-host run, on a data dir all hosts share.
+
+  Args:
+    fn: the work (no arguments; its result is ignored).
+    what: what `fn` does, for the error of the waiting processes.
+  """
+  if jax.process_count() == 1:
+    fn()
+    return
+  error = None
+  if jax.process_index() == 0:
+    try:
+      fn()
+    except Exception as e:  # pylint: disable=broad-except
+      error = e
+  ok = multihost_utils.broadcast_one_to_all(np.int32(error is None))
+  if error is not None:
+    raise error
+  if not int(ok):
+    raise RuntimeError(f"Process 0 failed while {what}; its log has the "
+                       "error.")
+
+
+def custom_builder(spec: DatasetSpec, domain: str, data_dir: str):
+  """The tfds builder of a custom (non-catalogue) dataset's domain.
+
+  Unprepared domains get an ArrayRecord builder; prepared ones keep the
+  formats recorded on disk (tfds refuses to change them).
+  """
+  prepared = prepared_format(spec.tfds_name(domain), data_dir) is not None
+  return spec.builder(config=domain, data_dir=data_dir,
+                      file_format=None if prepared else "array_record")
+
+
+def prepare_custom(spec: DatasetSpec, domain: str, data_dir: str,
+                   manual_dir: str) -> None:
+  """Prepares a custom builder's domain if it is not prepared yet."""
+  builder = custom_builder(spec, domain, data_dir)
+  if builder.is_prepared():
+    return
+  if spec.manual_check is not None:
+    spec.manual_check(manual_dir, domain)
+  logging.info("Preparing %s into %s (first use).", spec.tfds_name(domain),
+               data_dir)
+  dl_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+  builder.download_and_prepare(download_config=dl_config)
+
+
+def tfds_error(error: Exception) -> str:
+  """`Type: message` of a tfds error, on one line (kept, shortened)."""
+  text = " ".join(str(error).split())
+  return f"{type(error).__name__}: {text[:600]}"
+
+
+def _convert_first(spec, name, data_dir, file_format, error):
+  return FileNotFoundError(
+      f"Dataset {name!r} is prepared in {data_dir} in {file_format} format, "
+      "which has no random access. Convert it in place (no new download) "
+      f"with `python launch/prepare_data.py --dataset={spec.name} "
+      f"--data_dir={data_dir}` (see BUILD.md, 'Datasets')."
+      + (f" (tfds: {tfds_error(error)})" if error is not None else ""))
 
 
 def _data_source(spec, domain, split_str, data_dir, manual_dir):
   """Opens `tfds.data_source`, preparing custom builders on first use."""
   name = spec.tfds_name(domain)
   if spec.builder is not None:
-    builder = spec.builder(config=domain, data_dir=data_dir,
-                           file_format="array_record")
-    if not builder.is_prepared():
-      if spec.manual_check is not None:
-        spec.manual_check(manual_dir, domain)
-      logging.info("Preparing %s into %s (first use).", name, data_dir)
-      dl_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
-      builder.download_and_prepare(download_config=dl_config)
-    return builder.as_data_source(split=split_str)
+    file_format = prepared_format(name, data_dir)
+    if file_format not in (None, "array_record"):
+      raise _convert_first(spec, name, data_dir, file_format, None)
+    if jax.process_count() > 1:  # Process 0 prepares a shared data dir.
+      on_main_process(lambda: prepare_custom(spec, domain, data_dir,
+                                             manual_dir),
+                      f"preparing {name} in {data_dir}")
+    # Single host, or a data dir that is not shared: prepare it here.
+    prepare_custom(spec, domain, data_dir, manual_dir)
+    return custom_builder(spec, domain, data_dir).as_data_source(
+        split=split_str)
   try:
     return tfds.data_source(name, split=split_str, data_dir=data_dir,
                             download=False)
   except Exception as e:  # pylint: disable=broad-except
+    error = e
+  file_format = prepared_format(name, data_dir)
+  if file_format is None:
     raise FileNotFoundError(
-        f"Dataset {name!r} (split {split_str!r}) is not available in "
-        f"{data_dir}: {type(e).__name__}. {spec.how_to_get}") from None
+        f"Dataset {name!r} (split {split_str!r}) is not prepared in "
+        f"{data_dir}. {spec.how_to_get}")
+  if file_format != "array_record":
+    raise _convert_first(spec, name, data_dir, file_format, error)
+  raise FileNotFoundError(
+      f"Dataset {name!r} (split {split_str!r}) could not be read from "
+      f"{data_dir} ({tfds_error(error)}). {spec.how_to_get}")
+
+
+def prepared_format(tfds_name: str, data_dir: str) -> Optional[str]:
+  """File format of a prepared tfds dataset ("array_record", "tfrecord"...).
+
+  Args:
+    tfds_name: e.g. "cifar10" or "cifar10_corrupted/fog_2".
+    data_dir: the tfds data dir.
+
+  Returns:
+    The format the dataset offers random access in ("array_record") if it
+    has it among its formats, else its main format; None if the dataset is
+    not prepared there.
+  """
+  try:
+    builder = tfds.builder(tfds_name, data_dir=data_dir)
+    if not builder.is_prepared():
+      return None
+    formats = {f.value for f in builder.info.available_file_formats()}
+    main = builder.info.file_format
+  except Exception:  # pylint: disable=broad-except
+    return None
+  if "array_record" in formats:
+    return "array_record"
+  return main.value if main else "tfrecord"  # tfds' default before formats.
 
 
 def _resize(images: np.ndarray, size: int) -> np.ndarray:
@@ -195,7 +375,12 @@ def load_split(name: str, domain: Optional[str], split: str, image_size: int,
                data_dir: Optional[str] = None,
                manual_dir: Optional[str] = None,
                max_examples: Optional[int] = None) -> Split:
-  """Loads one split of one domain, resized to `image_size`.
+  """Loads one split of one domain at `image_size`.
+
+  Images are resized to `image_size` or, for datasets with a
+  `resize_ratio` (Office-31), to `image_size * resize_ratio` and
+  center-cropped to `image_size` (the uncropped images stay in
+  `Split.uncropped` for training's random crops).
 
   Args:
     name: registered dataset name.
@@ -240,15 +425,20 @@ def _load_cached(name, domain, split, image_size, data_dir, manual_dir,
     labels.append(int(record["label"]))
   if not images:
     raise ValueError(f"{name}/{domain} split {split!r} is empty.")
+  size = int(round(image_size * spec.resize_ratio))
   if len({im.shape for im in images}) == 1:
-    images = _resize(np.stack(images), image_size)
+    images = _resize(np.stack(images), size)
   else:  # Variable-sized images (DomainNet): resize one by one.
-    images = np.stack([_resize_one(im, image_size) for im in images])
+    images = np.stack([_resize_one(im, size) for im in images])
   if images.shape[-1] != spec.channels:
     raise ValueError(f"{name}/{domain}: expected {spec.channels} channels, got "
                      f"{images.shape[-1]}.")
+  uncropped = None
+  if size > image_size:  # Center crop (a view: no copy).
+    uncropped, o = images, (size - image_size) // 2
+    images = uncropped[:, o:o + image_size, o:o + image_size]
   split_obj = Split(images=images, labels=np.asarray(labels, np.int32),
-                    name=f"{name}/{domain}/{split}")
+                    name=f"{name}/{domain}/{split}", uncropped=uncropped)
   logging.info("Loaded %s: %s images %s.", split_obj.name, len(split_obj),
                images.shape[1:])
   return split_obj

@@ -13,12 +13,16 @@ work (a result cell, a sweep point):
   `<stem>.arrays/<digest>.npz` atomically BEFORE its line: a record in the
   journal implies its arrays are on disk.
 * Only process 0 writes (`parallel.is_main_process()`); every process reads.
+* On an object store (`gs://...`: no append), each record is its own object
+  in `<stem>.records/` (robustjax.io.write_record), merged on read in the
+  order they were added; locally it is one JSON-lines file.
 
 A launcher killed at any point and restarted re-reads the journal, skips the
 keys it holds and redoes at most the unit that was being written.
 """
 
 import hashlib
+import io as stdio
 import json
 import os
 from typing import Any, Dict, Iterator, List, Optional
@@ -38,11 +42,22 @@ class Journal:
 
   def __init__(self, path: str):
     self.path = path
-    self.array_dir = os.path.splitext(path)[0] + ".arrays"
+    stem = os.path.splitext(os.fspath(path))[0]
+    self.array_dir = stem + ".arrays"
+    self.local = io.is_local(path)
+    self.record_dir = stem + ".records"
+    if self.local:
+      found = io.read_jsonl(path)
+    else:
+      found = sorted(io.read_records(self.record_dir).values(),
+                     key=lambda r: r.get("seq", 0) if isinstance(r, dict)
+                     else 0)
     self._records: Dict[str, dict] = {}
-    for record in io.read_jsonl(path):
+    for record in found:
       if isinstance(record, dict) and "key" in record:
+        self._records.pop(record["key"], None)  # Re-added: moves to the end.
         self._records[record["key"]] = record
+    self._seq = max([r.get("seq", 0) for r in self._records.values()] + [0])
 
   def __contains__(self, key: str) -> bool:
     return key in self._records
@@ -62,13 +77,20 @@ class Journal:
   def add(self, key: str, record: Dict[str, Any],
           arrays: Optional[Dict[str, np.ndarray]] = None) -> dict:
     """Records a finished unit (arrays first, then the line)."""
-    record = {**record, "key": key}
+    self._seq += 1
+    record = {**record, "key": key, "seq": self._seq}
     if arrays:
       record["arrays"] = _digest(key)
       if parallel.is_main_process():
-        io.write_npz_atomic(self._array_path(key), arrays)
+        buf = stdio.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        io.write_atomic(self._array_path(key), buf.getvalue())
     if parallel.is_main_process():
-      io.append_jsonl(self.path, [record])
+      if self.local:
+        io.append_jsonl(self.path, [record])
+      else:
+        io.write_record(self.record_dir, io.record_name(key), record)
+    self._records.pop(key, None)
     self._records[key] = record
     return record
 
@@ -77,15 +99,17 @@ class Journal:
     record = self._records.get(key)
     if not record or "arrays" not in record:
       return {}
-    with np.load(self._array_path(key)) as f:
-      return {k: f[k] for k in f.files}
+    with io.as_path(self._array_path(key)).open("rb") as raw:
+      with np.load(stdio.BytesIO(raw.read())) as f:
+        return {k: f[k] for k in f.files}
 
   def _array_path(self, key: str) -> str:
-    return os.path.join(self.array_dir, _digest(key) + ".npz")
+    return f"{self.array_dir}/{_digest(key)}.npz"
 
   def compact(self) -> None:
     """Rewrites the file without torn lines or replaced records."""
-    if parallel.is_main_process() and os.path.exists(self.path):
+    if (parallel.is_main_process() and self.local and
+        os.path.exists(self.path)):
       io.write_atomic(self.path, "".join(
           json.dumps(r, sort_keys=True, default=str) + "\n"
           for r in self._records.values()))

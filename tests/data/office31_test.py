@@ -17,6 +17,7 @@ from PIL import Image
 from configs import office31_resnet
 from robustjax import train
 from robustjax.data import office31
+from robustjax.data import pipeline
 from robustjax.data import registry
 
 # domain -> {class: number of images}.
@@ -91,6 +92,34 @@ class Office31Test(absltest.TestCase):
       red = s.labels == back_pack
       self.assertTrue(np.all(mean[red, 0] > mean[red, 2] + 100))
       self.assertTrue(np.all(mean[~red, 2] > mean[~red, 0] + 100))
+
+  def test_resize_256_crop_224(self):
+    # At 224 px: the prepared 256x256 images, center-cropped for evaluation,
+    # random 224x224 crops for training.
+    s = self.load("amazon", "full", size=224)
+    spec = registry.get_spec("office31")
+    source = registry.custom_builder(spec, "amazon",
+                                     self.data_dir).as_data_source("train")
+    stored = np.stack([source[i]["image"] for i in range(len(source))])
+    self.assertEqual(stored.shape, (10, 256, 256, 3))
+    np.testing.assert_array_equal(s.uncropped, stored)
+    self.assertEqual(s.images.shape, (10, 224, 224, 3))
+    np.testing.assert_array_equal(s.images, stored[:, 16:240, 16:240])
+    batches = pipeline.TrainBatches(s, batch_size=4, seed=0)
+    offsets = []
+    for step in range(6):
+      images, _ = batches.batch(step)
+      self.assertEqual(images.shape, (4, 224, 224, 3))
+      for image, i, (r, c) in zip(images, batches.indices(step),
+                                  batches.crop_offsets(step)):
+        np.testing.assert_array_equal(image, stored[i, r:r + 224, c:c + 224])
+        offsets.append((r, c))
+    self.assertTrue(all(0 <= r <= 32 and 0 <= c <= 32 for r, c in offsets))
+    self.assertGreater(len(set(offsets)), 10)  # Random, not the center.
+    # At 32 px the geometry scales: resize to 37 (= 32 * 256 / 224), crop.
+    small = self.load("amazon", "full", size=32)
+    self.assertEqual(small.uncropped.shape, (10, 37, 37, 3))
+    np.testing.assert_array_equal(small.images, small.uncropped[:, 2:34, 2:34])
 
   def test_train_test_partition_full(self):
     full = self.load("amazon", "full", size=24)

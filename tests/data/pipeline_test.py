@@ -21,7 +21,49 @@ def _split(n, size=2):
                name="toy/toy/train")
 
 
+def _cropped_split(n, stored=10, size=6):
+  """Distinct random pixels, center crops in `images` (as the registry)."""
+  uncropped = np.random.default_rng(0).integers(
+      0, 256, (n, stored, stored, 3)).astype(np.uint8)
+  o = (stored - size) // 2
+  return Split(images=uncropped[:, o:o + size, o:o + size],
+               labels=np.arange(n, dtype=np.int32), name="toy/toy/train",
+               uncropped=uncropped)
+
+
 class TrainBatchesTest(parameterized.TestCase):
+
+  def test_random_crops_of_uncropped_splits(self):
+    split = _cropped_split(40)
+    batches = pipeline.TrainBatches(split, 8, seed=5)
+    offsets = []
+    for step in range(30):
+      images, labels = batches.batch(step)
+      self.assertEqual(images.shape, (8, 6, 6, 3))
+      idx, off = batches.indices(step), batches.crop_offsets(step)
+      np.testing.assert_array_equal(labels, idx)
+      for image, i, (r, c) in zip(images, idx, off):
+        np.testing.assert_array_equal(image,
+                                      split.uncropped[i, r:r + 6, c:c + 6])
+      offsets.append(off)
+    offsets = np.concatenate(offsets)
+    # Every offset 0..4 occurs, on both axes, and nothing else.
+    for axis in (0, 1):
+      self.assertEqual(set(offsets[:, axis].tolist()), set(range(5)))
+    # A pure function of (seed, step); the seed matters.
+    again = pipeline.TrainBatches(split, 8, seed=5)
+    np.testing.assert_array_equal(again.batch(17)[0], batches.batch(17)[0])
+    other = pipeline.TrainBatches(split, 8, seed=6)
+    self.assertFalse(np.array_equal(other.crop_offsets(17),
+                                    batches.crop_offsets(17)))
+
+  def test_crops_split_across_processes(self):
+    split = _cropped_split(40)
+    whole = pipeline.TrainBatches(split, 8, seed=2).batch(9)[0]
+    parts = [pipeline.TrainBatches(split, 8, seed=2, process_index=p,
+                                   process_count=2).batch(9)[0]
+             for p in range(2)]
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
 
   def test_pure_function_of_seed_and_step(self):
     a = pipeline.TrainBatches(_split(100), 8, seed=3)

@@ -12,9 +12,11 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
 from sklearn import datasets as sk_datasets
+import tensorflow_datasets as tfds
 
 from robustjax.data import digits
 from robustjax.data import registry
+from robustjax.robustness import corruptions
 
 # Class counts of sklearn's load_digits() (the UCI optdigits test file).
 UCI_COUNTS = (178, 182, 177, 183, 181, 182, 181, 179, 174, 180)
@@ -203,6 +205,52 @@ class RegistryErrorsTest(parameterized.TestCase):
         self.assertTrue(spec.tfds_name(domain))
     self.assertLen(registry.get_spec("cifar10_corrupted").domains, 19 * 5)
     self.assertEqual(registry.get_spec("office31").num_classes, 31)
+
+
+class Cifar10CNamesTest(absltest.TestCase):
+  """The registry's CIFAR-10-C domains are tfds' own config names."""
+
+  def test_every_tfds_config_maps(self):
+    # The builder's config list, from tfds' code (no download).
+    configs = [c.name for c in
+               tfds.builder_cls("cifar10_corrupted").BUILDER_CONFIGS]
+    self.assertLen(configs, 95)
+    spec = registry.get_spec("cifar10_corrupted")
+    self.assertCountEqual(spec.domains, configs)
+    pairs = []
+    for name in configs:
+      corruption, severity = spec.corruption(name)
+      self.assertIn(corruption, corruptions.ALL, name)
+      self.assertIn(severity, range(1, 6))
+      self.assertEqual(registry.cifar10_c_domain(corruption, severity), name)
+      pairs.append((corruption, severity))
+    # All 19 x 5 levels of the suite's corruptions, each once.
+    self.assertCountEqual(pairs, [(c, s) for c in corruptions.ALL
+                                  for s in range(1, 6)])
+
+  def test_renamed_corruptions(self):
+    self.assertEqual(registry.cifar10_c_corruption("frosted_glass_blur_3"),
+                     ("glass_blur", 3))
+    self.assertEqual(registry.cifar10_c_corruption("elastic_5"),
+                     ("elastic_transform", 5))
+    self.assertEqual(registry.cifar10_c_domain("glass_blur", 1),
+                     "frosted_glass_blur_1")
+    self.assertEqual(registry.cifar10_c_domain("elastic_transform", 2),
+                     "elastic_2")
+    self.assertEqual(registry.cifar10_c_corruption("jpeg_compression_4"),
+                     ("jpeg_compression", 4))
+    self.assertEqual(registry.get_spec("digits").corruption, None)
+
+  def test_bad_names(self):
+    for bad in ("glass_blur_3", "elastic_transform_2", "fog_6", "fog_0",
+                "fog", "snow_x", "blur_1"):
+      with self.assertRaisesRegex(ValueError,
+                                  "not a cifar10_corrupted domain"):
+        registry.cifar10_c_corruption(bad)
+    with self.assertRaisesRegex(ValueError, "severities are 1..5"):
+      registry.cifar10_c_domain("fog", 6)
+    with self.assertRaisesRegex(ValueError, "no corruption 'frosted_glass"):
+      registry.cifar10_c_domain("frosted_glass_blur", 1)
 
 
 class ResizeTest(parameterized.TestCase):

@@ -33,6 +33,9 @@ class MockDatasetsTest(parameterized.TestCase):
       ("cifar10_c", "cifar10_corrupted", "gaussian_noise_3", "test", 32, 10),
       ("cifar10_c_other", "cifar10_corrupted", "jpeg_compression_5", "test",
        24, 10),
+      ("cifar10_c_glass", "cifar10_corrupted", "frosted_glass_blur_2", "test",
+       32, 10),
+      ("cifar10_c_elastic", "cifar10_corrupted", "elastic_4", "test", 32, 10),
       ("domainnet", "domainnet", "clipart", "train", 24, 345),
       ("domainnet_test", "domainnet", "sketch", "test", 40, 345),
   )
@@ -87,7 +90,9 @@ class MockDatasetsTest(parameterized.TestCase):
       self.assertNotIn("\n", message)
       # Not a deep tfds trace: the tfds exception is not chained.
       self.assertIsNone(cm.exception.__cause__)
-      self.assertTrue(cm.exception.__suppress_context__)
+      self.assertTrue(cm.exception.__context__ is None
+                      or cm.exception.__suppress_context__)
+      self.assertIn(f"is not prepared in {data_dir}", message)
       self.assertEqual(os.listdir(data_dir), [])  # Nothing written.
 
 
