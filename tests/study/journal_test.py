@@ -18,7 +18,7 @@ class JournalTest(absltest.TestCase):
     j.add("b", {"rows": [3]})
     j.add("a", {"rows": [9]}, arrays={"x": np.arange(3)})  # Replaces "a".
     again = journal_lib.Journal(path)
-    self.assertEqual(again.keys(), ["a", "b"])
+    self.assertEqual(again.keys(), ["b", "a"])  # Re-added: last.
     self.assertEqual(again.get("a")["rows"], [9])
     np.testing.assert_array_equal(again.arrays("a")["x"], np.arange(3))
     self.assertEqual(again.arrays("b"), {})
