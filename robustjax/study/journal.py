@@ -9,9 +9,9 @@ work (a result cell, a sweep point):
 * Appending a record is one write + fsync of one line, so a record is
   either complete or a torn last line, which reading drops (and the next
   append starts on a fresh line). Re-adding a key replaces it (last wins).
-* Arrays that belong to a record (per-example correctness) are written to
-  `<stem>.arrays/<digest>.npz` atomically BEFORE its line: a record in the
-  journal implies its arrays are on disk.
+* Arrays that belong to a record (per-example correctness, bit-packed: a
+  few hundred bytes) travel inside its line (`.npy` bytes, base64), so a
+  record and its arrays are written in the same single write.
 * Only process 0 writes (`parallel.is_main_process()`); every process reads.
 * On an object store (`gs://...`: no append), each record is its own object
   in `<stem>.records/` (robustjax.io.write_record), merged on read in the
@@ -21,7 +21,7 @@ A launcher killed at any point and restarted re-reads the journal, skips the
 keys it holds and redoes at most the unit that was being written.
 """
 
-import hashlib
+import base64
 import io as stdio
 import json
 import os
@@ -33,8 +33,14 @@ from robustjax import io
 from robustjax import parallel
 
 
-def _digest(key: str) -> str:
-  return hashlib.sha1(key.encode()).hexdigest()[:20]
+def _encode(array) -> str:
+  buf = stdio.BytesIO()
+  np.save(buf, np.asarray(array), allow_pickle=False)
+  return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _decode(text: str) -> np.ndarray:
+  return np.load(stdio.BytesIO(base64.b64decode(text)), allow_pickle=False)
 
 
 class Journal:
@@ -43,7 +49,6 @@ class Journal:
   def __init__(self, path: str):
     self.path = path
     stem = os.path.splitext(os.fspath(path))[0]
-    self.array_dir = stem + ".arrays"
     self.local = io.is_local(path)
     self.record_dir = stem + ".records"
     if self.local:
@@ -80,11 +85,7 @@ class Journal:
     self._seq += 1
     record = {**record, "key": key, "seq": self._seq}
     if arrays:
-      record["arrays"] = _digest(key)
-      if parallel.is_main_process():
-        buf = stdio.BytesIO()
-        np.savez_compressed(buf, **arrays)
-        io.write_atomic(self._array_path(key), buf.getvalue())
+      record["arrays"] = {name: _encode(a) for name, a in arrays.items()}
     if parallel.is_main_process():
       if self.local:
         io.append_jsonl(self.path, [record])
@@ -96,15 +97,9 @@ class Journal:
 
   def arrays(self, key: str) -> Dict[str, np.ndarray]:
     """The arrays stored with `key`'s record ({} when it has none)."""
-    record = self._records.get(key)
-    if not record or "arrays" not in record:
-      return {}
-    with io.as_path(self._array_path(key)).open("rb") as raw:
-      with np.load(stdio.BytesIO(raw.read())) as f:
-        return {k: f[k] for k in f.files}
-
-  def _array_path(self, key: str) -> str:
-    return f"{self.array_dir}/{_digest(key)}.npz"
+    record = self._records.get(key) or {}
+    return {name: _decode(text)
+            for name, text in (record.get("arrays") or {}).items()}
 
   def compact(self) -> None:
     """Rewrites the file without torn lines or replaced records."""

@@ -42,13 +42,14 @@ class JournalTest(absltest.TestCase):
     self.assertLen(lines, 2)
     self.assertEqual(journal_lib.Journal(path).get("a")["v"], 2)
 
-  def test_arrays_are_written_before_the_record(self):
-    folder = self.create_tempdir().full_path
-    path = os.path.join(folder, "j.jsonl")
-    j = journal_lib.Journal(path)
-    record = j.add("k", {"rows": []}, arrays={"bits": np.ones(4, bool)})
-    self.assertTrue(os.path.exists(os.path.join(
-        folder, "j.arrays", record["arrays"] + ".npz")))
+  def test_arrays_travel_inside_the_record(self):
+    path = os.path.join(self.create_tempdir().full_path, "j.jsonl")
+    bits = np.packbits(np.arange(13) % 3 == 0)
+    journal_lib.Journal(path).add("k", {"rows": []}, arrays={"bits": bits})
+    self.assertEqual(os.listdir(os.path.dirname(path)), ["j.jsonl"])
+    got = journal_lib.Journal(path).arrays("k")["bits"]
+    np.testing.assert_array_equal(got, bits)
+    self.assertEqual(got.dtype, np.uint8)
 
 
 if __name__ == "__main__":
