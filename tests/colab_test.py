@@ -131,10 +131,23 @@ class ColabTest(absltest.TestCase):
     self.assertTrue(os.path.exists(os.path.join(workdir, "report.md")))
     self.assertTrue(os.path.exists(os.path.join(workdir, "log.txt")))
     self.assertIn("result rows in", text)
-    verdicts = re.findall(r"(SUPPORTED|NOT SUPPORTED|MIXED|NOT TESTABLE) "
-                          r"\(\d+/\d+ comparisons\)", text)
-    self.assertLen(verdicts, 4, "one verdict per claim of the paper")
+    self.assertLen(_verdicts(text), 4, "one verdict per claim of the paper")
     self.assertIn("image/png", text)
+
+  def test_committed_notebook_shows_claims_and_plots(self):
+    nb = nbformat.read(os.path.join(REPO, NOTEBOOK), as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code"
+               for o in c.get("outputs", [])]
+    text = "".join(str(o.get("text", "")) + str(o.get("data", {}))
+                   for o in outputs)
+    self.assertFalse([o for o in outputs if o.output_type == "error"])
+    self.assertLen(_verdicts(text), 4, "the committed run's claims")
+    self.assertIn("image/png", text)
+
+
+def _verdicts(text):
+  return re.findall(r"\*\*(SUPPORTED|CONTRADICTED|MIXED|INCONCLUSIVE|"
+                    r"NOT TESTABLE)\*\*", text)
 
 
 if __name__ == "__main__":

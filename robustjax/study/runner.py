@@ -213,6 +213,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
   """
   os.makedirs(workdir, exist_ok=True)
   if parallel.is_main_process():
+    progress.log_to_file(workdir)  # Idempotent (launchers already did).
     io.write_atomic(os.path.join(workdir, "config.json"),
                     config.to_json_best_effort(indent=2))
     io.write_json(os.path.join(workdir, ENVIRONMENT), environment())
