@@ -25,7 +25,6 @@ import numpy as np
 from robustjax import models
 from robustjax.data.registry import Split
 from robustjax.robustness import attacks
-from robustjax.robustness import evaluate
 from robustjax.robustness import evaluators
 from robustjax.robustness.evaluators import attack as attack_eval
 from robustjax.robustness.evaluators import base
@@ -348,41 +347,6 @@ class CompileOnceTest(absltest.TestCase):
         for cell in cells[2:5]:
           cell.run(models.inference_fn(TinyNet(features)), variables)
         self.assertEqual(len(CALLS) - start, 3 if seed == 0 else 0)
-
-
-class LegacyEquivalenceTest(absltest.TestCase):
-  """Same numbers as `evaluate.evaluate` (delete with robustness/evaluate.py).
-
-  The legacy attack path now runs `evaluators.attack.robust_accuracy`, so its
-  attack rows are checked here only for their counts; the attack results
-  are checked against a direct `perturb` in ResultsTest.
-  """
-
-  def test_rows_equal_legacy_evaluate(self):
-    fn = models.inference_fn(TinyNet())
-    old = evaluate.evaluate(fn, _variables(), _evals(), TEST, TARGETS, SEED)
-    new = [row for r in _results().values() for row in r.rows]
-    self.assertLen(new, len(old))
-    for o, n in zip(old, new):
-      if o["shift"] == "adversarial":  # Legacy: float32 count / n.
-        self.assertEqual({k: v for k, v in o.items() if k != "accuracy"},
-                         {k: v for k, v in n.items() if k != "accuracy"})
-        self.assertEqual(round(o["accuracy"] * o["n"]),
-                         round(n["accuracy"] * n["n"]), msg=o)
-        self.assertAlmostEqual(o["accuracy"], n["accuracy"], places=6)
-      else:
-        self.assertEqual(o, n)
-
-
-_WORKER = """
-import sys
-import numpy as np
-import jax
-sys.path[:0] = [{root!r}, {tests!r}]
-import evaluators_test as t
-assert jax.device_count() == 4, jax.devices()
-np.savez({out!r}, **{{k: r.correct for k, r in t._results().items()}})
-"""
 
 
 class MultiDeviceTest(absltest.TestCase):
