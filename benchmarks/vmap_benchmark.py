@@ -16,8 +16,8 @@ Modes, each measured in a fresh subprocess (so peak RSS is its own):
 * `vmap_seeds`: one program for K models with their own batches (K seeds;
   same K sparsities).
 * `vmap_shared_xla`: as `vmap_shared` but with XLA's own batching of the
-  convolutions (grouped convolutions) instead of `vmapped.unrolled_conv`,
-  which `train_and_evaluate_vmapped` uses on CPU (`vmapped.for_vmap`).
+  convolutions (grouped convolutions) instead of `batched.unrolled_conv`,
+  which `train.train_members` uses on CPU (`models.batched.for_vmap`).
 
 Reported: compile time of the step, steady-state wall time (and process CPU
 time, less sensitive to other load) of `--steps` steps for all K models,
@@ -49,7 +49,7 @@ def _configs(k, mode, width):
     # The same K sparsities in every mode (same work); seeds differ only in
     # vmap_seeds (one batch stream per model).
     c.seed = i if mode == "vmap_seeds" else 0
-    c.pruning.sparsity = 0.5 + 0.4 * i / k
+    c.compress.init_sparsity = 0.5 + 0.4 * i / k
     out.append(c)
   return out
 
@@ -59,21 +59,34 @@ def measure(k, mode, steps, width):
   import jax
   import numpy as np
   from robustjax.compress import pruning
+  from robustjax.data import loader
   from robustjax.data import pipeline
+  from robustjax.models import batched
+  from robustjax.models import factory
   from robustjax.train import optim
-  from robustjax.train import trainer
-  from robustjax.train import vmapped
+  from robustjax.train import state as state_lib
 
   configs = _configs(k, mode, width)
   config = configs[0]
-  model = trainer.build_model(config)
-  tx = pruning.wrap_optax(optim.make(config.optimizer, 1000))
-  train, _ = trainer.load_data(config)
+  model = factory.build_model(config)
+  base_tx = optim.make(config.optimizer, 1000)
+  txs = [pruning.magnitude_pruner(c.compress.init_sparsity).wrap_tx(base_tx)
+         for c in configs]
+  tx = txs[0]
+  train, _ = loader.load_data(config)
+
+  def init_states(model):  # As train.train_members builds them.
+    states = []
+    for c, t in zip(configs, txs):
+      init_rng, rng = jax.random.split(jax.random.PRNGKey(c.seed))
+      v = factory.init_variables(model, c, init_rng)
+      states.append(state_lib.create(v["params"], v["batch_stats"], t, rng))
+    return batched.stack(states)
   streams = {c.seed: pipeline.TrainBatches(train, config.batch_size, c.seed)
              for c in configs}
 
   if mode == "sequential":
-    stacked = vmapped.init_states(configs, model, tx)
+    stacked = init_states(model)
     states = [jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(k)]
     step = jax.jit(_single_step(config, model, tx))
     batch = streams[0].batch(0)
@@ -91,10 +104,12 @@ def measure(k, mode, steps, width):
     run_s = time.time() - t0
   else:
     shared = mode != "vmap_seeds"
-    if mode != "vmap_shared_xla":  # As train_and_evaluate_vmapped does.
-      model = vmapped.for_vmap(model)
-    state = vmapped.init_states(configs, model, tx)
-    step = jax.jit(vmapped.make_train_step(config, model, tx, shared))
+    if mode != "vmap_shared_xla":  # As train.train_members does.
+      model = batched.for_vmap(model)
+    state = init_states(model)
+    axis = None if shared else 1
+    step = jax.jit(jax.vmap(_single_step(config, model, tx),
+                            in_axes=(0, axis, axis)))
 
     def batch(s):
       if shared:
@@ -130,18 +145,18 @@ def _cpu():
 def _single_step(config, model, tx):
   import functools
   from robustjax.train import trainer
-  return functools.partial(
+  step = functools.partial(
       trainer.train_step, model=model, tx=tx,
-      loss_fn=lambda lg, lb, x: trainer.cross_entropy(lg, lb),
-      crop_padding=config.dataset.crop_padding, flip=config.dataset.flip,
-      post_update=None)
+      loss_fn=lambda lg, lb, x, a: trainer.cross_entropy(lg, lb),
+      crop_padding=config.dataset.crop_padding, flip=config.dataset.flip)
+  return lambda state, x, y: step(state, x, y, None)
 
 
 def conv_micro(ks, repeats=30):
   """vmapped 3x3 conv (ResNet-8 w8 stage-1 shape) vs K separate convs."""
   import jax
   import jax.numpy as jnp
-  from robustjax.train import vmapped
+  from robustjax.models import batched
 
   def bench(f, *a):
     f = jax.jit(f)
@@ -155,7 +170,7 @@ def conv_micro(ks, repeats=30):
   dn = ("NHWC", "HWIO", "NHWC")
   xla = lambda x, w: jax.lax.conv_general_dilated(  # pylint: disable=g-long-lambda
       x, w, (1, 1), "SAME", dimension_numbers=dn)
-  ours = lambda x, w: vmapped.unrolled_conv(  # pylint: disable=g-long-lambda
+  ours = lambda x, w: batched.unrolled_conv(  # pylint: disable=g-long-lambda
       x, w, (1, 1), "SAME", dimension_numbers=dn)
   print("| K | fwd: vmap (XLA) ms | fwd: unrolled_conv ms | "
         "grad x,w: vmap (XLA) ms | grad x,w: unrolled_conv ms |")

@@ -9,7 +9,8 @@ r"""Evaluates a trained or compressed model on the shifts of `config.evals`.
 
 DIR is a training workdir (its newest checkpoint is evaluated) or a
 compressed-model folder written by launch/compress.py or a study
-(`compression.json`). Rows go to `DIR/eval_results.jsonl` (or --output);
+(`compression.json`). Rows go to `DIR/eval_results.jsonl` (journal:
+`DIR/eval_journal.jsonl`);
 re-running skips cells already there.
 """
 

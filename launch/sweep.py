@@ -4,7 +4,7 @@ The config file defines `sweep(add)` (and optionally `metrics()`) next to
 `get_config`; each point trains in `DIR/<point>/` and `DIR/sweep.jsonl`
 records its status. Rerunning the command skips finished points. With
 `config.sweep.vmap` (or `--vmap`), points that differ only in seed and
-`pruning.sparsity` train as one vmapped program. Example:
+`compress.init_sparsity` train as one vmapped program. Example:
 
   python launch/sweep.py --config=configs/digits_sweep.py --workdir=/tmp/dsw
 """
