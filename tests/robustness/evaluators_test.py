@@ -290,10 +290,13 @@ class ResultsTest(parameterized.TestCase):
              if c.shift == "corruption"]
     fn, v = models.inference_fn(TinyNet()), _variables()
     _results()
-    before = dict(corruption._CORRUPTED)  # pylint: disable=protected-access
+    store = corruption._CORRUPTED  # pylint: disable=protected-access
+    before = dict(store)
     cached = [c.run(fn, v).correct for c in cells]
     # The cache held them already (from _results): nothing recomputed.
-    self.assertEqual(corruption._CORRUPTED.keys(), before.keys())  # pylint: disable=protected-access
+    self.assertEqual(store.keys(), before.keys())
+    for k, images in before.items():
+      self.assertIs(store[k], images)
     with mock.patch.object(corruption, "CORRUPTED_CACHE_BYTES", 0):
       fused = [c.run(fn, v).correct for c in cells]
     for c, a, b in zip(cells, cached, fused):

@@ -124,7 +124,8 @@ class CorruptionCell(base.Cell):
   @classmethod
   def check(cls, evals):
     """Raises ValueError (one sentence) for a bad field of `evals`."""
-    checks.check_names(evals, "corruptions.names", corruptions.ALL, "corruption")
+    checks.check_names(evals, "corruptions.names", corruptions.ALL,
+                       "corruption")
     severities = checks.sequence(evals, "corruptions.severities", "(1, 3, 5)")
     valid = range(1, corruptions.NUM_SEVERITIES + 1)
     if not all(checks.is_int(s) and s in valid for s in severities) or (
