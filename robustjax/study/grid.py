@@ -208,7 +208,7 @@ def _matched_specs(config, have: Dict[str, ModelSpec]) -> List[ModelSpec]:
                 x.settings["schedule"] == "oneshot" and
                 x.settings["scope"] == "global" and
                 abs(solver.pruned_bits(arch, x.settings["sparsity"]) / bits
-                    - 1) <= 0.10]
+                    - 1) <= 0.15]
     if not existing:
       out.append(_prune_spec(arch, "global", "oneshot", s))
   return out
