@@ -11,6 +11,7 @@ import ml_collections
 from ml_collections import config_flags
 
 from configs import common as config_common
+from robustjax import io
 from robustjax import progress
 
 flags.DEFINE_bool("distributed", False,
@@ -59,6 +60,11 @@ def setup(workdir: str = ""):
     jax.distributed.initialize()
   if workdir and jax.process_index() == 0:
     progress.log_to_file(workdir)
+  if workdir and io.is_local(workdir) and not os.environ.get(
+      "JAX_COMPILATION_CACHE_DIR"):
+    # Persistent compilation cache: a rerun or resume skips XLA compiles.
+    jax.config.update("jax_compilation_cache_dir",
+                      os.path.join(os.path.abspath(workdir), "jax_cache"))
   logging.info("JAX %s: process %d/%d, %d local / %d global devices (%s).",
                jax.__version__, jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count(),
