@@ -52,6 +52,7 @@ class ConfigFilesTest(parameterized.TestCase):
       self.assertContainsSubset(_flat_keys(common.get_base_config()),
                                 _flat_keys(config))
       json.loads(config.to_json_best_effort())  # Written as config.json.
+      common.validate(config)  # Every value is valid as shipped.
     if len(variants) == 2:
       smoke = variants[1]
       self.assertBetween(smoke.num_train_steps, 1, 100)
@@ -135,7 +136,7 @@ class OverrideErrorTest(parameterized.TestCase):
          "--config=" + os.path.join(ROOT, "configs", "digits_resnet.py")
          + ":runlocal",
          "--workdir=" + self.create_tempdir().full_path, override],
-        capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
+        capture_output=True, text=True, cwd=ROOT, timeout=600, check=False)
     self.assertEqual(result.returncode, 1, result.stderr[-2000:])
     self.assertIn("FATAL Flags parsing error: " + expected, result.stderr)
     self.assertIn("configs/common.py", result.stderr)
