@@ -27,7 +27,7 @@ from robustjax.robustness.evaluators import attack as attack_lib
 from robustjax.robustness.evaluators import base
 
 _ADVERSARIAL = collections.OrderedDict()  # (source, cell) -> images [E, n].
-_KEEP = 4
+_KEEP = 32  # Sources x attack cells of a study: a few MB at most.
 
 
 def _perturb_program(apply_fn: Callable, attack: attacks.Attack) -> Callable:
