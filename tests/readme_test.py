@@ -20,7 +20,7 @@ class ReadmeTest(absltest.TestCase):
 
   def test_committed_results_are_complete(self):
     for name in ("journal.jsonl", "config.json", "environment.json",
-                 "report.md"):
+                 "progress.json", "report.md"):
       self.assertTrue(os.path.exists(os.path.join(ROOT, RESULTS, name)),
                       name)
 

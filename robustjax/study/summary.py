@@ -46,7 +46,8 @@ def block(results: str) -> str:
       env = json.load(f)
   seeds = sorted({r["seed"] for r in rows})
   models = sorted({r["model_id"] for r in rows})
-  out = [BEGIN, "",
+  status = report_lib.status_note(report_lib.completeness(results, rows))
+  out = [BEGIN, "", status, "",
          f"Generated from `{results}` ({len(models)} models x {len(seeds)} "
          f"seeds, {len(rows)} rows; machine: {env.get('machine', 'unknown')}"
          f", {env.get('devices', '')}) by `python -m robustjax.study.summary "
