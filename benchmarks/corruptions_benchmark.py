@@ -42,6 +42,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from robustjax.robustness import corruptions  # pylint: disable=g-import-not-at-top,wrong-import-position
+from robustjax.robustness.corruptions import tables  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PHOTOS = ('astronaut.png', 'chelsea.png', 'coffee.png', 'rocket.jpg',
@@ -147,7 +148,7 @@ def psnr(a, b):
 
 def agreement(ic_python, images, table, kinds, names):
   """Mean |corrupt - clean| per severity and PSNR vs the reference."""
-  params = {n: corruptions._PARAMS[table][n] for n in names}  # pylint: disable=protected-access
+  params = {n: tables.PARAMS[table][n] for n in names}
   ref = run_ic(ic_python, 'outputs', images, params=params, table=table,
                kinds=','.join(kinds), names=','.join(names))
   rows = {}

@@ -43,7 +43,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # The 19 corruptions of CIFAR-10-C, by the suite's (and the benchmark's)
-# names, as in robustness/corruptions.py.
+# names, as in robustness/corruptions/.
 CIFAR10_C_CORRUPTIONS = (
     "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur",
     "glass_blur", "motion_blur", "zoom_blur", "snow", "frost", "fog",

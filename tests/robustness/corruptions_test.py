@@ -1,4 +1,4 @@
-"""Tests for robustjax.robustness.corruptions (and its ops / frost helpers).
+"""Tests for robustjax.robustness.corruptions (and its building blocks).
 
 All corruptions x both severity tables run on two 32x32 synthetic scenes
 (smooth sky, sun, hills, a house: natural-ish, with edges); each compiled
@@ -21,9 +21,13 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from robustjax.robustness import corruption_ops as ops
 from robustjax.robustness import corruptions
-from robustjax.robustness import frost
+from robustjax.robustness.corruptions import blur
+from robustjax.robustness.corruptions import common
+from robustjax.robustness.corruptions import filters
+from robustjax.robustness.corruptions import frost
+from robustjax.robustness.corruptions import ops
+from robustjax.robustness.corruptions import tables
 
 TABLES = ('cifar', 'imagenet')
 KEY = jax.random.key(0)
@@ -232,7 +236,7 @@ class ReferenceAgreementTest(parameterized.TestCase):
     img = np.round(np.asarray(X_ODD[0]) * 255).astype(np.uint8)
     h, w = img.shape[:2]
     ys = _sweep('pixelate', 'cifar', 'odd')[:, 0]
-    for s, frac in enumerate(corruptions._PARAMS['cifar']['pixelate']):
+    for s, frac in enumerate(tables.PARAMS['cifar']['pixelate']):
       ref = Image.fromarray(img).resize((int(w * frac), int(h * frac)),
                                         Image.BOX).resize((w, h), Image.BOX)
       # Pillow rounds to 8 bits after each pass.
@@ -241,7 +245,7 @@ class ReferenceAgreementTest(parameterized.TestCase):
   def test_jpeg_matches_pillow(self):
     img = np.round(np.asarray(X[1]) * 255).astype(np.uint8)
     ys = _sweep('jpeg_compression', 'cifar')[:, 1]
-    for s, q in enumerate(corruptions._PARAMS['cifar']['jpeg_compression']):
+    for s, q in enumerate(tables.PARAMS['cifar']['jpeg_compression']):
       buf = io.BytesIO()
       Image.fromarray(img).save(buf, 'JPEG', quality=q)
       ref = np.asarray(Image.open(buf)) / 255
@@ -263,12 +267,12 @@ class ReferenceAgreementTest(parameterized.TestCase):
       top = (32 - crop) // 2
       zz = ndimage.zoom(a[top:top + crop, top:top + crop], z, order=1)
       t = (zz.shape[0] - 32) // 2
-      m = ops.zoom_matrix(32, z)
+      m = filters.zoom_matrix(32, z)
       np.testing.assert_allclose(m @ a @ m.T, zz[t:t + 32, t:t + 32],
                                  atol=1e-12)
     for sigma, mode, truncate in ((0.7, 'nearest', 4.0),
                                   (170.8, 'reflect', 3.0)):
-      m = ops.gaussian_matrix(32, sigma, truncate, mode)
+      m = filters.gaussian_matrix(32, sigma, truncate, mode)
       ref = ndimage.gaussian_filter(a, sigma, mode=mode, truncate=truncate)
       np.testing.assert_allclose(m @ a @ m.T, ref, atol=1e-12)
 
@@ -276,10 +280,10 @@ class ReferenceAgreementTest(parameterized.TestCase):
     # Zoom blur switches from one (HW x HW) GEMM to two-tap gathers above
     # 32x32; correlate2d switches to an FFT above 11 taps.
     x = jnp.asarray(_scene(1, 36, 40))
-    ranges = tuple(tuple(r) for r in corruptions._PARAMS['cifar']['zoom_blur'])
+    ranges = tuple(tuple(r) for r in tables.PARAMS['cifar']['zoom_blur'])
     ys = corruptions.get_corruption('zoom_blur').apply(x, 5)
-    mh, wts = corruptions._zoom_blur_stack(36, ranges)
-    mw, _ = corruptions._zoom_blur_stack(40, ranges)
+    mh, wts = blur._zoom_blur_stack(36, ranges)
+    mw, _ = blur._zoom_blur_stack(40, ranges)
     ref = np.asarray(x) * wts[4].max() + np.einsum(
         'khi,kwj,k,bijc->bhwc', mh[4], mw[4], wts[4], np.asarray(x))
     np.testing.assert_allclose(ys, np.clip(ref, 0, 1), atol=1e-5)
@@ -348,7 +352,7 @@ class ReferenceAgreementTest(parameterized.TestCase):
     for name, table in (('brightness', 'imagenet'), ('saturate', 'imagenet'),
                         ('saturate', 'cifar')):
       ys = _sweep(name, table)[:, 0].reshape(5, -1, 3)
-      for s, p in enumerate(corruptions._PARAMS[table][name]):
+      for s, p in enumerate(tables.PARAMS[table][name]):
         ref = []
         for r, g, b in img:
           hh, ss, vv = colorsys.rgb_to_hsv(r, g, b)
@@ -387,7 +391,7 @@ class RandomDrawsTest(parameterized.TestCase):
   def test_uniform_extreme_bits(self):
     bits = jnp.asarray([0, 1, 511, 512, 2**31, 2**32 - 512, 2**32 - 1],
                        jnp.uint32)
-    u = np.asarray(corruptions._uniform(bits))
+    u = np.asarray(common.uniform(bits))
     self.assertEqual(u.dtype, np.float32)
     self.assertTrue(np.all((u > 0) & (u < 1)), msg=u)
     # Bin centres of the top 23 bits, exact in float32.

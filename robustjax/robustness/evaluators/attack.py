@@ -153,11 +153,7 @@ class AttackCell(base.Cell):
             seed: int) -> List[base.Cell]:
     """One cell per name of `evals.attacks.names`."""
     del targets
-    a = checks.field(evals, "attacks")
-    if not a["names"]:
-      return []
-    base.need_split(test, "evals.attacks")
-    split = base.take(test, a["max_examples"])
+    a, split = base.named_block(evals, "attacks", test)
     eps = tuple(float(e) for e in a["eps"])
     return [cls("adversarial", name, eps, len(split), split,
                 attacks.get_attack(name, **_attack_kwargs(name, a)),

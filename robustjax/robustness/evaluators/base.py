@@ -27,6 +27,7 @@ import numpy as np
 
 from robustjax import parallel
 from robustjax.data import pipeline
+from robustjax.robustness.evaluators import checks
 
 SHIFTS = ("clean", "domain", "corruption", "adversarial")
 
@@ -267,3 +268,23 @@ def need_split(split, what: str):
   if split is None or len(split) == 0:
     raise ValueError(f"{what} needs a non-empty split; got "
                      f"{'None' if split is None else 'an empty one'}.")
+
+
+def named_block(evals, block: str, test):
+  """A sub-block with `names` and `max_examples`, and the examples it reads.
+
+  Args:
+    evals: the `evals` block.
+    block: the sub-block's name, e.g. 'corruptions' or 'attacks'.
+    test: the source-domain test split.
+
+  Returns:
+    `(evals.<block>, split)`: the split is the first `max_examples` examples
+    of `test`, or None when the sub-block names nothing (then `test` may be
+    None too).
+  """
+  sub = checks.field(evals, block)
+  if not sub["names"]:
+    return sub, None
+  need_split(test, f"evals.{block}")
+  return sub, take(test, sub["max_examples"])

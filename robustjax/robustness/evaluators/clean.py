@@ -22,13 +22,15 @@ class CleanCell(base.Cell):
   split: Split = dataclasses.field(repr=False)
   batch_size: int
 
+  # The boolean field of the evals block that switches the evaluator on.
+  FLAG = "clean"
   # Fields of the evals block this evaluator reads (sub-block: its fields).
   FIELDS = {"clean": None, "batch_size": None}
 
   @classmethod
   def check(cls, evals):
     """Raises ValueError (one sentence) for a bad field of `evals`."""
-    checks.check_bool(evals, "clean")
+    checks.check_bool(evals, cls.FLAG)
     checks.check_positive_int(evals, "batch_size")
 
   @classmethod
@@ -36,7 +38,7 @@ class CleanCell(base.Cell):
             seed: int) -> List[base.Cell]:
     """The cell of `evals.clean` (none if it is False)."""
     del targets, seed
-    if not checks.field(evals, "clean"):
+    if not checks.field(evals, cls.FLAG):
       return []
     base.need_split(test, "evals.clean")
     return [cls("clean", "source", (None,), len(test), test,

@@ -142,11 +142,7 @@ class CorruptionCell(base.Cell):
             seed: int) -> List[base.Cell]:
     """One cell per name of `evals.corruptions.names`."""
     del targets
-    c = checks.field(evals, "corruptions")
-    if not c["names"]:
-      return []
-    base.need_split(test, "evals.corruptions")
-    split = base.take(test, c["max_examples"])
+    c, split = base.named_block(evals, "corruptions", test)
     severities = tuple(int(s) for s in c["severities"])
     return [cls("corruption", name, severities, len(split), split,
                 c["table"], base.cell_seed(seed, f"corruption/{name}"),

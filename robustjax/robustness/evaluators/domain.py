@@ -11,22 +11,20 @@ from robustjax.robustness.evaluators import clean
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class DomainCell(clean.CleanCell):
-  """Correctness on a whole target-domain split (level `None`)."""
+  """Correctness on a whole target-domain split (level `None`).
 
+  Its fields are checked as `CleanCell`'s, with the flag `evals.domain`.
+  """
+
+  FLAG = "domain"
   FIELDS = {"domain": None, "batch_size": None}
-
-  @classmethod
-  def check(cls, evals):
-    """Raises ValueError (one sentence) for a bad field of `evals`."""
-    checks.check_bool(evals, "domain")
-    checks.check_positive_int(evals, "batch_size")
 
   @classmethod
   def cells(cls, evals, test: Split, targets: Dict[str, Split],
             seed: int) -> List[base.Cell]:
     """One cell per target domain, in the order of `targets`."""
     del test, seed
-    if not checks.field(evals, "domain"):
+    if not checks.field(evals, cls.FLAG):
       return []
     cells = []
     for name, split in (targets or {}).items():

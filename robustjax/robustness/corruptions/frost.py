@@ -1,4 +1,4 @@
-"""Procedural frost textures for the `frost` corruption.
+"""The frost corruption and its procedural frost textures.
 
 The reference (Hendrycks & Dietterich 2019) blends the image with a random
 crop of one of five frost photographs. We do not ship or download those
@@ -16,12 +16,20 @@ mapped to RGB so that each texture's per-channel mean and standard deviation
 match those measured on the corresponding reference photograph (numbers in
 `_PHOTO_STATS`; the reference picks `frost1..frost5`, and frost2 and frost3
 are the same photograph, so two of our textures share its colour statistics).
+`frost(x, idx, key, ctx)` follows the convention of `common`.
 """
 
 import functools
 import math
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from robustjax.robustness.corruptions import common
+from robustjax.robustness.corruptions import filters
+from robustjax.robustness.corruptions import ops
+from robustjax.robustness.corruptions import tables
 
 TEXTURE_SIZE = 512
 NUM_TEXTURES = 5
@@ -144,3 +152,35 @@ def frost_textures() -> np.ndarray:
     for ch in range(3):
       out[i, :, :, ch] = mean[ch] + std[ch] * (lum + (ch - 1) * tint)
   return np.clip(out, 0.0, 1.0)
+
+
+@functools.lru_cache(maxsize=None)
+def _frost_stack(size):
+  """Frost textures resampled to `size` px (OpenCV INTER_LINEAR), uint8."""
+  tex = frost_textures()
+  mat = filters.bilinear_resize_matrix(tex.shape[1], size, mode='wrap')
+  out = np.einsum('hi,kijc->khjc', mat, tex, optimize=True)
+  out = np.einsum('wj,khjc->khwc', mat, out, optimize=True)
+  return np.round(np.clip(out, 0, 1) * 255).astype(np.uint8)
+
+
+def frost(x, idx, key, ctx):
+  """Blends the image with a random crop of a random frost texture."""
+  p = common.row(ctx, idx)
+  size = max(int(round(TEXTURE_SIZE * tables.FROST_PHOTO_SCALE[ctx.table]
+                       * ctx.scale)), 1)
+  tex = jnp.asarray(_frost_stack(size))
+  b = x.shape[0]
+  r = common.random(key, which=('uniform', (b,)), start=('uniform', (b, 2)))
+  which = jnp.floor(r['which'] * NUM_TEXTURES).astype(jnp.int32)
+  start = jnp.floor(r['start'] * size).astype(jnp.int32)
+
+  def crop(t, s):
+    rows = jnp.mod(s[0] + jnp.arange(ctx.h), size)
+    cols = jnp.mod(s[1] + jnp.arange(ctx.w), size)
+    return tex[t][rows][:, cols]
+
+  layer = jax.vmap(crop)(which, start).astype(x.dtype) / 255
+  if ctx.c == 1:
+    layer = ops.to_gray(layer)
+  return p[0] * x + p[1] * layer
