@@ -352,6 +352,17 @@ class CompileOnceTest(absltest.TestCase):
         self.assertEqual(len(CALLS) - start, 3 if seed == 0 else 0)
 
 
+_WORKER = """
+import sys
+import numpy as np
+import jax
+sys.path[:0] = [{root!r}, {tests!r}]
+import evaluators_test as t
+assert jax.device_count() == 4, jax.devices()
+np.savez({out!r}, **{{k: r.correct for k, r in t._results().items()}})
+"""
+
+
 class MultiDeviceTest(absltest.TestCase):
 
   def test_four_devices_give_the_same_per_example_results(self):
