@@ -302,8 +302,10 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if not isinstance(bits, int) or not 2 <= bits <= 8:
       _fail("study.quantize.weight_bits", tuple(c.study.quantize.weight_bits),
             "AQT quantizes weights to 2..8 bits, e.g. (8, 4)")
-  sparsities = (("compress.init_sparsity", (c.compress.init_sparsity,)),
-                ("study.prune.sparsities", c.study.prune.sparsities),
+  s0 = c.compress.init_sparsity
+  if not isinstance(s0, (int, float)) or not 0.0 <= s0 < 1.0:
+    _fail("compress.init_sparsity", s0, "a sparsity is a number in [0, 1)")
+  sparsities = (("study.prune.sparsities", c.study.prune.sparsities),
                 ("study.prune.structured", c.study.prune.structured),
                 ("study.quantize.pruned", c.study.quantize.pruned))
   for field, values in sparsities:
