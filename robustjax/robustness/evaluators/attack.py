@@ -150,9 +150,9 @@ class AttackCell(base.Cell):
 
   @classmethod
   def cells(cls, evals, test: Split, targets: Dict[str, Split],
-            seed: int) -> List[base.Cell]:
+            seed: int, data=None) -> List[base.Cell]:
     """One cell per name of `evals.attacks.names`."""
-    del targets
+    del targets, data
     a = checks.field(evals, "attacks")
     if not a["names"]:
       return []

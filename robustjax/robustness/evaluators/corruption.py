@@ -138,9 +138,9 @@ class CorruptionCell(base.Cell):
 
   @classmethod
   def cells(cls, evals, test: Split, targets: Dict[str, Split],
-            seed: int) -> List[base.Cell]:
+            seed: int, data=None) -> List[base.Cell]:
     """One cell per name of `evals.corruptions.names`."""
-    del targets
+    del targets, data
     c = checks.field(evals, "corruptions")
     if not c["names"]:
       return []

@@ -23,9 +23,9 @@ class DomainCell(clean.CleanCell):
 
   @classmethod
   def cells(cls, evals, test: Split, targets: Dict[str, Split],
-            seed: int) -> List[base.Cell]:
+            seed: int, data=None) -> List[base.Cell]:
     """One cell per target domain, in the order of `targets`."""
-    del test, seed
+    del test, seed, data
     if not checks.field(evals, "domain"):
       return []
     cells = []
