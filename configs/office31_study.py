@@ -3,9 +3,8 @@ r"""The study at paper scale on Office-31: ResNet-18 / ResNet-50, 224 px.
   # One source domain per run; its two targets are the domain shift. The
   # three runs cover all six source -> target pairs:
   for s in amazon dslr webcam; do
-    python launch/study.py \
-        --config=configs/office31_study.py:source=$s,init=/w/{name}.safetensors \
-        --workdir=workdirs/office31_$s
+    python launch/study.py --workdir=workdirs/office31_$s \
+      --config=configs/office31_study.py:source=$s,init=/w/{name}.safetensors
   done
 
 Needs the manually downloaded Office-31 folder (BUILD.md, "Office-31") and,

@@ -42,7 +42,7 @@ PLOTS = ("accuracy_vs_size.png", "accuracy_vs_severity.png",
          "accuracy_vs_eps.png")
 # launch/study.py with the tfds catalogue mocked (in the launcher's process).
 MOCKED_LAUNCH = (
-    "import sys, tensorflow_datasets as tfds\n"
+    "import tensorflow_datasets as tfds\n"
     "from launch import study\n"
     "with tfds.testing.mock_data(num_examples=64):\n"
     "  study.run()\n")

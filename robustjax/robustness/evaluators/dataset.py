@@ -28,6 +28,11 @@ claims, while their shift type puts them in the same analyses):
   domain size of the cell (CIFAR-10-C: all domains hold the same 10,000
   test images, so nothing is dropped).
 
+The report's severity table gives each source its own mean ("mean" and
+"mean (<dataset>)"); its plots and the claims' corruption analysis pool the
+generated and the released corruptions (per model, the mean over every
+corruption cell).
+
 Example i of a released-file cell is the i-th record of its tfds split: every
 model sees the same images (the claims pair models example by example), but
 it need not be the same picture as example i of the source test split (tfds
