@@ -99,6 +99,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.model.name = "resnet8"  # Registry name (robustjax.models.MODELS).
   c.model.width = 16  # Channels of the first stage.
   c.model.init = ""  # Pretrained weights (.safetensors/.pth/orbax); "".
+  # "{name}" in it stands for the model name (a study of several archs).
   c.model.half_precision = False  # bfloat16 compute (accelerators).
 
   c.optimizer = ml_collections.ConfigDict()
@@ -171,6 +172,14 @@ def evals_block() -> ml_collections.ConfigDict:
   e.attacks.chunk_size = 200  # Examples per attack chunk (memory bound).
   e.attacks.transfer = True  # Study: also attack compressed models with
   # examples crafted on their float original (gradient-masking check).
+  e.datasets = ml_collections.ConfigDict()  # Shifts from another dataset's
+  # files (robustness/evaluators/dataset.py), rows named "<dataset>/...".
+  e.datasets.name = ""  # Registry name, e.g. cifar10_corrupted; "" = none.
+  e.datasets.domains = ()  # Its domains (tfds configs); () = all.
+  e.datasets.split = "test"  # Split read of each domain.
+  e.datasets.max_examples = -1  # First N of each domain; -1 = all.
+  e.datasets.as_corruption = False  # Domains are corruption levels: rows
+  # shift=corruption, name=<dataset>/<corruption>, level=severity.
   e.level_map = "auto"  # Levels: vmap | map | auto (map on CPU).
   return e
 
@@ -216,7 +225,59 @@ def study_block() -> ml_collections.ConfigDict:
   s.quantize = ml_collections.ConfigDict()
   s.quantize.weight_bits = (8, 4)  # PTQ weight bit widths.
   s.quantize.pruned = ()  # Global sparsities whose pruned model gets int8.
+  s.notes = ()  # Lines the report shows under its title (e.g. warnings).
   return s
+
+
+def compression_grid(c: ml_collections.ConfigDict, archs, teacher: str,
+                     students, seeds: int = 3) -> None:
+  """The default study's compression grid (configs/default.py) on `archs`.
+
+  Every model once per seed; global unstructured magnitude pruning at 75 %
+  plus the size-matched sparsities the claims need (robustjax/study/grid.py);
+  AQT post-training quantization int8 and int4; distillation `teacher` ->
+  each student, with its no-KD control. Training lengths and learning rates
+  stay the caller's (they depend on the data).
+
+  Args:
+    c: the config to change.
+    archs: "name:width" strings, smallest to largest.
+    teacher: one of `archs`, or "" for no distillation.
+    students: "name:width" strings.
+    seeds: replicates of every model.
+  """
+  c.study.archs = tuple(archs)
+  c.study.seeds = seeds
+  c.study.prune.sparsities = (0.75,)
+  c.study.prune.match_sizes = True
+  c.study.distill.teacher = teacher
+  c.study.distill.students = tuple(students)
+  c.study.quantize.weight_bits = (8, 4)
+
+
+def runlocal_study(c: ml_collections.ConfigDict, archs, teacher: str = "",
+                   students=(), seeds: int = 1) -> None:
+  """Shrinks a study's grid and shifts to a CPU smoke run (`runlocal`).
+
+  With `runlocal_overrides` (training) it makes the studies' smoke mode: a
+  grid of one sparsity (90 %), int8 PTQ and the given distillation, short
+  fine-tuning, two corruptions on 64 images and attacks at eps 0 and the
+  config's largest eps on 32 images.
+  """
+  c.study.archs = tuple(archs)
+  c.study.seeds = seeds
+  c.study.prune.sparsities = (0.9,)
+  c.study.prune.match_sizes = False
+  c.study.quantize.weight_bits = (8,)
+  c.study.distill.teacher = teacher
+  c.study.distill.students = tuple(students)
+  c.compress.finetune_epochs = 0.25
+  c.compress.kd_epochs = 0.5
+  c.evals.corruptions.names = ("gaussian_noise", "contrast")
+  c.evals.corruptions.max_examples = 64
+  c.evals.attacks.eps = (0.0, max(c.evals.attacks.eps))
+  c.evals.attacks.steps = 3
+  c.evals.attacks.max_examples = 32
 
 
 def runlocal_overrides(c: ml_collections.ConfigDict) -> None:
@@ -262,6 +323,7 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   from robustjax.data import registry  # pylint: disable=g-import-not-at-top
   from robustjax.robustness import attacks  # pylint: disable=g-import-not-at-top
   from robustjax.robustness import corruptions  # pylint: disable=g-import-not-at-top
+  from robustjax.robustness.evaluators import dataset  # pylint: disable=g-import-not-at-top
   if c.dataset.name not in registry.DATASETS:
     _fail("dataset.name", c.dataset.name,
           f"registered datasets are {', '.join(sorted(registry.DATASETS))}")
@@ -344,4 +406,13 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       for e in eps):
     _fail("evals.attacks.eps", eps, "budgets are finite numbers >= 0 in "
           "pixel units, e.g. (0.0, 8/255)")
+  names = {a.partition(":")[0] for a in
+           tuple(c.study.archs) + tuple(c.study.distill.students)}
+  if c.model.init and len(names) > 1 and "{name}" not in c.model.init:
+    _fail("model.init", c.model.init, "the study trains "
+          f"{', '.join(sorted(names))}, which one file cannot initialise; "
+          "write {name} for the model name, e.g. /w/{name}.safetensors")
+  if isinstance(c.study.notes, str):
+    _fail("study.notes", c.study.notes, "a tuple of lines")
+  dataset.DatasetCell.check(c.evals)
   return c

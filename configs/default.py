@@ -35,13 +35,9 @@ def get_config(arg=None):
   c.log_every_steps = 100
   c.checkpoint_every_steps = 250
 
-  c.study.archs = ("resnet8:8", "resnet8:12", "resnet8:16")
-  c.study.seeds = 3
-  c.study.prune.sparsities = (0.75,)
-  c.study.prune.match_sizes = True
-  c.study.distill.teacher = "resnet8:16"
-  c.study.distill.students = ("resnet8:8", "resnet8:12")
-  c.study.quantize.weight_bits = (8, 4)
+  common.compression_grid(c, ("resnet8:8", "resnet8:12", "resnet8:16"),
+                          teacher="resnet8:16",
+                          students=("resnet8:8", "resnet8:12"), seeds=3)
   c.compress.finetune_epochs = 1.0
   c.compress.finetune_lr = 0.01
   c.compress.kd_epochs = 4.0
@@ -55,18 +51,6 @@ def get_config(arg=None):
 
   if arg.runlocal:
     common.runlocal_overrides(c)
-    c.study.archs = ("resnet8:4", "resnet8:8")
-    c.study.seeds = 2
-    c.study.prune.sparsities = (0.9,)
-    c.study.prune.match_sizes = False
-    c.compress.finetune_epochs = 0.25
-    c.study.quantize.weight_bits = (8,)
-    c.study.distill.teacher = "resnet8:8"
-    c.study.distill.students = ("resnet8:4",)
-    c.compress.kd_epochs = 0.5
-    c.evals.corruptions.names = ("gaussian_noise", "contrast")
-    c.evals.corruptions.max_examples = 64
-    c.evals.attacks.eps = (0.0, 0.1)
-    c.evals.attacks.steps = 3
-    c.evals.attacks.max_examples = 32
+    common.runlocal_study(c, ("resnet8:4", "resnet8:8"), teacher="resnet8:8",
+                          students=("resnet8:4",), seeds=2)
   return c

@@ -31,7 +31,8 @@ class ConfigFilesTest(parameterized.TestCase):
 
   def test_the_known_configs_are_found(self):
     self.assertContainsSubset(
-        ["cifar10_resnet", "digits_resnet", "office31_resnet"], CONFIG_FILES)
+        ["cifar10_resnet", "cifar10_study", "default", "digits_resnet",
+         "office31_resnet", "office31_study"], CONFIG_FILES)
 
   @parameterized.named_parameters((name, name) for name in CONFIG_FILES)
   def test_loads_and_locks(self, name):

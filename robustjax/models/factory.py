@@ -63,6 +63,15 @@ def input_shape(config) -> Tuple[int, int, int, int]:
   return (1, size, size, spec.channels)
 
 
+def init_path(config) -> str:
+  """`config.model.init` with "{name}" replaced by `config.model.name`.
+
+  One setting then serves a study of several architectures, e.g.
+  `/w/{name}.safetensors` -> `/w/resnet18.safetensors`, `/w/resnet50...`.
+  """
+  return config.model.init.replace("{name}", config.model.name)
+
+
 def init_variables(model, config, rng) -> Dict[str, Any]:
   """Fresh variables for `model` (+ pretrained weights if `model.init`)."""
   # Eager, not jitted: XLA:CPU needs 5-10 s to compile a ResNet's init,
@@ -71,5 +80,5 @@ def init_variables(model, config, rng) -> Dict[str, Any]:
                          train=False)
   variables = flax.core.unfreeze(variables)
   if config.model.init:
-    variables = pretrained.load_into(config.model.init, variables)
+    variables = pretrained.load_into(init_path(config), variables)
   return variables

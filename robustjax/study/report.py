@@ -92,8 +92,12 @@ def level_table(rows: Sequence[dict], shift: str) -> str:
   acc = collections.defaultdict(lambda: collections.defaultdict(list))
   for r in rows:
     if r["shift"] == shift:
-      acc[(r["model_id"], r["name"] if shift == "adversarial" else "mean")][
-          r["level"]].append(r["accuracy"])
+      # Corruptions read from a dataset's files ("<dataset>/<corruption>")
+      # get their own mean, beside the generated ones'.
+      source = r["name"].rpartition("/")[0]
+      label = r["name"] if shift == "adversarial" else (
+          f"mean ({source})" if source else "mean")
+      acc[(r["model_id"], label)][r["level"]].append(r["accuracy"])
   if not acc:
     return "(no rows)"
   levels = sorted({lv for d in acc.values() for lv in d})
@@ -389,14 +393,16 @@ def render(workdir: str) -> str:
         f"No result rows in {os.path.join(workdir, RESULTS)}: is this a "
         "study workdir? Run launch/study.py --workdir=... first (a report "
         "can be rendered as soon as its first cell is written).")
-  title = ""
+  title, config_notes = "", []
   config_path = os.path.join(workdir, CONFIG)
   if os.path.exists(config_path):
     with open(config_path) as f:
-      title = json.load(f).get("study_name", "") or ""
+      config = json.load(f)
+    title = config.get("study_name", "") or ""
+    config_notes = list((config.get("study") or {}).get("notes") or ())
   write_csv(rows, os.path.join(workdir, "results.csv"))
-  notes = [status_note(completeness(workdir, rows)),
-           f"{len(rows)} result rows."]
+  notes = config_notes + [""] * bool(config_notes) + [
+      status_note(completeness(workdir, rows)), f"{len(rows)} result rows."]
   env_path = os.path.join(workdir, ENVIRONMENT)
   if os.path.exists(env_path):
     with open(env_path) as f:

@@ -224,7 +224,8 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
   _, evals_data = loader.load_data(config)
   test = evals_data.pop("test")
   targets = {k.split("/", 1)[1]: v for k, v in evals_data.items()}
-  cells = {s: [c for c in evaluators.build(config.evals, test, targets, s)
+  cells = {s: [c for c in evaluators.build(config.evals, test, targets, s,
+                                           data=config.dataset)
                if c.shift in shifts] for s in seeds}
   transfer_keys = _transfer_keys(config, shifts)
 
@@ -294,7 +295,8 @@ def evaluate_saved(config, workdir: str) -> List[dict]:
   targets = {k.split("/", 1)[1]: v for k, v in evals_data.items()}
   journal = journal_lib.Journal(os.path.join(workdir, "eval_journal.jsonl"))
   cells = [c for c in evaluators.build(config.evals, test, targets,
-                                       config.seed) if c.key not in journal]
+                                       config.seed, data=config.dataset)
+           if c.key not in journal]
   logging.info("Evaluating %s: %d cells to run, %d already done.", workdir,
                len(cells), len(journal))
   bar = progress.Progress(len(cells), "evaluate", unit="cell")

@@ -9,10 +9,12 @@ The block (declared in the base config) reads:
   evals.batch_size                       # examples per compiled batch
   evals.corruptions.{names, severities, table, max_examples}
   evals.attacks.{names, eps, steps, restarts, max_examples, chunk_size}
+  evals.datasets.{name, domains, split, max_examples, as_corruption}
   evals.level_map                        # auto | map | vmap over severities
 
-Each evaluator type (`EVALUATORS`, keyed by the shift it measures) checks
-its fields and turns them into `Cell`s; a cell's `run(apply_fn, variables)`
+Each evaluator type (`EVALUATORS`, keyed by the shift it measures; "dataset"
+reads another dataset's files as domain or corruption shifts) checks its
+fields and turns them into `Cell`s; a cell's `run(apply_fn, variables)`
 returns rows `{"shift", "name", "level", "accuracy", "n"}` and the
 per-example correctness behind them. The same cells serve training
 (`accuracy`), eval-only runs and the study; programs are compiled once per
@@ -30,6 +32,7 @@ from robustjax.robustness.evaluators import base
 from robustjax.robustness.evaluators import checks
 from robustjax.robustness.evaluators import clean
 from robustjax.robustness.evaluators import corruption
+from robustjax.robustness.evaluators import dataset
 from robustjax.robustness.evaluators import domain
 
 Cell = base.Cell
@@ -39,6 +42,7 @@ EVALUATORS = {
     "clean": clean.CleanCell,
     "domain": domain.DomainCell,
     "corruption": corruption.CorruptionCell,
+    "dataset": dataset.DatasetCell,
     "adversarial": attack.AttackCell,
 }
 
@@ -53,8 +57,8 @@ def _check_known_fields(evals):
       raise ValueError(f"evals.{name} is not a field of the evals block; "
                        f"valid fields: {', '.join(sorted(known))}.")
   for name, sub in known.items():
-    if sub is None:
-      continue
+    if sub is None or (name == dataset.BLOCK and name not in evals):
+      continue  # An evals block without `datasets` predates it: none.
     for f in checks.field(evals, name).keys():
       if f not in sub:
         raise ValueError(f"evals.{name}.{f} is not a field of "
@@ -80,7 +84,7 @@ def check_evals(evals):
 
 
 def build(evals, test: Optional[Split], targets: Dict[str, Split],
-          seed: int = 0) -> List[Cell]:
+          seed: int = 0, data=None) -> List[Cell]:
   """The cells of every evaluator of `evals`, without a model.
 
   Args:
@@ -89,15 +93,18 @@ def build(evals, test: Optional[Split], targets: Dict[str, Split],
     targets: target-domain name -> split (domain shift).
     seed: randomness of corruptions and attack starts; with the cell key it
       fixes every model's inputs.
+    data: the study's `dataset` config block (name, image_size, data_dir,
+      manual_dir); needed only when `evals.datasets.name` is set (its splits
+      are loaded at the study's size from the same folders).
 
   Returns:
-    Cells in registry order (clean, domain, corruption, adversarial), each
-    with a unique `key`.
+    Cells in registry order (clean, domain, corruption, dataset,
+    adversarial), each with a unique `key`.
   """
   check_evals(evals)
   cells = []
   for cls in EVALUATORS.values():
-    cells.extend(cls.cells(evals, test, targets, seed))
+    cells.extend(cls.cells(evals, test, targets, seed, data=data))
   return cells
 
 

@@ -150,9 +150,9 @@ class AttackCell(base.Cell):
 
   @classmethod
   def cells(cls, evals, test: Split, targets: Dict[str, Split],
-            seed: int) -> List[base.Cell]:
+            seed: int, data=None) -> List[base.Cell]:
     """One cell per name of `evals.attacks.names`."""
-    del targets
+    del targets, data
     a, split = base.named_block(evals, "attacks", test)
     eps = tuple(float(e) for e in a["eps"])
     return [cls("adversarial", name, eps, len(split), split,

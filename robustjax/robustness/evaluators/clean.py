@@ -35,9 +35,9 @@ class CleanCell(base.Cell):
 
   @classmethod
   def cells(cls, evals, test: Split, targets: Dict[str, Split],
-            seed: int) -> List[base.Cell]:
+            seed: int, data=None) -> List[base.Cell]:
     """The cell of `evals.clean` (none if it is False)."""
-    del targets, seed
+    del targets, seed, data
     if not checks.field(evals, cls.FLAG):
       return []
     base.need_split(test, "evals.clean")

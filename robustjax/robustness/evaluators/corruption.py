@@ -139,9 +139,9 @@ class CorruptionCell(base.Cell):
 
   @classmethod
   def cells(cls, evals, test: Split, targets: Dict[str, Split],
-            seed: int) -> List[base.Cell]:
+            seed: int, data=None) -> List[base.Cell]:
     """One cell per name of `evals.corruptions.names`."""
-    del targets
+    del targets, data
     c, split = base.named_block(evals, "corruptions", test)
     severities = tuple(int(s) for s in c["severities"])
     return [cls("corruption", name, severities, len(split), split,

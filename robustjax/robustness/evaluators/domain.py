@@ -21,9 +21,9 @@ class DomainCell(clean.CleanCell):
 
   @classmethod
   def cells(cls, evals, test: Split, targets: Dict[str, Split],
-            seed: int) -> List[base.Cell]:
+            seed: int, data=None) -> List[base.Cell]:
     """One cell per target domain, in the order of `targets`."""
-    del test, seed
+    del test, seed, data
     if not checks.field(evals, cls.FLAG):
       return []
     cells = []
