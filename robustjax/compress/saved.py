@@ -66,7 +66,8 @@ def load(workdir: str) -> Compressed:
   """A model saved by `save`."""
   with open(os.path.join(workdir, METADATA)) as f:
     metadata = json.load(f)
-  variables = checkpoint.load_variables(os.path.join(workdir, VARIABLES))
+  variables = checkpoint.load_variables(os.path.join(workdir, VARIABLES),
+                                        owner=workdir)
   return Compressed(apply_fn_for(metadata), variables, metadata)
 
 

@@ -22,6 +22,7 @@ cells; `launch/evaluate.py` evaluates one saved model (`evaluate_saved`).
 import json
 import os
 import platform
+import shutil
 import time
 from typing import Dict, List, Sequence
 
@@ -30,6 +31,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from robustjax import checkpoint
 from robustjax import io
 from robustjax import models as models_lib
 from robustjax import parallel
@@ -119,7 +121,11 @@ class _Models:
 
   def _build(self, spec, seed, folder) -> saved.Compressed:
     if saved.is_done(folder):
-      return saved.load(folder)
+      try:
+        return saved.load(folder)
+      except checkpoint.DamagedCheckpointError as e:
+        logging.warning("%s Rebuilding it.", e)
+        shutil.rmtree(folder, ignore_errors=True)
     cfg = recipes.derived_config(self.config, seed=seed)
     st = spec.settings
     if spec.method == "original":

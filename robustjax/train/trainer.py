@@ -248,7 +248,7 @@ def _train(members: List[Member], workdir: str, stacked: bool):
   if ckpt.latest_step() is not None:
     state = ckpt.restore(checkpoint.abstract(state))
     logging.info("Resuming from checkpoint at step %d in %s.",
-                 ckpt.latest_step(), ckpt.directory)
+                 int(np.ravel(jax.device_get(state.step))[0]), ckpt.directory)
   start = int(np.ravel(jax.device_get(state.step))[0])
   logging.info("Training %s on %s (%d examples) for %d steps (%d per epoch) "
                "from step %d.", config.model.name, train_split.name,
