@@ -15,7 +15,7 @@ Arguments: `model=resnet50|resnet18|...`, `source=amazon|dslr|webcam`,
 Protocol (robustjax's own, as is usual for Office-31): train on every image of
 the source domain (`full` split), evaluate on every image of each target
 domain; images resized to 256x256 when the dataset is prepared, models run at
-224 px with random crops (pad 16) and flips. SGD momentum 0.9, lr 0.01
+224 px with random 224 crops of the 256 px images and flips. SGD momentum 0.9, lr 0.01
 (pretrained) or 0.1 (scratch), wd 5e-4, cosine, batch 32. Not run here: no
 Office-31 data or accelerator on the dev machine; smoke-tested on a generated
 folder of JPEGs.
