@@ -18,6 +18,7 @@ from absl import logging
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from launch import common as launch_common
+from robustjax import io
 from robustjax.study import report
 
 FLAGS = flags.FLAGS
@@ -40,8 +41,7 @@ def main(argv):
   logging.info("%s", report.status_note(status).replace("**", ""))
   logging.info("Report: %s", path)
   if FLAGS.print:
-    with open(path) as f:
-      print(f.read())
+    print(io.read_text(path))
 
 
 def run():

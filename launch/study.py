@@ -19,6 +19,7 @@ from ml_collections import config_flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from launch import common as launch_common
+from robustjax import io
 from robustjax.study import runner
 
 FLAGS = flags.FLAGS
@@ -34,7 +35,7 @@ def main(argv):
   config = launch_common.setup(FLAGS.workdir)
   runner.run_study(config, FLAGS.workdir)
   logging.info("Done. Report: %s", os.path.join(FLAGS.workdir, "report.md"))
-  print(open(os.path.join(FLAGS.workdir, "report.md")).read())
+  print(io.read_text(os.path.join(FLAGS.workdir, "report.md")))
 
 
 def run():

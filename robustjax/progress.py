@@ -30,6 +30,8 @@ from typing import Iterable, Iterator, Optional, TypeVar
 from absl import logging
 from tqdm import auto as tqdm_auto
 
+from robustjax import io
+
 ENV_MODE = "ROBUSTJAX_PROGRESS"
 MODES = ("bar", "log", "off")
 LOG_FILE = "log.txt"
@@ -115,13 +117,22 @@ def log_to_file(workdir: str, filename: str = LOG_FILE) -> str:
   line marking the start of this process. In a multi-host run, call it on
   process 0 only (or give each process its own `filename`).
 
+  An object store (`gs://...` workdir) cannot be appended to, so there the
+  log file is skipped with one warning (the console log is unchanged).
+
   Args:
-    workdir: the run's output folder (created if missing).
+    workdir: the run's output folder (created if missing), or a bucket URL.
     filename: file name inside `workdir`.
 
   Returns:
-    The absolute path of the log file.
+    The absolute path of the log file ("" for a bucket workdir).
   """
+  if not io.is_local(workdir):
+    logging.log_first_n(
+        logging.WARNING, "No %s for the bucket workdir %s (object stores "
+        "cannot append); the log goes to the console only.", 1, filename,
+        workdir)
+    return ""
   path = os.path.abspath(os.path.join(workdir, filename))
   root = std_logging.getLogger()
   if any(h.baseFilename == path for h in _file_handlers()):

@@ -3,10 +3,10 @@
 A compressed (or original) model is a folder with `variables/` (Orbax) and
 `compression.json` (its metadata), written last so that its presence marks
 a complete model. `apply_fn_for(metadata)` rebuilds the one calling
-convention `logits = apply_fn(variables, images)` for any of them.
+convention `logits = apply_fn(variables, images)` for any of them. The folder
+may be local or in a bucket (`gs://...`; robustjax.io).
 """
 
-import json
 import os
 from typing import Any, Callable, Dict, NamedTuple
 
@@ -51,7 +51,7 @@ def to_host(tree):
 
 def save(workdir: str, variables, metadata: Dict[str, Any]) -> None:
   """Writes `variables/` then `compression.json` (last: marks it done)."""
-  os.makedirs(workdir, exist_ok=True)
+  io.makedirs(workdir)
   # Orbax saves are collective (every process calls); metadata: process 0.
   checkpoint.save_variables(os.path.join(workdir, VARIABLES), variables)
   if parallel.is_main_process():
@@ -59,13 +59,12 @@ def save(workdir: str, variables, metadata: Dict[str, Any]) -> None:
 
 
 def is_done(workdir) -> bool:
-  return bool(workdir) and os.path.exists(os.path.join(workdir, METADATA))
+  return bool(workdir) and io.exists(os.path.join(workdir, METADATA))
 
 
 def load(workdir: str) -> Compressed:
   """A model saved by `save`."""
-  with open(os.path.join(workdir, METADATA)) as f:
-    metadata = json.load(f)
+  metadata = io.read_json(os.path.join(workdir, METADATA))
   variables = checkpoint.load_variables(os.path.join(workdir, VARIABLES),
                                         owner=workdir)
   return Compressed(apply_fn_for(metadata), variables, metadata)
@@ -73,7 +72,7 @@ def load(workdir: str) -> Compressed:
 
 def restore_trained(train_workdir: str) -> Dict[str, Any]:
   """{"params", "batch_stats"} of the newest checkpoint of a training run."""
-  directory = os.path.join(os.path.abspath(train_workdir), "checkpoints")
+  directory = io.as_path(train_workdir) / "checkpoints"
   manager = ocp.CheckpointManager(directory)
   step = manager.latest_step()
   if step is None:

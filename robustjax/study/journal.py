@@ -33,6 +33,14 @@ from robustjax import io
 from robustjax import parallel
 
 
+def exists(path: str) -> bool:
+  """True if a journal was written at `path` (its file, or in a bucket its
+  `<stem>.records/` folder)."""
+  if io.is_local(path):
+    return io.exists(path)
+  return io.exists(os.path.splitext(os.fspath(path))[0] + ".records")
+
+
 def _encode(array) -> str:
   buf = stdio.BytesIO()
   np.save(buf, np.asarray(array), allow_pickle=False)

@@ -9,7 +9,9 @@ Plots use matplotlib's object API (`matplotlib.figure.Figure`), never pyplot
 or `matplotlib.use`, so they neither need a display nor change a notebook's
 backend. Colour = architecture, marker = method; where rows carry a `seed`
 and a model was run with several seeds, points are the mean over seeds and
-error bars +- one standard deviation.
+error bars +- one standard deviation. Every file goes through robustjax.io,
+so the workdir may be a bucket (`gs://...`); plots are rendered in memory and
+written whole.
 """
 
 import collections
@@ -229,7 +231,7 @@ def plots(rows: Sequence[dict], folder: str) -> List[str]:
   Returns:
     Paths of the files written.
   """
-  os.makedirs(folder, exist_ok=True)
+  io.makedirs(folder)
   groups = seed_groups(rows)
   main, shade = _arch_colors(groups)
   paths = []
@@ -256,7 +258,7 @@ def plots(rows: Sequence[dict], folder: str) -> List[str]:
   _style_legend(axes[0], groups, main)
   fig.tight_layout()
   paths.append(os.path.join(folder, "accuracy_vs_size.png"))
-  fig.savefig(paths[-1], dpi=110)
+  _save_png(fig, paths[-1])
 
   for shift, xlabel, fname in (("corruption", "severity",
                                 "accuracy_vs_severity.png"),
@@ -283,8 +285,15 @@ def plots(rows: Sequence[dict], folder: str) -> List[str]:
     axes[-1].legend(fontsize=6, loc="best")
     fig.tight_layout()
     paths.append(os.path.join(folder, fname))
-    fig.savefig(paths[-1], dpi=110)
+    _save_png(fig, paths[-1])
   return paths
+
+
+def _save_png(fig: mpl_figure.Figure, path: str) -> None:
+  """Renders `fig` in memory and writes it in one go (local or bucket)."""
+  buf = stdio.BytesIO()
+  fig.savefig(buf, format="png", dpi=110)
+  io.write_atomic(path, buf.getvalue())
 
 
 def plots_caption(rows: Sequence[dict]) -> str:
@@ -344,9 +353,8 @@ def completeness(workdir: str, rows: Sequence[dict]) -> Dict[str, object]:
               for r in rows})
   path = os.path.join(workdir, PROGRESS)
   total = None
-  if os.path.exists(path):
-    with open(path) as f:
-      total = json.load(f).get("cells_total")
+  if io.exists(path):
+    total = io.read_json(path).get("cells_total")
   return {"cells_done": done, "cells_total": total,
           "complete": None if total is None else done >= total}
 
@@ -382,7 +390,7 @@ def render(workdir: str) -> str:
     FileNotFoundError: if the workdir has no result rows yet.
   """
   examples = None
-  if os.path.exists(os.path.join(workdir, JOURNAL)):
+  if journal_lib.exists(os.path.join(workdir, JOURNAL)):
     journal = journal_lib.Journal(os.path.join(workdir, JOURNAL))
     rows, examples = journal_lib.rows_of(journal), journal_lib.examples_of(
         journal)
@@ -395,18 +403,16 @@ def render(workdir: str) -> str:
         "can be rendered as soon as its first cell is written).")
   title, config_notes = "", []
   config_path = os.path.join(workdir, CONFIG)
-  if os.path.exists(config_path):
-    with open(config_path) as f:
-      config = json.load(f)
+  if io.exists(config_path):
+    config = io.read_json(config_path)
     title = config.get("study_name", "") or ""
     config_notes = list((config.get("study") or {}).get("notes") or ())
   write_csv(rows, os.path.join(workdir, "results.csv"))
   notes = config_notes + [""] * bool(config_notes) + [
       status_note(completeness(workdir, rows)), f"{len(rows)} result rows."]
   env_path = os.path.join(workdir, ENVIRONMENT)
-  if os.path.exists(env_path):
-    with open(env_path) as f:
-      env = json.load(f)
+  if io.exists(env_path):
+    env = io.read_json(env_path)
     notes.append(f"Machine: {env.get('machine')}; {env.get('devices')}; "
                  f"jax {env.get('jax')}.")
   return write_report(rows, workdir, title=title, notes=notes,

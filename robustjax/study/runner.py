@@ -15,6 +15,12 @@ Outputs: `results.jsonl` (one row per model x seed x shift x name x level;
 schema `ROW_FIELDS`), `results.csv`, `report.md`, `plots/`; the report is
 rewritten as cells finish (marked partial until the grid is complete).
 
+The workdir may be a local folder or a bucket URL (`gs://...`): every file
+goes through robustjax.io / robustjax.checkpoint (tests/study/bucket_test.py
+runs a study in a `gs://` test double and resumes it). In a bucket the
+journal is one object per record, and there is no `log.txt` and no
+TensorBoard event files (object stores cannot append).
+
 `launch/compress.py` runs the same grid with only the clean and domain
 cells; `launch/evaluate.py` evaluates one saved model (`evaluate_saved`).
 """
@@ -217,7 +223,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
   Returns:
     All result rows.
   """
-  os.makedirs(workdir, exist_ok=True)
+  io.makedirs(workdir)
   if parallel.is_main_process():
     progress.log_to_file(workdir)  # Idempotent (launchers already did).
     io.write_atomic(os.path.join(workdir, "config.json"),
@@ -288,7 +294,7 @@ def evaluate_saved(config, workdir: str) -> List[dict]:
   if saved.is_done(workdir):
     model = saved.load(workdir)
     meta = model.metadata
-    header = {"model": os.path.basename(os.path.normpath(workdir)),
+    header = {"model": io.as_path(workdir).name,
               "method": meta["method"], "size_bits": meta["size_bits"],
               "sparsity": meta["sparsity"]}
   else:

@@ -5,19 +5,19 @@ r"""README tables generated from a committed study workdir.
 
 replaces the text between `<!-- results:begin -->` and
 `<!-- results:end -->` in the README with tables computed from the study's
-journal (rows + per-example results) in `--results`: the claims' verdicts
-with their pooled effects and 95 % intervals, and the model table (means
-over seeds). `tests/readme_test.py` regenerates the block and fails when the
-README disagrees with the committed results.
+journal (rows + per-example results) in `--results` (a folder or a bucket
+URL): the claims' verdicts with their pooled effects and 95 % intervals, and
+the model table (means over seeds). `tests/readme_test.py` regenerates the
+block and fails when the README disagrees with the committed results.
 """
 
 import argparse
-import json
 import math
 import os
 import re
 from typing import Optional
 
+from robustjax import io
 from robustjax.study import claims as claims_lib
 from robustjax.study import journal as journal_lib
 from robustjax.study import report as report_lib
@@ -41,9 +41,8 @@ def block(results: str) -> str:
   verdicts = claims_lib.test_claims(data)
   env_path = os.path.join(results, runner.ENVIRONMENT)
   env = {}
-  if os.path.exists(env_path):
-    with open(env_path) as f:
-      env = json.load(f)
+  if io.exists(env_path):
+    env = io.read_json(env_path)
   seeds = sorted({r["seed"] for r in rows})
   models = sorted({r["model_id"] for r in rows})
   status = report_lib.status_note(report_lib.completeness(results, rows))
@@ -74,7 +73,7 @@ def block(results: str) -> str:
 def update_readme(readme: str, results: str,
                   check_only: bool = False) -> Optional[str]:
   """Rewrites the README block; with `check_only`, returns the new text."""
-  with open(readme) as f:
+  with open(readme) as f:  # A file of the checkout (results may be a URL).
     text = f.read()
   if BEGIN not in text or END not in text:
     raise ValueError(f"{readme} has no {BEGIN} ... {END} block.")

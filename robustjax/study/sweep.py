@@ -38,6 +38,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from absl import logging
 import ml_collections
 
+from robustjax import io
 from robustjax.compress import pruning
 from robustjax.compress import recipes
 from robustjax.study import journal as journal_lib
@@ -211,7 +212,7 @@ def run_sweep(base_config: ml_collections.ConfigDict, workdir: str,
     SweepError: if some points failed; the others are still run and
       recorded, and rerunning retries only the unfinished ones.
   """
-  os.makedirs(workdir, exist_ok=True)
+  io.makedirs(workdir)
   points = collect_points(sweep_fn, base_config)
   journal = journal_lib.Journal(os.path.join(workdir, SWEEP_FILE))
   journal.compact()
@@ -253,8 +254,7 @@ def run_sweep(base_config: ml_collections.ConfigDict, workdir: str,
              for p, d in zip(group, dirs)], _group_dir(workdir, group))
       finals = []
       for d in dirs:
-        with open(os.path.join(d, "final_metrics.json")) as f:
-          finals.append(json.load(f))
+        finals.append(io.read_json(os.path.join(d, "final_metrics.json")))
     except Exception as e:  # pylint: disable=broad-except
       logging.error("Sweep point(s) %s failed:\n%s", ", ".join(names),
                     traceback.format_exc())

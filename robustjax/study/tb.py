@@ -13,6 +13,10 @@ model's training curves (`models/<model>/train/tb`):
 
 Run names are the model ids with "/" as "__", so TensorBoard's run filter
 (a regex, e.g. `prune` or `resnet8`) picks one family of models.
+
+Bucket workdirs (`gs://...`) get no event files (tensorboardX cannot write
+them through the object-store path layer): `write_study_summaries` then logs
+one line and writes nothing; the report and results.csv hold the same data.
 """
 
 import collections
@@ -20,9 +24,11 @@ import os
 import shutil
 from typing import Dict, List, Sequence
 
+from absl import logging
 import numpy as np
 import tensorboardX
 
+from robustjax import io
 from robustjax.study import claims as claims_lib
 
 STUDY_TB_DIR = os.path.join("tb", "study")
@@ -77,8 +83,15 @@ def write_study_summaries(rows: Sequence[dict], workdir: str) -> str:
     workdir: the study's workdir.
 
   Returns:
-    The folder written, `workdir/tb/study`.
+    The folder written, `workdir/tb/study` ("" for a bucket workdir, where
+    nothing is written).
   """
+  if not io.is_local(workdir):
+    logging.log_first_n(
+        logging.INFO, "No study TensorBoard curves in the bucket workdir %s "
+        "(event files need a local or mounted folder); see report.md.", 1,
+        workdir)
+    return ""
   folder = os.path.join(workdir, STUDY_TB_DIR)
   if os.path.isdir(folder):
     shutil.rmtree(folder)

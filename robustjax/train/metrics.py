@@ -5,6 +5,11 @@ TensorBoard event files, to `WORKDIR/tb/` (written with tensorboardX, no
 TensorFlow needed). View them with `tensorboard --logdir WORKDIR` (a study's
 workdir shows every model's training run and the study's curves), or read
 them back in Python with `read_scalars`.
+
+In a bucket workdir (`gs://...`) only metrics.jsonl is written (each write
+re-uploads it whole, robustjax.io.append_jsonl): TensorBoard event files are
+appended to as training runs, which object stores cannot do, so they are
+skipped with one log line. Use a local or mounted workdir for TensorBoard.
 """
 
 import collections
@@ -34,13 +39,19 @@ class MetricWriter:
     """Opens the writers.
 
     Args:
-      workdir: the run's folder; TensorBoard files go to `workdir/tb/`.
+      workdir: the run's folder; TensorBoard files go to `workdir/tb/`
+        (local workdirs only: none in a bucket).
       tensorboard: False writes metrics.jsonl only.
     """
     self.path = os.path.join(workdir, "metrics.jsonl")
     self._active = parallel.is_main_process()
     self._tb = None
-    if self._active and tensorboard:
+    if self._active and tensorboard and not io.is_local(workdir):
+      logging.log_first_n(
+          logging.INFO, "No TensorBoard event files in bucket workdirs such "
+          "as %s (object stores cannot append); metrics.jsonl has the same "
+          "scalars.", 1, workdir)
+    elif self._active and tensorboard:
       self._tb = tensorboardX.SummaryWriter(os.path.join(workdir, TB_DIR))
 
   def write(self, step: int, split: str, **scalars) -> None:

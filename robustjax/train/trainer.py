@@ -204,7 +204,7 @@ def _train(members: List[Member], workdir: str, stacked: bool):
                "%d model(s).", jax.device_count(), jax.devices()[0].platform,
                jax.process_count(), dict(mesh.shape), k)
   for m in members:
-    os.makedirs(m.workdir, exist_ok=True)
+    io.makedirs(m.workdir)
     if main:
       io.write_atomic(os.path.join(m.workdir, "config.json"),
                       m.config.to_json_best_effort(indent=2))
