@@ -80,6 +80,9 @@ class BucketStudyTest(absltest.TestCase):
         for name in ("config.json", "final_metrics.json", "metrics.jsonl"):
           self.assertTrue(io.exists(f"{train}/{name}"), f"{folder}: {name}")
         self.assertNotEmpty(io.read_jsonl(f"{train}/metrics.jsonl"))
+      # Not in buckets (append-only files): the log file and TensorBoard.
+      self.assertFalse(io.exists(f"{URL}/log.txt"))
+      self.assertFalse(io.exists(f"{URL}/tb"))
       # The journal is one object per record (no append on object stores).
       self.assertLen(io.read_records(f"{URL}/journal.records"), 8)
 
