@@ -43,6 +43,12 @@ _RECORD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]{0,199}$")
 _READ_THREADS = 16
 
 
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
 def is_local(path: PathLike) -> bool:
   """True for a path on the local file system, False for a URL (`gs://...`)."""
   return "://" not in os.fspath(path)
@@ -101,6 +107,7 @@ def write_atomic(path: PathLike, data: Union[str, bytes]) -> None:
   os.makedirs(folder, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
   try:
+    os.fchmod(fd, 0o666 & ~_umask())  # As open() would (mkstemp: 0600).
     with os.fdopen(fd, "wb") as f:
       f.write(raw)
       f.flush()
