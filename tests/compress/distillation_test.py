@@ -84,9 +84,10 @@ class LossHookTest(absltest.TestCase):
       calls.append(x.shape)
       return x * variables["scale"]
 
-    loss_fn = distillation.make_loss_fn(teacher_apply, {"scale": 0.5},
-                                        temperature=2.0, alpha=0.7)
-    got = loss_fn(jnp.asarray(STUDENT), LABELS, images)
+    loss_fn = distillation.make_loss_fn(teacher_apply, temperature=2.0,
+                                        alpha=0.7)
+    # The teacher's variables are an argument (Recipe.loss_args).
+    got = loss_fn(jnp.asarray(STUDENT), LABELS, images, {"scale": 0.5})
     want = _reference(STUDENT, np.asarray(images) * 0.5, LABELS, 2.0, 0.7)
     np.testing.assert_allclose(float(got), want, rtol=1e-5)
     self.assertEqual(calls, [(2, 3)])
@@ -95,8 +96,8 @@ class LossHookTest(absltest.TestCase):
     def teacher_apply(variables, x):
       raise AssertionError("The control must not run the teacher.")
 
-    loss_fn = distillation.make_loss_fn(teacher_apply, None, alpha=0.0)
-    got = loss_fn(jnp.asarray(STUDENT), LABELS, jnp.zeros((2, 3)))
+    loss_fn = distillation.make_loss_fn(teacher_apply, alpha=0.0)
+    got = loss_fn(jnp.asarray(STUDENT), LABELS, jnp.zeros((2, 3)), None)
     want = _reference(STUDENT, TEACHER, LABELS, 1.0, 0.0)
     np.testing.assert_allclose(float(got), want, rtol=1e-5)
 
