@@ -30,6 +30,8 @@ def load_config():
   A missing or broken config file, or a bad value, ends the run with one
   sentence naming the problem (exit status 1) before any work starts.
   """
+  if "config" not in flags.FLAGS:  # A launcher without --config.
+    return None
   config = flags.FLAGS.config
   if not isinstance(config, ml_collections.ConfigDict):
     path = config_flags.get_config_filename(flags.FLAGS["config"])
