@@ -5,7 +5,11 @@ the attack is vmapped over the eps grid, so one compiled program covers
 every budget. Example i's random start uses `fold_in(cell_key, i)`, where
 the cell key depends only on (seed, 'adversarial/<name>'): every model is
 attacked from the same starts, and the results depend neither on the chunk
-size nor on the number of devices. Chunks are sharded over the device mesh
+size nor on the number of devices. A budget of 0 is no attack: those rows
+are the clean correctness from the clean evaluator's program and batch size
+(`evals.batch_size`), so they equal the clean cell on the same examples
+bit for bit, for float and integer-quantized models alike (the attack
+program's batch shape, [eps, chunk], rounds differently). Chunks are sharded over the device mesh
 (`parallel.make_mesh()`); on a multi-core CPU host,
 `XLA_FLAGS=--xla_force_host_platform_device_count=<cores>` (set before JAX
 starts) gives one device per core, which helps PGD's backward pass.
@@ -45,7 +49,8 @@ def _program(apply_fn: Callable, attack: attacks.Attack, impl) -> Callable:
 def robust_correct(apply_fn: Callable, variables: Any, images, labels,
                    key: jax.Array, eps_grid: Union[Sequence[float], jax.Array],
                    attack: attacks.Attack, chunk_size: Optional[int] = None,
-                   mesh: Optional[jax.sharding.Mesh] = None) -> np.ndarray:
+                   mesh: Optional[jax.sharding.Mesh] = None,
+                   clean_batch_size: Optional[int] = None) -> np.ndarray:
   """Whether each example survives `attack`, for every radius of `eps_grid`.
 
   Compiled once per (apply_fn, attack, shapes) and cached, so reuse the same
@@ -58,12 +63,15 @@ def robust_correct(apply_fn: Callable, variables: Any, images, labels,
       global arrays of several processes are gathered first).
     labels: int [n].
     key: PRNG key; example i uses `fold_in(key, i)`.
-    eps_grid: radii in pixel units, 1-D; 0 gives the clean correctness.
+    eps_grid: radii in pixel units, 1-D; 0 gives the clean correctness,
+      computed by the clean program (`base.clean_correct`), not attacked.
     attack: an `Attack`, e.g. `attacks.pgd()` or `attacks.get_attack('fgsm')`.
     chunk_size: attack at most this many images at once (all eps together,
       so the effective batch is chunk_size * len(eps_grid)); rounded up to
       the device count. None: one chunk.
     mesh: device mesh (default: `parallel.make_mesh()`, every device).
+    clean_batch_size: batch of the eps = 0 rows; pass the clean cell's
+      (`evals.batch_size`) to get its predictions exactly. None: the chunk.
 
   Returns:
     numpy bool [len(eps_grid), n]. Independent of `chunk_size` and `mesh`.
@@ -78,22 +86,31 @@ def robust_correct(apply_fn: Callable, variables: Any, images, labels,
     raise ValueError(f"Got {len(labels)} labels for {n} images.")
   mesh = mesh or parallel.make_mesh()
   chunk = n if chunk_size is None else max(1, min(int(chunk_size), n))
+  zero = eps_grid == 0
+  out = np.zeros((len(eps_grid), n), bool)
+  if zero.any():
+    out[zero] = base.clean_correct(apply_fn, variables, images, labels,
+                                   clean_batch_size or chunk, mesh)
+  if zero.all():
+    return out
   keys = attacks.indexed_keys(key, n)
   impl = None
   if jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key):
     impl, keys = jax.random.key_impl(keys), jax.random.key_data(keys)
   fn = _program(apply_fn, attack, impl)
-  args = parallel.replicate(mesh, (variables, jnp.asarray(eps_grid)))
-  return base.run_batches(lambda b, x, y, k: fn(args, b, x, y, k),
-                          (images, labels, np.asarray(keys)),
-                          base.global_batch(chunk, mesh), mesh)
+  args = parallel.replicate(mesh, (variables, jnp.asarray(eps_grid[~zero])))
+  out[~zero] = base.run_batches(lambda b, x, y, k: fn(args, b, x, y, k),
+                                (images, labels, np.asarray(keys)),
+                                base.global_batch(chunk, mesh), mesh)
+  return out
 
 
 def robust_accuracy(apply_fn: Callable, variables: Any, images, labels,
                     key: jax.Array,
                     eps_grid: Union[Sequence[float], jax.Array],
                     attack: attacks.Attack, chunk_size: Optional[int] = None,
-                    mesh: Optional[jax.sharding.Mesh] = None) -> jax.Array:
+                    mesh: Optional[jax.sharding.Mesh] = None,
+                    clean_batch_size: Optional[int] = None) -> jax.Array:
   """Accuracy under `attack` for every radius of `eps_grid`.
 
   Args: as `robust_correct`.
@@ -103,7 +120,8 @@ def robust_accuracy(apply_fn: Callable, variables: Any, images, labels,
     still classified correctly at each eps.
   """
   correct = robust_correct(apply_fn, variables, images, labels, key,
-                           eps_grid, attack, chunk_size, mesh)
+                           eps_grid, attack, chunk_size, mesh,
+                           clean_batch_size)
   return jnp.asarray(correct.sum(1).astype(np.float32) /
                      np.float32(correct.shape[1]))
 
@@ -123,14 +141,16 @@ class AttackCell(base.Cell):
     attack: the `attacks.Attack` (steps and restarts from the config).
     rng: the cell's PRNG key (from the seed and the cell key).
     chunk_size: examples attacked at once.
+    batch_size: the clean cell's batch (`evals.batch_size`), used for eps = 0.
   """
   split: Split = dataclasses.field(repr=False)
   attack: attacks.Attack
   rng: jax.Array = dataclasses.field(repr=False)
   chunk_size: int
+  batch_size: int
 
   FIELDS = {"attacks": ("names", "eps", "steps", "restarts", "max_examples",
-                        "chunk_size", "transfer")}
+                        "chunk_size", "transfer"), "batch_size": None}
 
   @classmethod
   def check(cls, evals):
@@ -158,11 +178,13 @@ class AttackCell(base.Cell):
     return [cls("adversarial", name, eps, len(split), split,
                 attacks.get_attack(name, **_attack_kwargs(name, a)),
                 base.cell_seed(seed, f"adversarial/{name}"),
-                a["chunk_size"]) for name in a["names"]]
+                a["chunk_size"], checks.field(evals, "batch_size"))
+            for name in a["names"]]
 
   def correct(self, apply_fn: Callable, variables: Any,
               mesh: jax.sharding.Mesh = None) -> np.ndarray:
     """bool [num_eps, n]: example i still correct under attack at each eps."""
     return robust_correct(apply_fn, variables, self.split.images,
                           self.split.labels, self.rng, self.levels,
-                          self.attack, self.chunk_size, mesh)
+                          self.attack, self.chunk_size, mesh,
+                          self.batch_size)

@@ -11,6 +11,8 @@ it).
 A transfer cell mirrors a white-box attack cell (same examples, eps grid,
 starts) under the name `transfer_<attack>`. The adversarial images of a
 source are computed once and reused for every model evaluated against it.
+As in the white-box cell, eps = 0 is no attack: that row classifies the
+unmodified images exactly as the clean cell does.
 """
 
 import collections
@@ -41,12 +43,14 @@ def _perturb_program(apply_fn: Callable, attack: attacks.Attack) -> Callable:
 
 
 def adversarial_images(apply_fn: Callable, variables: Any, cell) -> np.ndarray:
-  """The white-box attack of `cell` on the source: float32 [E, n, H, W, C]."""
+  """`cell`'s attack on the source, float32 [E, n, H, W, C], eps > 0 only."""
   split = cell.split
   n = len(split)
   keys = attacks.indexed_keys(cell.rng, n)
   fn = _perturb_program(apply_fn, cell.attack)
-  eps = jnp.asarray(cell.levels, jnp.float32)
+  eps = jnp.asarray([e for e in cell.levels if e > 0], jnp.float32)
+  if not eps.size:
+    return np.zeros((0,) + split.images.shape, np.float32)
   out = []
   for i in range(0, n, cell.chunk_size):
     sl = slice(i, min(n, i + cell.chunk_size))
@@ -81,10 +85,11 @@ class TransferCell(base.Cell):
       while len(_ADVERSARIAL) > _KEEP:
         _ADVERSARIAL.popitem(last=False)
     _ADVERSARIAL.move_to_end(cache_key)
-    adv = _ADVERSARIAL[cache_key]
-    labels = self.white_box.split.labels
-    return np.stack([base.clean_correct(apply_fn, variables, x, labels,
-                                        self.batch_size, mesh) for x in adv])
+    adv = iter(_ADVERSARIAL[cache_key])
+    split = self.white_box.split
+    return np.stack([base.clean_correct(
+        apply_fn, variables, split.images if eps == 0 else next(adv),
+        split.labels, self.batch_size, mesh) for eps in self.levels])
 
 
 def transfer_name(attack_name: str) -> str:
