@@ -15,12 +15,16 @@ What is measured, all in this one process tree on the same machine:
   chunks of a smaller jitted batch. torchattacks: the same ResNet-20 in
   PyTorch (eval mode, identical weights, logits checked), run in a subprocess
   of the torch venv (`--torch_python`), also whole-batch and chunked.
-* An eps sweep (5 radii, PGD-10): `evaluators.attack.robust_accuracy`, one
-  compiled program vmapped over the grid, vs a Python loop of per-eps
-  programs each compiled for its own constant eps, vs a loop over one program
-  with eps traced; compile time included in all.
-* With `--host_devices=2` (default; XLA_FLAGS is set before jax starts) one
-  XLA CPU device per core: the same attacks with the batch split over both.
+* An eps sweep (5 radii, PGD-10): `evaluators.attack.robust_accuracy`, one compiled program
+  vmapped over the grid, vs a Python loop of per-eps programs each compiled
+  for its own constant eps, vs a loop over one program with eps traced;
+  compile time included in all.
+* By default (`--host_devices=auto`) the process is set up as the suite
+  sets itself up, with no flag from the user:
+  `parallel.configure_host_devices()` makes one XLA CPU device per core (and
+  sets its XLA:CPU flags) before jax starts; rows marked "N devices" split
+  the batch over them, as `robust_accuracy` does by itself.
+  `--host_devices=1` gives the suite's old defaults.
 
 Ours and torchattacks run alternately, run by run (a persistent torch worker
 process answers one timed run per request), so both see the same machine
@@ -223,22 +227,28 @@ def _wait_for_idle(args):
 
 def _jax_main(args):
   """Runs every measurement and prints a markdown report."""
-  if args.host_devices > 1:  # Must precede jax's start.
+  # pylint: disable=g-import-not-at-top
+  from robustjax import parallel
+  if args.host_devices == "auto":  # The suite's default, before jax starts.
+    parallel.configure_host_devices()
+  elif int(args.host_devices) > 1:  # Must precede jax's start.
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_"
                                f"force_host_platform_device_count="
                                f"{args.host_devices}")
-  # pylint: disable=g-import-not-at-top
+  import flax.linen as nn
   import jax
   import jax.numpy as jnp
   import numpy as np
   from robustjax import models
+  from robustjax.models import conv as conv_lib
   from robustjax.robustness import attacks
   # pylint: enable=g-import-not-at-top
 
   _wait_for_idle(args)
   n = args.batch_size
   model = models.get_model("resnet20", num_classes=10, mean=CIFAR_MEAN,
-                           std=CIFAR_STD)
+                           std=CIFAR_STD,
+                           conv=conv_lib.Conv if args.fast_conv else nn.Conv)
   rng = np.random.default_rng(0)
   images = jnp.asarray(rng.uniform(size=(n, 32, 32, 3)), jnp.float32)
   variables = model.init(jax.random.key(0), images[:2])
@@ -253,7 +263,9 @@ def _jax_main(args):
   key = jax.random.key(0)
   report = dict(machine=dict(
       cpu=_cpu_name(), cores=os.cpu_count(), python=platform.python_version(),
-      jax=jax.__version__, backend=jax.default_backend()),
+      jax=jax.__version__, backend=jax.default_backend(),
+      devices=jax.device_count(), xla_flags=os.environ.get("XLA_FLAGS", ""),
+      conv="models.conv.Conv" if args.fast_conv else "nn.Conv"),
                 load_start=os.getloadavg(), rows=[])
 
   worker = None
@@ -326,7 +338,8 @@ def _jax_main(args):
             flush=True)
   if worker:
     worker.close()
-  report["sweep"] = _sweep(args, apply_fn, variables, images, labels, key)
+  report["sweep"] = (_sweep(args, apply_fn, variables, images, labels, key)
+                     if args.sweep else [])
   report["load_end"] = os.getloadavg()
   print(_markdown(report, n), flush=True)
   if args.output:
@@ -466,13 +479,23 @@ def main():
                       default=[64], help="also attack the batch in chunks "
                       "of these sizes (both frameworks).")
   parser.add_argument("--repeats", type=int, default=5)
-  parser.add_argument("--host_devices", type=int, default=2,
-                      help="XLA CPU devices (one per core); >1 adds runs "
-                      "with the batch split over them.")
+  parser.add_argument("--host_devices", default="auto",
+                      help="auto: the suite's default, "
+                      "parallel.configure_host_devices() (one XLA CPU device "
+                      "per core + its XLA:CPU flags, no flag from the user); "
+                      "N: N devices via XLA_FLAGS and no other flag (1: the "
+                      "old single-device default). With >1 device, rows "
+                      "with the batch split over them are added.")
+  parser.add_argument("--fast_conv", action="store_true",
+                      help="robustjax.models.conv.Conv instead of flax's "
+                      "nn.Conv (the models' default).")
   parser.add_argument("--fori_repeats", type=int, default=1,
                       help="timed runs of the (slow) fori_loop PGD; 0: skip.")
   parser.add_argument("--sweep_chunk", type=int, default=0,
                       help="chunk_size of the eps sweep; 0: whole batch.")
+  parser.add_argument("--sweep", default=True,
+                      action=argparse.BooleanOptionalAction,
+                      help="also time the eps sweep (--no-sweep: skip).")
   parser.add_argument("--max_load", type=float, default=0.5)
   parser.add_argument("--wait_idle_s", type=float, default=600)
   parser.add_argument("--output", default="", help="also write JSON here.")

@@ -118,7 +118,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.num_train_steps = -1  # ... or in steps, if > 0.
   c.label_smoothing = 0.0  # Cross-entropy label smoothing.
   c.log_every_steps = 50  # Train-metric logging period.
-  c.eval_every_steps = -1  # Evaluation period; -1 = every epoch.
+  c.eval_every_steps = -1  # Eval period; -1 = every epoch, 0 = at the end.
   c.checkpoint_every_steps = 200  # Checkpoint period (and at the end).
   c.keep_checkpoints = 2  # Checkpoints kept by the manager.
 
@@ -224,13 +224,14 @@ def study_block() -> ml_collections.ConfigDict:
   s.distill.students = ()  # Student archs ("name:width").
   s.quantize = ml_collections.ConfigDict()
   s.quantize.weight_bits = (8, 4)  # PTQ weight bit widths.
+  s.quantize.archs = ()  # Archs that get PTQ models; () = every arch.
   s.quantize.pruned = ()  # Global sparsities whose pruned model gets int8.
   s.notes = ()  # Lines the report shows under its title (e.g. warnings).
   return s
 
 
 def compression_grid(c: ml_collections.ConfigDict, archs, teacher: str,
-                     students, seeds: int = 3) -> None:
+                     students, seeds: int = 3, quantize_archs=()) -> None:
   """The default study's compression grid (configs/default.py) on `archs`.
 
   Every model once per seed; global unstructured magnitude pruning at 75 %
@@ -245,8 +246,11 @@ def compression_grid(c: ml_collections.ConfigDict, archs, teacher: str,
     teacher: one of `archs`, or "" for no distillation.
     students: "name:width" strings.
     seeds: replicates of every model.
+    quantize_archs: archs that get the PTQ models (and the pruned models
+      matched to their sizes); () = every arch.
   """
   c.study.archs = tuple(archs)
+  c.study.quantize.archs = tuple(quantize_archs)
   c.study.seeds = seeds
   c.study.prune.sparsities = (0.75,)
   c.study.prune.match_sizes = True
@@ -337,6 +341,9 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             "evals.attacks.chunk_size", "compress.calib_examples",
             "compress.gradual_update_every", "compress.finetune_lr",
             "sweep.max_models", "study.seeds")
+  if not isinstance(c.eval_every_steps, int) or c.eval_every_steps < -1:
+    _fail("eval_every_steps", c.eval_every_steps,
+          "use a positive step count, -1 (every epoch) or 0 (at the end)")
   _positive(c, "dataset.max_train_examples", "dataset.max_eval_examples",
             "evals.corruptions.max_examples", "evals.attacks.max_examples",
             allow_minus_one=True)
@@ -392,6 +399,11 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         _fail(field, tuple(archs), "write 'name:width' with a registered "
               f"model ({', '.join(sorted(models.MODELS))}) and an integer "
               "width, e.g. 'resnet20:16'")
+  q_archs = c.study.quantize.archs
+  if isinstance(q_archs, str) or any(a not in c.study.archs for a in q_archs):
+    _fail("study.quantize.archs", q_archs,
+          f"a tuple of archs from study.archs {tuple(c.study.archs)} (or () "
+          "for all of them)")
   teacher = c.study.distill.teacher
   if teacher and teacher not in c.study.archs:
     _fail("study.distill.teacher", teacher,

@@ -12,8 +12,16 @@ from ml_collections import config_flags
 
 from configs import common as config_common
 from robustjax import io
+from robustjax import parallel
 from robustjax import progress
 
+flags.DEFINE_integer(
+    "cpu_devices", -1,
+    "XLA CPU devices for this process. -1 (default): one per core (up to 8, "
+    "a power of two) plus the faster XLA:CPU flags of "
+    "robustjax.parallel.configure_host_devices, unless XLA_FLAGS already sets "
+    "a device count; 0: JAX's own defaults (one CPU device). Only the CPU "
+    "backend is affected; GPU/TPU runs are unchanged.")
 flags.DEFINE_bool("distributed", False,
                   "Call jax.distributed.initialize() (multi-host TPU VM / "
                   "multi-node GPU; coordinator from the environment).")
@@ -58,6 +66,10 @@ def setup(workdir: str = ""):
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(progress.QuietLibraries())
   config = load_config()
+  # Before anything starts JAX's backends: one CPU device per core.
+  if flags.FLAGS.cpu_devices != 0:
+    parallel.configure_host_devices(
+        None if flags.FLAGS.cpu_devices < 0 else flags.FLAGS.cpu_devices)
   if flags.FLAGS.distributed or os.environ.get("ROBUSTJAX_DISTRIBUTED"):
     jax.distributed.initialize()
   if workdir and jax.process_index() == 0:

@@ -334,6 +334,124 @@ class DataParallelTest(absltest.TestCase):
                   self.multi["bad_batch_error"])
 
 
+# What configure_host_devices() did in a fresh interpreter: device count,
+# XLA_FLAGS, return values of a first and a second call.
+_CONFIGURE_PROBE = """
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+from robustjax import parallel
+kwargs = json.loads(sys.argv[2])
+first = parallel.configure_host_devices(**kwargs)
+import jax
+import jax.numpy as jnp
+jnp.zeros(2).block_until_ready()
+second = parallel.configure_host_devices(**kwargs)
+print(json.dumps(dict(first=first, second=second,
+                      devices=len(jax.devices()),
+                      platform=jax.devices()[0].platform,
+                      xla_flags=os.environ.get("XLA_FLAGS", ""))))
+"""
+
+
+def _configure_probe(xla_flags=None, **kwargs):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  if xla_flags is not None:
+    env["XLA_FLAGS"] = xla_flags
+  out = subprocess.run(
+      [sys.executable, "-c", _CONFIGURE_PROBE, REPO, json.dumps(kwargs)],
+      env=env, cwd=REPO, capture_output=True, text=True, check=True)
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# Logits, parameter and input gradients of a small ResNet on a batch sharded
+# over every device, with or without configure_host_devices().
+_NUMERICS_PROBE = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from robustjax import parallel
+if sys.argv[2] == "configured":
+  parallel.configure_host_devices(num_devices=2)
+import jax
+import jax.numpy as jnp
+import numpy as np
+from robustjax import models
+model = models.get_model("resnet8", num_classes=5, width=8, mean=(0.5,),
+                         std=(0.25,))
+x = jax.random.uniform(jax.random.key(4), (8, 16, 16, 1))
+labels = jnp.arange(8) % 5
+variables = jax.jit(model.init)(jax.random.key(5), x)
+mesh = parallel.make_mesh()
+xs, ys = parallel.shard_global_batch(mesh, np.asarray(x), np.asarray(labels))
+def loss(params, x):
+  logits, _ = model.apply({"params": params,
+                           "batch_stats": variables["batch_stats"]}, x,
+                          train=True, mutable=["batch_stats"])
+  return -jnp.mean(jnp.sum(jax.nn.log_softmax(logits) *
+                           jax.nn.one_hot(ys, 5), -1))
+logits = jax.jit(lambda v, x: model.apply(v, x))(variables, xs)
+grads = jax.jit(jax.grad(loss))(variables["params"], xs)
+input_grad = jax.jit(jax.grad(loss, argnums=1))(variables["params"], xs)
+out = {"devices": len(jax.devices()), "logits": np.asarray(logits).ravel(),
+       "grads": np.concatenate([np.asarray(g).ravel()
+                                for g in jax.tree.leaves(grads)]),
+       "input_grad": np.asarray(input_grad).ravel()}
+print(json.dumps({k: v if isinstance(v, int) else v.tolist()
+                  for k, v in out.items()}))
+"""
+
+
+class ConfigureHostDevicesTest(absltest.TestCase):
+  """`parallel.configure_host_devices`, each case in a fresh interpreter."""
+
+  def test_default_is_one_device_per_core_power_of_two(self):
+    from robustjax import parallel
+    cores = min(len(os.sched_getaffinity(0)), 8)
+    expected = 1 << (cores.bit_length() - 1)
+    r = _configure_probe()
+    self.assertEqual(r["devices"], expected)
+    self.assertEqual(r["first"], expected)
+    self.assertEqual(r["second"], 0)  # After start-up: a no-op.
+    for flag in parallel.CPU_XLA_FLAGS:
+      self.assertIn(flag, r["xla_flags"])
+
+  def test_explicit_count(self):
+    r = _configure_probe(num_devices=3)
+    self.assertEqual((r["first"], r["devices"]), (3, 3))
+
+  def test_user_device_count_flag_is_kept(self):
+    r = _configure_probe(
+        xla_flags="--xla_force_host_platform_device_count=5")
+    self.assertEqual((r["first"], r["devices"]), (0, 5))
+    self.assertIn("--xla_force_host_platform_device_count=5", r["xla_flags"])
+
+  def test_configured_process_computes_what_the_default_one_does(self):
+    # The speed settings change the convolution algorithm and split the
+    # batch; the numbers may move by float rounding only.
+    runs = {}
+    for mode in ("default", "configured"):
+      env = dict(os.environ, JAX_PLATFORMS="cpu")
+      env.pop("XLA_FLAGS", None)
+      out = subprocess.run([sys.executable, "-c", _NUMERICS_PROBE, REPO, mode],
+                           env=env, cwd=REPO, capture_output=True, text=True,
+                           check=True)
+      runs[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+    self.assertEqual(runs["default"]["devices"], 1)
+    self.assertEqual(runs["configured"]["devices"], 2)
+    for name in ("logits", "grads", "input_grad"):
+      a = np.asarray(runs["configured"][name])
+      b = np.asarray(runs["default"][name])
+      self.assertGreater(np.linalg.norm(b), 0, name)
+      # Relative to the tensor's norm (per-element ratios blow up near 0).
+      self.assertLess(np.linalg.norm(a - b) / np.linalg.norm(b), 1e-5, name)
+
+  def test_user_xla_cpu_flag_is_not_overridden(self):
+    mine = "--xla_cpu_experimental_ynn_fusion_type=individual_convolution"
+    r = _configure_probe(xla_flags=mine)
+    self.assertEqual(r["xla_flags"].count("ynn_fusion_type"), 1)
+    self.assertIn(mine, r["xla_flags"])
+
+
 if __name__ == "__main__":
   if len(sys.argv) > 1 and sys.argv[1] == WORKER:
     sys.path.insert(0, REPO)

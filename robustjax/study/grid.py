@@ -12,6 +12,7 @@
   study.distill.teacher = "resnet8:16"          # one of archs
   study.distill.students = ("resnet8:8", "resnet8:12")
   study.quantize.weight_bits = (8, 4)
+  study.quantize.archs = ()                     # PTQ'd archs; () = all
   study.quantize.pruned = ()                    # pruned sparsities + int8
 
 Each model gets a stable `model_id` (the same for every seed); compressed
@@ -22,7 +23,8 @@ computed from: the original, or the pruned model for quantize-after-prune).
 Size-matched sparsities (`match_sizes`) make the comparisons of the claims
 possible (robustjax/study/claims.py): for every smaller arch S and larger L
 and every sparsity s of S, L pruned to S's pruned size; the teacher pruned to
-each student's size; every arch pruned to each PTQ model's size. They are
+each student's size; every PTQ'd arch pruned to each of its PTQ models'
+sizes. They are
 solved here from the architectures' parameter shapes (sizes counted as in
 robustjax/compress/size.py, global unstructured magnitude masks of a fresh
 init); the claims match the measured sizes within +-15 %.
@@ -194,7 +196,7 @@ def _matched_specs(config, have: Dict[str, ModelSpec]) -> List[ModelSpec]:
   if d.teacher:
     for student in d.students:
       targets.append((d.teacher, solver.dense_bits(student)))
-  for arch in archs:
+  for arch in quantized_archs(config):
     for bits in study.quantize.weight_bits:
       targets.append((arch, solver.quantized_bits(arch, int(bits))))
   out = []
@@ -212,6 +214,12 @@ def _matched_specs(config, have: Dict[str, ModelSpec]) -> List[ModelSpec]:
     if not existing:
       out.append(_prune_spec(arch, "global", "oneshot", s))
   return out
+
+
+def quantized_archs(config) -> List[str]:
+  """The archs that get PTQ models: `study.quantize.archs`, () = all."""
+  chosen = tuple(config.study.quantize.get("archs", ()))
+  return [a for a in config.study.archs if not chosen or a in chosen]
 
 
 def model_specs(config) -> List[ModelSpec]:
@@ -237,7 +245,7 @@ def model_specs(config) -> List[ModelSpec]:
   if study.prune.match_sizes:
     for spec in _matched_specs(config, specs):
       add(spec)
-  for arch in study.archs:
+  for arch in quantized_archs(config):
     base = original_id(arch)
     prefix = base.rsplit("/", 1)[0]
     act = int(config.compress.act_bits) or 32

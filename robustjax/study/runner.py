@@ -42,6 +42,7 @@ from robustjax import io
 from robustjax import models as models_lib
 from robustjax import parallel
 from robustjax import progress
+from robustjax import timing
 from robustjax.compress import recipes
 from robustjax.compress import saved
 from robustjax.data import loader
@@ -56,10 +57,11 @@ from robustjax.study import tb
 RESULTS = report_lib.RESULTS
 JOURNAL = report_lib.JOURNAL
 ENVIRONMENT = report_lib.ENVIRONMENT
+TIMING = "timing.jsonl"  # One line per run segment: wall / compile by stage.
 ROW_FIELDS = ("model_id", "seed", "arch", "method", "setting", "size_bits",
               "sparsity", "shift", "name", "level", "accuracy", "n")
 SHIFTS = ("clean", "domain", "corruption", "adversarial")
-REPORT_EVERY_S = 60.0  # Partial report period while the grid runs.
+REPORT_EVERY_S = 300.0  # Partial report period while the grid runs.
 
 
 def environment() -> dict:
@@ -104,8 +106,9 @@ def load_results(workdir: str) -> List[dict]:
 class _Models:
   """Builds (or reloads) the models of the grid, each once per seed."""
 
-  def __init__(self, config, workdir: str, specs):
+  def __init__(self, config, workdir: str, specs, times=None):
     self.config = config
+    self.times = times or timing.Stages()
     self.root = os.path.join(workdir, "models")
     self.by_id = {s.model_id: s for s in specs}
     self._cache = {}
@@ -132,7 +135,13 @@ class _Models:
       except checkpoint.DamagedCheckpointError as e:
         logging.warning("%s Rebuilding it.", e)
         shutil.rmtree(folder, ignore_errors=True)
-    cfg = recipes.derived_config(self.config, seed=seed)
+    with self.times.stage(f"build/{spec.method}"):
+      return self._make(spec, seed, folder)
+
+  def _make(self, spec, seed, folder) -> saved.Compressed:
+    # Training evaluates once, at the end: the study's cells evaluate the
+    # finished model anyway.
+    cfg = recipes.derived_config(self.config, seed=seed, eval_every_steps=0)
     st = spec.settings
     if spec.method == "original":
       return recipes.train_original(cfg, folder, spec.arch)
@@ -198,6 +207,21 @@ def run_cell(journal: journal_lib.Journal, key: str, cell, model,
   return rows
 
 
+def log_times(workdir: str, times: timing.Stages, **extra) -> None:
+  """Logs where this run's time went and appends it to `timing.jsonl`.
+
+  One line per run segment (a resumed study adds one), so a report can sum
+  a study's compile and run time over its segments.
+  """
+  logging.info("Time by stage (wall vs JAX trace+compile):\n%s",
+               times.summary())
+  if parallel.is_main_process():
+    io.append_jsonl(os.path.join(workdir, TIMING), [
+        {**times.as_dict(), **extra,
+         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+         **environment()}])
+
+
 def write_outputs(workdir: str, journal) -> str:
   """results.jsonl, then report.md / results.csv / plots / TensorBoard."""
   if not parallel.is_main_process():
@@ -223,6 +247,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
   Returns:
     All result rows.
   """
+  times = timing.Stages()
   io.makedirs(workdir)
   if parallel.is_main_process():
     progress.log_to_file(workdir)  # Idempotent (launchers already did).
@@ -233,12 +258,13 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
   journal.compact()
   specs = grid_lib.model_specs(config)
   seeds = grid_lib.seeds(config)
-  _, evals_data = loader.load_data(config)
-  test = evals_data.pop("test")
-  targets = {k.split("/", 1)[1]: v for k, v in evals_data.items()}
-  cells = {s: [c for c in evaluators.build(config.evals, test, targets, s,
-                                           data=config.dataset)
-               if c.shift in shifts] for s in seeds}
+  with times.stage("load data"):
+    _, evals_data = loader.load_data(config)
+    test = evals_data.pop("test")
+    targets = {k.split("/", 1)[1]: v for k, v in evals_data.items()}
+    cells = {s: [c for c in evaluators.build(config.evals, test, targets, s,
+                                             data=config.dataset)
+                 if c.shift in shifts] for s in seeds}
   transfer_keys = _transfer_keys(config, shifts)
 
   def keys_of(spec, seed):
@@ -251,7 +277,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
   left = sum(len(v) for v in todo.values())
   logging.info("Study: %d models x %d seeds, %d cells, %d already done.",
                len(specs), len(seeds), total, total - left)
-  models = _Models(config, workdir, specs)
+  models = _Models(config, workdir, specs, times)
   bar = progress.Progress(total, "study", unit="cell", initial=total - left)
   report_lib.write_progress(workdir, total)
   last_report = time.time()
@@ -264,17 +290,21 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
       header = _header(spec, seed, model.metadata)
       for cell in _cells_for(spec, seed, pending, cells[seed], models,
                              config):
-        rows = run_cell(journal, record_key(spec.model_id, seed, cell.key),
-                        cell, model, header)
+        with times.stage(f"evaluate/{cell.shift}"):
+          rows = run_cell(journal, record_key(spec.model_id, seed, cell.key),
+                          cell, model, header)
         bar.update(1)
         bar.write(f"{spec.model_id} s{seed} {cell.key}: " + ", ".join(
             f"{100 * r['accuracy']:.1f}%" for r in rows))
       models.release(spec, seed)
       if time.time() - last_report > REPORT_EVERY_S:
-        write_outputs(workdir, journal)
+        with times.stage("report"):
+          write_outputs(workdir, journal)
         last_report = time.time()
   bar.close()
-  path = write_outputs(workdir, journal)
+  with times.stage("report"):
+    path = write_outputs(workdir, journal)
+  log_times(workdir, times, cells=left)
   logging.info("Report: %s", path)
   return journal_lib.rows_of(journal)
 

@@ -7,7 +7,8 @@ replaces the text between `<!-- results:begin -->` and
 `<!-- results:end -->` in the README with tables computed from the study's
 journal (rows + per-example results) in `--results` (a folder or a bucket
 URL): the claims' verdicts with their pooled effects and 95 % intervals, and
-the model table (means over seeds). `tests/readme_test.py` regenerates the
+the model table (means over seeds) and the runtime by stage (from
+`timing.jsonl`). `tests/readme_test.py` regenerates the
 block and fails when the README disagrees with the committed results.
 """
 
@@ -31,6 +32,32 @@ def _fmt(est, scale=1.0, digits=3) -> str:
     return "n/a"
   return (f"{scale * est.value:+.{digits}f} [{scale * est.lo:+.{digits}f}, "
           f"{scale * est.hi:+.{digits}f}]")
+
+
+def runtime(results: str) -> str:
+  """Where the study's time went, from its `timing.jsonl` (all segments)."""
+  path = os.path.join(results, runner.TIMING)
+  segments = io.read_jsonl(path) if io.exists(path) else []
+  if not segments:
+    return "Runtime: not recorded (no timing.jsonl in the results)."
+  stages = {}
+  for seg in segments:
+    for name, v in seg["stages"].items():
+      acc = stages.setdefault(name, [0.0, 0.0])
+      acc[0] += v["wall_s"]
+      acc[1] += v["compile_s"]
+  wall = sum(seg["total"]["wall_s"] for seg in segments)
+  comp = sum(seg["total"]["compile_s"] for seg in segments)
+  machines = sorted({f"{seg.get('machine', '?')}, {seg.get('devices', '?')}"
+                     for seg in segments})
+  out = [f"Runtime of this run (from `timing.jsonl`, {len(segments)} "
+         f"segment(s), {'; '.join(machines)}): **{wall / 60:.1f} min** wall "
+         f"in the study loop, of which {comp / 60:.1f} min ({100 * comp / wall:.0f} %) "
+         "JAX tracing + compilation.", "",
+         "| stage | wall s | compile s |", "|---|---|---|"]
+  for name, (w, c) in sorted(stages.items(), key=lambda kv: -kv[1][0]):
+    out.append(f"| {name} | {w:.0f} | {c:.0f} |")
+  return "\n".join(out)
 
 
 def block(results: str) -> str:
@@ -66,7 +93,7 @@ def block(results: str) -> str:
           "the pooled paired-bootstrap interval excludes zero "
           "(robustjax/study/claims.py).", "",
           "Models (means over seeds; accuracy in %):", "",
-          report_lib.model_table(rows), "", END]
+          report_lib.model_table(rows), "", runtime(results), "", END]
   return "\n".join(out)
 
 

@@ -217,8 +217,10 @@ def _train(members: List[Member], workdir: str, stacked: bool):
              for s in dict.fromkeys(seeds)}
   steps_per_epoch = batches[seeds[0]].steps_per_epoch
   num_steps = total_steps(config, steps_per_epoch)
-  eval_every = (config.eval_every_steps if config.eval_every_steps > 0
-                else steps_per_epoch)
+  # -1: every epoch; 0: after the last step only (the study evaluates its
+  # models itself).
+  eval_every = {-1: steps_per_epoch, 0: num_steps + 1}.get(
+      int(config.eval_every_steps), config.eval_every_steps)
 
   model = recipe.model or factory.build_model(config)
   base_tx = optim.make(config.optimizer, num_steps)

@@ -112,6 +112,25 @@ class StudyTest(absltest.TestCase):
     with open(os.path.join(self.workdir, "results.csv")) as f:
       self.assertLen(f.readlines(), len(self.rows) + 1)
 
+  def test_report_only_rerun_reproduces_the_report_byte_for_byte(self):
+    workdir = os.path.join(self.root, "report_only")
+    shutil.copytree(self.workdir, workdir)
+    report = os.path.join(workdir, "report.md")
+    with open(report, "rb") as f:
+      before = f.read()
+    os.remove(report)
+    rows = runner.run_study(self.config, workdir)
+    with open(report, "rb") as f:
+      self.assertEqual(f.read(), before)
+    self.assertEqual(_by_key(rows), _by_key(self.rows))
+    # No model work: the rerun's time went to loading and the report only.
+    segments = io.read_jsonl(os.path.join(workdir, runner.TIMING))
+    self.assertLen(segments, 2)
+    self.assertEqual(segments[-1]["cells"], 0)
+    self.assertFalse([s for s in segments[-1]["stages"]
+                      if s.startswith(("build/", "evaluate/"))])
+    self.assertIn("build/original", segments[0]["stages"])
+
   def test_resume_skips_finished_cells_and_reproduces_results(self):
     workdir = os.path.join(self.root, "resume")
     shutil.copytree(self.workdir, workdir)

@@ -246,6 +246,27 @@ def clean_correct(apply_fn: Callable, variables: Any, images, labels,
                      global_batch(batch_size, mesh), mesh)[0]
 
 
+def clean_correct_levels(apply_fn: Callable, variables: Any, images, labels,
+                         batch_size: int, mesh: jax.sharding.Mesh) -> np.ndarray:
+  """`clean_correct` of every level's images in one pass: bool [L, n].
+
+  The L levels' images (e.g. the severities of one corruption) go through
+  one batch loop as L * n examples, so a cell whose n is below the batch
+  size is not padded once per level.
+
+  Args:
+    apply_fn, variables, batch_size, mesh: as `clean_correct`.
+    images: [L, n, H, W, C], one set of images per level.
+    labels: int [n], the same for every level.
+  """
+  images = np.asarray(images)
+  levels, n = images.shape[:2]
+  flat = clean_correct(apply_fn, variables,
+                       images.reshape((levels * n,) + images.shape[2:]),
+                       np.tile(np.asarray(labels), levels), batch_size, mesh)
+  return flat.reshape(levels, n)
+
+
 # ----------------------------------------------------------------------------
 # Helpers of the evaluator types.
 

@@ -180,5 +180,5 @@ class CorruptionCell(base.Cell):
         _CORRUPTED.popitem(last=False)
     _CORRUPTED.move_to_end(cache_key)
     shifted = _CORRUPTED[cache_key]
-    return np.stack([base.clean_correct(apply_fn, variables, x, labels,
-                                        batch_size, mesh) for x in shifted])
+    return base.clean_correct_levels(apply_fn, variables, shifted, labels,
+                                     batch_size, mesh)

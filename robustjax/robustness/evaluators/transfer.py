@@ -85,11 +85,17 @@ class TransferCell(base.Cell):
       while len(_ADVERSARIAL) > _KEEP:
         _ADVERSARIAL.popitem(last=False)
     _ADVERSARIAL.move_to_end(cache_key)
-    adv = iter(_ADVERSARIAL[cache_key])
     split = self.white_box.split
-    return np.stack([base.clean_correct(
-        apply_fn, variables, split.images if eps == 0 else next(adv),
-        split.labels, self.batch_size, mesh) for eps in self.levels])
+    zero = np.asarray(self.levels) == 0
+    out = np.zeros((len(self.levels), self.n), bool)
+    if zero.any():
+      out[zero] = base.clean_correct(apply_fn, variables, split.images,
+                                     split.labels, self.batch_size, mesh)
+    if not zero.all():
+      out[~zero] = base.clean_correct_levels(
+          apply_fn, variables, _ADVERSARIAL[cache_key], split.labels,
+          self.batch_size, mesh)
+    return out
 
 
 def transfer_name(attack_name: str) -> str:

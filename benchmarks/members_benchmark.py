@@ -1,0 +1,82 @@
+"""K seeds of one model: one vmapped program (`train_members`) vs K runs.
+
+  python benchmarks/members_benchmark.py [--k=3] [--arch=resnet8:16]
+
+Trains the default study's original (configs/default.py: digits, 4 epochs,
+batch 64) for K seeds twice in fresh folders, interleaved: once as K
+sequential `train_and_evaluate` runs (what the study does) and once as one
+`train_members` run (the K models stacked and vmapped). The process is set
+up as the launchers set it up (`parallel.configure_host_devices()`), and
+no persistent compilation cache is used, so both include their compiles.
+Prints wall seconds of each and the ratio; members_results.md records runs.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+
+# pylint: disable=g-import-not-at-top
+from robustjax import parallel
+
+DEVICES = parallel.configure_host_devices()
+
+import jax
+
+from configs import default
+from robustjax.compress import recipes
+from robustjax.train import trainer
+
+
+def _configs(k: int, arch: str):
+  config = recipes.with_arch(default.get_config(), arch)
+  return [recipes.derived_config(config, seed=s) for s in range(k)]
+
+
+def sequential(k: int, arch: str, root: str) -> float:
+  t = time.perf_counter()
+  for i, cfg in enumerate(_configs(k, arch)):
+    trainer.train_and_evaluate(cfg, os.path.join(root, f"seq{i}"))
+  return time.perf_counter() - t
+
+
+def vmapped(k: int, arch: str, root: str) -> float:
+  t = time.perf_counter()
+  members = [trainer.Member(cfg, os.path.join(root, f"member{i}"))
+             for i, cfg in enumerate(_configs(k, arch))]
+  trainer.train_members(members, os.path.join(root, "group"))
+  return time.perf_counter() - t
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--k", type=int, default=3)
+  parser.add_argument("--arch", default="resnet8:16")
+  parser.add_argument("--rounds", type=int, default=2)
+  args = parser.parse_args()
+  results = {"sequential": [], "vmapped": []}
+  for r in range(args.rounds):
+    for name, fn in (("sequential", sequential), ("vmapped", vmapped)):
+      root = tempfile.mkdtemp()
+      try:
+        results[name].append(fn(args.k, args.arch, root))
+      finally:
+        shutil.rmtree(root, ignore_errors=True)
+      print(f"round {r}: {name} {results[name][-1]:.1f} s", flush=True)
+  best = {n: min(v) for n, v in results.items()}
+  print(json.dumps({
+      "k": args.k, "arch": args.arch, "devices": jax.device_count(),
+      "machine": platform.processor() or platform.machine(),
+      "load_avg_end": os.getloadavg(), "seconds": results, "best": best,
+      "vmapped_speedup": best["sequential"] / best["vmapped"]}, indent=1))
+
+
+if __name__ == "__main__":
+  main()
