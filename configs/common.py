@@ -119,7 +119,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.label_smoothing = 0.0  # Cross-entropy label smoothing.
   c.log_every_steps = 50  # Train-metric logging period.
   c.eval_every_steps = -1  # Eval period; -1 = every epoch, 0 = at the end.
-  c.checkpoint_every_steps = 200  # Checkpoint period (and at the end).
+  c.checkpoint_every_steps = 200  # Checkpoint period (and at the end); 0 =
+  # none (the study saves its finished models itself).
   c.keep_checkpoints = 2  # Checkpoints kept by the manager.
 
   c.compress = compress_block()  # How each compression method runs.
@@ -273,6 +274,7 @@ def runlocal_study(c: ml_collections.ConfigDict, archs, teacher: str = "",
   c.study.prune.sparsities = (0.9,)
   c.study.prune.match_sizes = False
   c.study.quantize.weight_bits = (8,)
+  c.study.quantize.archs = ()
   c.study.distill.teacher = teacher
   c.study.distill.students = tuple(students)
   c.compress.finetune_epochs = 0.25
@@ -335,12 +337,16 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _fail("model.name", c.model.name,
           f"registered models are {', '.join(sorted(models.MODELS))}")
   _positive(c, "batch_size", "eval_batch_size", "dataset.image_size",
-            "model.width", "log_every_steps", "checkpoint_every_steps",
+            "model.width", "log_every_steps",
             "keep_checkpoints", "optimizer.learning_rate", "evals.batch_size",
             "evals.attacks.steps", "evals.attacks.restarts",
             "evals.attacks.chunk_size", "compress.calib_examples",
             "compress.gradual_update_every", "compress.finetune_lr",
             "sweep.max_models", "study.seeds")
+  if (not isinstance(c.checkpoint_every_steps, int) or
+      c.checkpoint_every_steps < 0):
+    _fail("checkpoint_every_steps", c.checkpoint_every_steps,
+          "use a positive step count, or 0 for no training checkpoints")
   if not isinstance(c.eval_every_steps, int) or c.eval_every_steps < -1:
     _fail("eval_every_steps", c.eval_every_steps,
           "use a positive step count, -1 (every epoch) or 0 (at the end)")

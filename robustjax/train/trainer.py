@@ -329,7 +329,8 @@ def _train(members: List[Member], workdir: str, stacked: bool):
       pending, t0, t_steps = [], time.time(), 0
     if i % eval_every == 0 or last:
       results = evaluate(i)
-    if i % config.checkpoint_every_steps == 0 or last:
+    every = config.checkpoint_every_steps  # 0: never (the caller saves).
+    if every > 0 and (i % every == 0 or last):
       check_finite(jax.device_get(pending), i)
       ckpt.save(i, state)
   bar.close()

@@ -163,7 +163,10 @@ class StudyTest(absltest.TestCase):
     workdir = os.path.join(self.root, "killed")
     cmd = [sys.executable, os.path.join(REPO, "launch", "study.py"),
            "--config=" + os.path.join(REPO, "configs", "default.py") +
-           ":runlocal", "--workdir=" + workdir]
+           ":runlocal", "--workdir=" + workdir,
+           # JAX's default single CPU device, as in this test process, so the
+           # numbers can be compared with self.rows.
+           "--cpu_devices=0"]
     path = os.path.join(workdir, runner.JOURNAL)
     cells = len(journal_lib.Journal(
         os.path.join(self.workdir, runner.JOURNAL)))
