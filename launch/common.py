@@ -16,12 +16,14 @@ from robustjax import parallel
 from robustjax import progress
 
 flags.DEFINE_integer(
-    "cpu_devices", -1,
-    "XLA CPU devices for this process. -1 (default): one per core (up to 8, "
-    "a power of two) plus the faster XLA:CPU flags of "
-    "robustjax.parallel.configure_host_devices, unless XLA_FLAGS already sets "
-    "a device count; 0: JAX's own defaults (one CPU device). Only the CPU "
-    "backend is affected; GPU/TPU runs are unchanged.")
+    "cpu_devices", 1,
+    "XLA CPU devices for this process; the faster XLA:CPU flags of "
+    "robustjax.parallel.configure_host_devices are set in every case (unless "
+    "XLA_FLAGS sets them). 1 (default): one device, as JAX does. -1: one per "
+    "core (up to 8, a power of two): faster on an idle machine, but XLA:CPU's "
+    "in-process all-reduce aborted a training run on a loaded 2-core machine "
+    "(BUILD.md). 0: JAX's defaults untouched (no flags either). N: N devices. "
+    "A device count in XLA_FLAGS wins. GPU/TPU runs are unaffected.")
 flags.DEFINE_bool("distributed", False,
                   "Call jax.distributed.initialize() (multi-host TPU VM / "
                   "multi-node GPU; coordinator from the environment).")

@@ -8,7 +8,10 @@ pod slice.
 
 On a CPU, XLA keeps only ~1.4 of 2 cores busy with one device; one XLA CPU
 device per core with the batch split over them fills the cores
-(`configure_host_devices`, called by the launchers before JAX starts).
+(`configure_host_devices()`). The launchers call `configure_host_devices(1)`
+(the faster XLA:CPU flags, one device) unless `--cpu_devices` says
+otherwise: with several CPU devices, XLA:CPU's in-process all-reduce once
+aborted a run on a loaded machine (BUILD.md, "CPU speed").
 """
 
 import os
