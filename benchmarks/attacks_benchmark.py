@@ -19,11 +19,12 @@ What is measured, all in this one process tree on the same machine:
   vmapped over the grid, vs a Python loop of per-eps programs each compiled
   for its own constant eps, vs a loop over one program with eps traced;
   compile time included in all.
-* By default (`--host_devices=auto`) the process is set up as the suite
-  sets itself up, with no flag from the user:
-  `parallel.configure_host_devices()` makes one XLA CPU device per core (and
-  sets its XLA:CPU flags) before jax starts; rows marked "N devices" split
-  the batch over them, as `robust_accuracy` does by itself.
+* By default (`--host_devices=auto`) the process is set up as the launchers
+  set themselves up, with no flag from the user:
+  `parallel.configure_host_devices(1)` (one XLA CPU device and its XLA:CPU
+  flags) before jax starts. `--host_devices=per_core` makes one device per
+  core (`--cpu_devices=-1`); rows marked "N devices" split the batch over
+  them, as `robust_accuracy` does by itself.
   `--host_devices=1` gives the suite's old defaults.
 
 Ours and torchattacks run alternately, run by run (a persistent torch worker
@@ -229,7 +230,9 @@ def _jax_main(args):
   """Runs every measurement and prints a markdown report."""
   # pylint: disable=g-import-not-at-top
   from robustjax import parallel
-  if args.host_devices == "auto":  # The suite's default, before jax starts.
+  if args.host_devices == "auto":  # The launchers' default (--cpu_devices=1).
+    parallel.configure_host_devices(num_devices=1)
+  elif args.host_devices == "per_core":  # --cpu_devices=-1.
     parallel.configure_host_devices()
   elif int(args.host_devices) > 1:  # Must precede jax's start.
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_"
@@ -480,9 +483,11 @@ def main():
                       "of these sizes (both frameworks).")
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--host_devices", default="auto",
-                      help="auto: the suite's default, "
-                      "parallel.configure_host_devices() (one XLA CPU device "
-                      "per core + its XLA:CPU flags, no flag from the user); "
+                      help="auto: the launchers' default (--cpu_devices=1), "
+                      "parallel.configure_host_devices(1): one XLA CPU "
+                      "device + its XLA:CPU flags, no flag from the user; "
+                      "per_core: configure_host_devices() (one device per "
+                      "core + the flags, --cpu_devices=-1); "
                       "N: N devices via XLA_FLAGS and no other flag (1: the "
                       "old single-device default). With >1 device, rows "
                       "with the batch split over them are added.")

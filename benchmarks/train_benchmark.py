@@ -28,12 +28,13 @@ XLA flags at start-up):
 
 * `before`: what the suite did before this benchmark: one XLA CPU device,
   flax's `nn.Conv`, no XLA flags.
-* `default`: what the suite does now with no flag or variable from the user:
-  `parallel.configure_host_devices()` (one XLA CPU device per core, YNNPACK
-  convolutions off), flax's `nn.Conv`.
-* with `--ablations`: `fast_conv` (`default` + `robustjax.models.conv.Conv`,
-  what run D of train_results.md called `default`), `no_host_devices`,
-  `no_xla_flags` (`default` minus one of its parts).
+* `default`: what the launchers do with no flag or variable from the user
+  (`--cpu_devices=1`): `parallel.configure_host_devices(1)`, one XLA CPU
+  device with YNNPACK convolutions off, flax's `nn.Conv`.
+* `per_core`: `--cpu_devices=-1`, one XLA CPU device per core (the batch
+  sharded over them) + the same flag.
+* with `--ablations`: `fast_conv` (`default` + `robustjax.models.conv.Conv`)
+  and `per_core_no_flags` (one device per core, no XLA flag).
 
 Workers answer one timed request at a time and requests go round-robin over
 variants and PyTorch, so all see the same machine load; the report gives
@@ -92,12 +93,15 @@ def _ours_worker(args):
   sys.path.insert(0, REPO)
   from robustjax import parallel
   if args.variant in ("default", "fast_conv"):
-    parallel.configure_host_devices()
-  elif args.variant == "no_host_devices":
     parallel.configure_host_devices(num_devices=1)
-  elif args.variant == "no_xla_flags":
+  elif args.variant == "per_core":
     parallel.configure_host_devices()
-    os.environ["XLA_FLAGS"] = ""  # Before JAX starts: devices kept only.
+  elif args.variant == "per_core_no_flags":
+    parallel.configure_host_devices()
+    os.environ["XLA_FLAGS"] = " ".join(  # Before JAX starts: devices kept.
+        f for f in os.environ["XLA_FLAGS"].split()
+        if f.split("=")[0] not in
+        {g.split("=")[0] for g in parallel.CPU_XLA_FLAGS})
   import functools
   import flax.linen as nn
   import jax
@@ -347,9 +351,9 @@ def main():
   if args.worker == "torch":
     return _torch_worker(args)
 
-  variants = ["before", "default"]
+  variants = ["before", "default", "per_core"]
   if args.ablations:
-    variants += ["fast_conv", "no_host_devices", "no_xla_flags"]
+    variants += ["fast_conv", "per_core_no_flags"]
   me = [sys.executable, os.path.abspath(__file__)]
   load_start = os.getloadavg()
   workers = {}
