@@ -141,19 +141,19 @@ def _ours_worker(args):
         jax.random.PRNGKey(0)))
     step = jax.jit(functools.partial(
         trainer.train_step, model=model, tx=tx,
-        loss_fn=lambda lg, lb, x: trainer.cross_entropy(lg, lb),
-        crop_padding=0, flip=False, post_update=None),
+        loss_fn=lambda lg, lb, x, a: trainer.cross_entropy(lg, lb),
+        crop_padding=0, flip=False),
                    out_shardings=(parallel.replicated(mesh),) * 2,
                    donate_argnums=0)
     x, y = parallel.shard_batch(mesh, images, labels)
     start = time.perf_counter()
-    step = step.lower(state, x, y).compile()
+    step = step.lower(state, x, y, None).compile()
     info["compile_s"][f"{name}/train"] = time.perf_counter() - start
     box = [state]
 
     def train(reps, step=step, box=box, x=x, y=y):
       for _ in range(reps):
-        box[0], metrics = step(box[0], x, y)
+        box[0], metrics = step(box[0], x, y, None)
       jax.block_until_ready(metrics)
 
     train(2)  # Warm-up.
