@@ -31,8 +31,9 @@ XLA flags at start-up):
 * `default`: what the launchers do with no flag or variable from the user
   (`--cpu_devices=1`): `parallel.configure_host_devices(1)`, one XLA CPU
   device with YNNPACK convolutions off, flax's `nn.Conv`.
-* `per_core`: `--cpu_devices=-1`, one XLA CPU device per core (the batch
-  sharded over them) + the same flag.
+* `per_core`: `--cpu_devices=-1 --cpu_train_devices=-1`, one XLA CPU
+  device per core (the batch sharded over them, training too) + the same
+  flag.
 * with `--ablations`: `fast_conv` (`default` + `robustjax.models.conv.Conv`)
   and `per_core_no_flags` (one device per core, no XLA flag).
 
@@ -94,10 +95,10 @@ def _ours_worker(args):
   from robustjax import parallel
   if args.variant in ("default", "fast_conv"):
     parallel.configure_host_devices(num_devices=1)
-  elif args.variant == "per_core":
-    parallel.configure_host_devices()
+  elif args.variant == "per_core":  # Training sharded over every device too.
+    parallel.configure_host_devices(train_devices=None)
   elif args.variant == "per_core_no_flags":
-    parallel.configure_host_devices()
+    parallel.configure_host_devices(train_devices=None)
     os.environ["XLA_FLAGS"] = " ".join(  # Before JAX starts: devices kept.
         f for f in os.environ["XLA_FLAGS"].split()
         if f.split("=")[0] not in

@@ -8,10 +8,15 @@ pod slice.
 
 On a CPU, XLA keeps only ~1.4 of 2 cores busy with one device; one XLA CPU
 device per core with the batch split over them fills the cores
-(`configure_host_devices()`). The launchers call `configure_host_devices(1)`
+(`configure_host_devices()`). Evaluation and attacks (no collectives: every
+example is independent) then run on every device; training runs on
+`train_mesh()`, which `configure_host_devices` limits to one CPU device by
+default: a data-parallel train step all-reduces its gradients, and
+XLA:CPU's in-process all-reduce once aborted a run on a loaded machine
+(BUILD.md, "CPU speed"). The launchers call `configure_host_devices(1)`
 (the faster XLA:CPU flags, one device) unless `--cpu_devices` says
-otherwise: with several CPU devices, XLA:CPU's in-process all-reduce once
-aborted a run on a loaded machine (BUILD.md, "CPU speed").
+otherwise: one device per core speeds up large evaluation batches but
+slowed the default study's small PGD batches down (BUILD.md).
 """
 
 import os
@@ -36,6 +41,10 @@ CPU_XLA_FLAGS = (
     "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",)
 _DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
 
+# CPU devices `train_mesh()` uses in a one-process CPU run; None: all. Set
+# by `configure_host_devices` (only when it created the devices itself).
+_cpu_train_devices: Optional[int] = None
+
 
 def _backends_initialized() -> bool:
   from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
@@ -50,7 +59,8 @@ def _usable_cores() -> int:
 
 
 def configure_host_devices(num_devices: Optional[int] = None,
-                           max_devices: int = 8) -> int:
+                           max_devices: int = 8,
+                           train_devices: Optional[int] = 1) -> int:
   """Before JAX starts: one XLA CPU device per core, and faster XLA:CPU flags.
 
   With one CPU device, XLA:CPU keeps about 1.4 of 2 cores busy; with one
@@ -62,15 +72,24 @@ def configure_host_devices(num_devices: Optional[int] = None,
   backend: on a GPU or TPU host the accelerator devices stay the default
   and their programs are unchanged.
 
+  Training uses `train_devices` of them (`train_mesh()`; default one): on
+  the idle 2-core machine a train step on one of two devices ran as fast as
+  in a one-device process (benchmarks/train_results.md), while a step over
+  both all-reduces its gradients through XLA:CPU's in-process collectives,
+  which aborted a run once under load. Evaluation and attacks, which need
+  no collectives, use every device (`make_mesh()`).
+
   A choice the user made is kept: with `--xla_force_host_platform_device_count`
   in `XLA_FLAGS`, or `jax_num_cpu_devices` already set, the device count is
-  left alone; a flag of `CPU_XLA_FLAGS` already in `XLA_FLAGS` is not added.
+  left alone (and training uses every device); a flag of `CPU_XLA_FLAGS`
+  already in `XLA_FLAGS` is not added.
 
   Args:
     num_devices: CPU devices to create; default: the usable cores, rounded
       down to a power of two (so power-of-two batch sizes divide) and capped
       at `max_devices` (per-device batches below ~32 images are slow).
     max_devices: the cap for the default.
+    train_devices: CPU devices of `train_mesh()`; None: all of them.
 
   Returns:
     The number of CPU devices configured, or 0 if nothing was changed
@@ -98,6 +117,9 @@ def configure_host_devices(num_devices: Optional[int] = None,
     cores = max(1, min(_usable_cores(), max_devices))
     num_devices = 1 << (cores.bit_length() - 1)
   jax.config.update("jax_num_cpu_devices", int(num_devices))
+  global _cpu_train_devices
+  _cpu_train_devices = None if train_devices is None else max(
+      1, min(int(train_devices), int(num_devices)))
   return int(num_devices)
 
 
@@ -105,6 +127,21 @@ def make_mesh(devices=None) -> Mesh:
   """A 1-D mesh over all (or the given) devices, axis name `data`."""
   devices = np.asarray(devices if devices is not None else jax.devices())
   return Mesh(devices.reshape(-1), (DATA_AXIS,))
+
+
+def train_mesh() -> Mesh:
+  """The trainer's mesh: every device, except as `configure_host_devices` set.
+
+  In a one-process CPU run set up by `configure_host_devices` (the
+  launchers), the first `train_devices` CPU devices (default one), so a
+  train step needs no all-reduce; everywhere else (GPU, TPU, several
+  processes, a device count the user chose) the same as `make_mesh()`.
+  """
+  devices = jax.devices()
+  if (_cpu_train_devices is not None and jax.process_count() == 1
+      and devices[0].platform == "cpu"):
+    devices = devices[:_cpu_train_devices]
+  return make_mesh(devices)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -348,6 +348,8 @@ jnp.zeros(2).block_until_ready()
 second = parallel.configure_host_devices(**kwargs)
 print(json.dumps(dict(first=first, second=second,
                       devices=len(jax.devices()),
+                      train_devices=parallel.train_mesh().devices.size,
+                      mesh_devices=parallel.make_mesh().devices.size,
                       platform=jax.devices()[0].platform,
                       xla_flags=os.environ.get("XLA_FLAGS", ""))))
 """
@@ -418,12 +420,24 @@ class ConfigureHostDevicesTest(absltest.TestCase):
   def test_explicit_count(self):
     r = _configure_probe(num_devices=3)
     self.assertEqual((r["first"], r["devices"]), (3, 3))
+    # Evaluation meshes span every device; training uses one by default.
+    self.assertEqual((r["mesh_devices"], r["train_devices"]), (3, 1))
+
+  def test_train_devices(self):
+    r = _configure_probe(num_devices=4, train_devices=2)
+    self.assertEqual((r["mesh_devices"], r["train_devices"]), (4, 2))
+    r = _configure_probe(num_devices=4, train_devices=None)
+    self.assertEqual((r["mesh_devices"], r["train_devices"]), (4, 4))
+    r = _configure_probe(num_devices=2, train_devices=8)  # Capped.
+    self.assertEqual(r["train_devices"], 2)
 
   def test_user_device_count_flag_is_kept(self):
     r = _configure_probe(
         xla_flags="--xla_force_host_platform_device_count=5")
     self.assertEqual((r["first"], r["devices"]), (0, 5))
     self.assertIn("--xla_force_host_platform_device_count=5", r["xla_flags"])
+    # The user's devices: training uses them all too.
+    self.assertEqual((r["mesh_devices"], r["train_devices"]), (5, 5))
 
   def test_configured_process_computes_what_the_default_one_does(self):
     # The speed settings change the convolution algorithm and split the

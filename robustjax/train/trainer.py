@@ -198,7 +198,7 @@ def _train(members: List[Member], workdir: str, stacked: bool):
   recipe = members[0].recipe or Recipe()
   k = len(members)
   main = parallel.is_main_process()
-  mesh = parallel.make_mesh()
+  mesh = parallel.train_mesh()
   parallel.check_batch_size(config.batch_size, mesh)
   logging.info("Devices: %d x %s (%d processes); data-parallel mesh %s; "
                "%d model(s).", jax.device_count(), jax.devices()[0].platform,
