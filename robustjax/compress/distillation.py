@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from robustjax import memo
+
 
 @jax.custom_vjp
 def _kl_from_logits(student, teacher):
@@ -80,6 +82,7 @@ def kd_loss(student_logits: jax.Array, teacher_logits: jax.Array,
   return jnp.mean(alpha * temperature**2 * kl + (1.0 - alpha) * ce)
 
 
+@memo.same_object_for_same_args()  # Same settings, same object.
 def make_loss_fn(teacher_apply: Callable[[Any, jax.Array], jax.Array],
                  temperature: float = 4.0, alpha: float = 0.9):
   """A `Recipe.loss_fn` `(logits, labels, images, teacher_variables) -> loss`.
@@ -97,7 +100,9 @@ def make_loss_fn(teacher_apply: Callable[[Any, jax.Array], jax.Array],
       skips the teacher.
 
   Returns:
-    The loss function.
+    The loss function; the same object for the same arguments (with
+    `models.inference_fn`, the same for every teacher of one architecture),
+    so such students share one jitted train step.
   """
   if alpha == 0.0:
     def ce_loss(logits, labels, images, teacher_variables):

@@ -51,6 +51,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from robustjax import memo
+
 Params = Any
 Masks = Any
 # (path tuple, leaf) -> whether the leaf may be pruned.
@@ -78,6 +80,7 @@ def path_str(path) -> str:
   return "/".join(str(p) for p in names)
 
 
+@memo.same_object_for_same_args()  # Same settings, same object.
 def default_prunable(prune_first: bool = False, prune_last: bool = False,
                      exclude: Sequence[str] = ()) -> PrunableFn:
   """Which params may be pruned: conv and dense kernels only.
@@ -337,6 +340,7 @@ class Pruner(NamedTuple):
   config: Dict[str, Any]
 
 
+@memo.same_object_for_same_args()  # Same settings, same object.
 def magnitude_pruner(sparsity: float, *, scope: str = "global",
                      structure: str = "unstructured", norm: str = "l1",
                      schedule: str = "oneshot", begin_step: int = 0,
@@ -363,7 +367,9 @@ def magnitude_pruner(sparsity: float, *, scope: str = "global",
     prunable: `(path, leaf) -> bool`; default `default_prunable()`.
 
   Returns:
-    A `Pruner`.
+    A `Pruner`; the same object for the same arguments, so trainings with
+    the same pruning settings share one compiled train step (the trainer
+    keys its jitted steps on `wrap_tx`).
   """
   _check("scope", scope, SCOPES)
   _check("structure", structure, STRUCTURES)

@@ -29,6 +29,7 @@ from robustjax.robustness import evaluators
 from robustjax.robustness.evaluators import attack as attack_eval
 from robustjax.robustness.evaluators import base
 from robustjax.robustness.evaluators import corruption
+from robustjax.robustness.evaluators import transfer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -339,9 +340,11 @@ class CompileOnceTest(absltest.TestCase):
     first, second = counts
     # Model 1: one trace of the clean program (1 call) shared by the domain
     # cell; one of the float-input clean program shared by the cached
-    # corruptions; each attack program once (FGSM: gradient + final pass).
+    # corruptions; each attack program once (FGSM: one gradient; the
+    # adversarial images are classified by the float-input clean program,
+    # already traced).
     self.assertEqual(first[:5], [1, 0, 1, 0, 0])
-    self.assertEqual(first[5], 2)
+    self.assertEqual(first[5], 1)
     self.assertGreater(first[6], 0)
     # Model 2 (other weights, same architecture): no new trace at all.
     self.assertEqual(second, [0] * len(cells))
@@ -353,6 +356,21 @@ class CompileOnceTest(absltest.TestCase):
         for cell in cells[2:5]:
           cell.run(models.inference_fn(TinyNet(features)), variables)
         self.assertEqual(len(CALLS) - start, 3 if seed == 0 else 0)
+
+
+  def test_transfer_from_a_model_to_itself_is_its_white_box_attack(self):
+    features = 9  # An architecture no other test compiles.
+    fn, v = models.inference_fn(TinyNet(features)), _variables(features, 2)
+    cells = [c for c in evaluators.build(_evals(), TEST, TARGETS, SEED)
+             if isinstance(c, attack_eval.AttackCell)]
+    white = [c.run(fn, v).correct for c in cells]
+    start = len(CALLS)
+    tcells = transfer.cells(cells, "itself", fn, v, cells[0].batch_size)
+    crossed = [c.run(fn, v).correct for c in tcells]
+    # The white-box attack programs made the images: no new trace.
+    self.assertEqual(len(CALLS), start)
+    for w, t, c in zip(white, crossed, cells):
+      np.testing.assert_array_equal(t, w, err_msg=c.name)
 
 
 _WORKER = """

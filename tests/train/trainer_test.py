@@ -97,6 +97,60 @@ class TrainEndToEndTest(absltest.TestCase):
       np.testing.assert_array_equal(a, b)
 
 
+class StepSharingTest(absltest.TestCase):
+  """Trainings that compile the same train step trace it once per process."""
+
+  def test_same_program_is_traced_once_and_gives_the_same_numbers(self):
+    from robustjax.compress import distillation
+    from robustjax.compress import pruning
+    from robustjax.train import trainer
+    traces = []
+
+    def listener(event, duration, **kwargs):
+      del duration
+      if (event == "/jax/core/compile/jaxpr_trace_duration"
+          and kwargs.get("fun_name") == "train_step"):
+        traces.append(1)
+    jax.monitoring.register_event_duration_secs_listener(listener)
+
+    def run(**overrides):
+      c = smoke_config(3)
+      c.checkpoint_every_steps = 0
+      c.update(overrides)
+      return train.train_and_evaluate(c, self.create_tempdir().full_path)
+
+    trainer._STEPS.clear()
+    first = run(seed=0)
+    n = len(traces)
+    self.assertGreaterEqual(n, 1)
+    run(seed=1)  # Another seed: the same program, no new trace.
+    self.assertLen(traces, n)
+    trainer._STEPS.clear()  # A fresh jit gives the same numbers.
+    again = run(seed=0)
+    self.assertLen(traces, n + 1)
+    for a, b in zip(jax.tree.leaves(first.params),
+                    jax.tree.leaves(again.params)):
+      np.testing.assert_array_equal(a, b)
+    run(label_smoothing=0.1)  # A different program: traced.
+    self.assertLen(traces, n + 2)
+    # Recipes with the same settings are the same objects (hence shared).
+    self.assertIs(pruning.magnitude_pruner(0.5).wrap_tx,
+                  pruning.magnitude_pruner(0.5).wrap_tx)
+    self.assertIsNot(pruning.magnitude_pruner(0.5).wrap_tx,
+                     pruning.magnitude_pruner(0.6).wrap_tx)
+    self.assertIs(pruning.default_prunable(True), pruning.default_prunable(True))
+    self.assertIs(
+        pruning.magnitude_pruner(0.5, prunable=pruning.default_prunable()),
+        pruning.magnitude_pruner(0.5, prunable=pruning.default_prunable()))
+    # Unhashable arguments: a fresh (working, unshared) object.
+    a, b = (pruning.default_prunable(exclude=["head"]) for _ in range(2))
+    self.assertIsNot(a, b)
+    self.assertFalse(a(("head", "kernel"), np.zeros((3, 3))))
+    apply_fn = models.inference_fn(factory.build_model(smoke_config(1)))
+    self.assertIs(distillation.make_loss_fn(apply_fn, 4.0, 0.9),
+                  distillation.make_loss_fn(apply_fn, 4.0, 0.9))
+
+
 class TrainFailuresTest(absltest.TestCase):
 
   def test_nan_loss_stops_and_keeps_the_checkpoint(self):

@@ -5,15 +5,22 @@ the attack is vmapped over the eps grid, so one compiled program covers
 every budget. Example i's random start uses `fold_in(cell_key, i)`, where
 the cell key depends only on (seed, 'adversarial/<name>'): every model is
 attacked from the same starts, and the results depend neither on the chunk
-size nor on the number of devices. A budget of 0 is no attack: those rows
-are the clean correctness from the clean evaluator's program and batch size
-(`evals.batch_size`), so they equal the clean cell on the same examples
-bit for bit, for float and integer-quantized models alike (the attack
-program's batch shape, [eps, chunk], rounds differently). Chunks are sharded over the device mesh
-(`parallel.make_mesh()`); on a multi-core CPU host, one device per core
-(the launchers' `--cpu_devices=-1`, or `parallel.configure_host_devices()`
-before JAX starts) helps PGD: 1.51x torchattacks vs 1.25x on one device
-(benchmarks/attacks_results.md).
+size nor on the number of devices.
+
+Two programs per model: the attack program makes the adversarial images
+(`adversarial_images`), the clean evaluator's program classifies them at the
+clean cell's batch size (`evals.batch_size`). A transfer cell crafted on a
+model (`evaluators.transfer`) runs the very same attack program, so it adds
+no compile, and a model's transfer attack on itself equals its white-box
+attack. A budget of 0 is no attack: those rows are the clean correctness
+from the clean program, so they equal the clean cell on the same examples
+bit for bit, for float and integer-quantized models alike.
+
+Chunks are sharded over the device mesh (`parallel.make_mesh()`); one XLA
+CPU device per core (the launchers' `--cpu_devices=-1`) helps PGD with
+large batches (1.51x torchattacks vs 1.25x on one device, ResNet-20 at
+32 px, batch 256; benchmarks/attacks_results.md) and hurts small ones
+(BUILD.md, "CPU speed").
 """
 
 import dataclasses
@@ -32,19 +39,47 @@ from robustjax.robustness.evaluators import base
 from robustjax.robustness.evaluators import checks
 
 
-def _program(apply_fn: Callable, attack: attacks.Attack, impl) -> Callable:
-  """(variables, eps), b, images, labels, key data -> bool [E, B]."""
+def _perturb_program(apply_fn: Callable, attack: attacks.Attack,
+                     impl) -> Callable:
+  """(variables, eps), b, images, labels, key data -> float [E, B, ...]."""
   def build():
-    def correct(args, b, images, labels, keys):
+    def perturb(args, b, images, labels, keys):
       del b
       variables, eps = args
       if impl is not None:
         keys = jax.random.wrap_key_data(keys, impl=impl)
-      return attacks.correct_under_attack(
-          apply_fn, attack, variables, pipeline.to_float(images), labels,
-          keys, eps)
-    return jax.jit(correct)
-  return base.program("attack", apply_fn, (attack, impl), build)
+      x = pipeline.to_float(images)
+      return jax.vmap(lambda e: attack.perturb(apply_fn, variables, x, labels,
+                                               keys, e))(eps)
+    return jax.jit(perturb)
+  return base.program("perturb", apply_fn, (attack, impl), build)
+
+
+def adversarial_images(apply_fn: Callable, variables: Any, images, labels,
+                       key: jax.Array, eps_grid, attack: attacks.Attack,
+                       chunk_size: Optional[int] = None,
+                       mesh: Optional[jax.sharding.Mesh] = None) -> np.ndarray:
+  """`attack`'s images at every radius: float32 [len(eps_grid), n, ...].
+
+  The white-box evaluator classifies them with the clean program; a transfer
+  cell (`evaluators.transfer`) classifies another model's on them. One
+  compiled program per (apply_fn, attack, chunk shape) serves both.
+
+  Args: as `robust_correct` (every radius is attacked, 0 included).
+  """
+  eps_grid = np.asarray(eps_grid, np.float32)
+  n = len(images)
+  mesh = mesh or parallel.make_mesh()
+  chunk = n if chunk_size is None else max(1, min(int(chunk_size), n))
+  keys = attacks.indexed_keys(key, n)
+  impl = None
+  if jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key):
+    impl, keys = jax.random.key_impl(keys), jax.random.key_data(keys)
+  fn = _perturb_program(apply_fn, attack, impl)
+  args = parallel.replicate(mesh, (variables, jnp.asarray(eps_grid)))
+  return base.run_batches(lambda b, x, y, k: fn(args, b, x, y, k),
+                          (images, labels, np.asarray(keys)),
+                          base.global_batch(chunk, mesh), mesh)
 
 
 def robust_correct(apply_fn: Callable, variables: Any, images, labels,
@@ -55,7 +90,10 @@ def robust_correct(apply_fn: Callable, variables: Any, images, labels,
   """Whether each example survives `attack`, for every radius of `eps_grid`.
 
   Compiled once per (apply_fn, attack, shapes) and cached, so reuse the same
-  `apply_fn` object (e.g. `robustjax.models.inference_fn(module)`).
+  `apply_fn` object (e.g. `robustjax.models.inference_fn(module)`). The
+  attack program makes the adversarial images (`adversarial_images`); the
+  clean program classifies them, so a transfer cell from this model reuses
+  the attack's compiled program.
 
   Args:
     apply_fn: `apply_fn(variables, images) -> logits`, inference mode.
@@ -71,7 +109,8 @@ def robust_correct(apply_fn: Callable, variables: Any, images, labels,
       so the effective batch is chunk_size * len(eps_grid)); rounded up to
       the device count. None: one chunk.
     mesh: device mesh (default: `parallel.make_mesh()`, every device).
-    clean_batch_size: batch of the eps = 0 rows; pass the clean cell's
+    clean_batch_size: batch of the clean program (the eps = 0 rows and the
+      classification of the adversarial images); pass the clean cell's
       (`evals.batch_size`) to get its predictions exactly. None: the chunk.
 
   Returns:
@@ -87,22 +126,18 @@ def robust_correct(apply_fn: Callable, variables: Any, images, labels,
     raise ValueError(f"Got {len(labels)} labels for {n} images.")
   mesh = mesh or parallel.make_mesh()
   chunk = n if chunk_size is None else max(1, min(int(chunk_size), n))
+  batch = clean_batch_size or chunk
   zero = eps_grid == 0
   out = np.zeros((len(eps_grid), n), bool)
   if zero.any():
     out[zero] = base.clean_correct(apply_fn, variables, images, labels,
-                                   clean_batch_size or chunk, mesh)
+                                   batch, mesh)
   if zero.all():
     return out
-  keys = attacks.indexed_keys(key, n)
-  impl = None
-  if jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key):
-    impl, keys = jax.random.key_impl(keys), jax.random.key_data(keys)
-  fn = _program(apply_fn, attack, impl)
-  args = parallel.replicate(mesh, (variables, jnp.asarray(eps_grid[~zero])))
-  out[~zero] = base.run_batches(lambda b, x, y, k: fn(args, b, x, y, k),
-                                (images, labels, np.asarray(keys)),
-                                base.global_batch(chunk, mesh), mesh)
+  adv = adversarial_images(apply_fn, variables, images, labels, key,
+                           eps_grid[~zero], attack, chunk, mesh)
+  out[~zero] = base.clean_correct_levels(apply_fn, variables, adv, labels,
+                                         batch, mesh)
   return out
 
 

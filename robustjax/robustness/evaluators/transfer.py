@@ -20,11 +20,8 @@ import dataclasses
 from typing import Any, Callable, List
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from robustjax.data import pipeline
-from robustjax.robustness import attacks
 from robustjax.robustness.evaluators import attack as attack_lib
 from robustjax.robustness.evaluators import base
 
@@ -32,31 +29,21 @@ _ADVERSARIAL = collections.OrderedDict()  # (source, cell) -> images [E, n].
 _KEEP = 32  # Sources x attack cells of a study: a few MB at most.
 
 
-def _perturb_program(apply_fn: Callable, attack: attacks.Attack) -> Callable:
-  def build():
-    def perturb(variables, images, labels, keys, eps_grid):
-      x = pipeline.to_float(images)
-      return jax.vmap(lambda e: attack.perturb(apply_fn, variables, x,
-                                               labels, keys, e))(eps_grid)
-    return jax.jit(perturb)
-  return base.program("perturb", apply_fn, (attack,), build)
+def adversarial_images(apply_fn: Callable, variables: Any, cell,
+                       mesh: jax.sharding.Mesh = None) -> np.ndarray:
+  """`cell`'s attack on the source, float32 [E, n, H, W, C], eps > 0 only.
 
-
-def adversarial_images(apply_fn: Callable, variables: Any, cell) -> np.ndarray:
-  """`cell`'s attack on the source, float32 [E, n, H, W, C], eps > 0 only."""
+  The white-box cell's own attack program and chunks
+  (`attack.adversarial_images`): the same images as the white-box cell of
+  the source model, from the same compiled program.
+  """
   split = cell.split
-  n = len(split)
-  keys = attacks.indexed_keys(cell.rng, n)
-  fn = _perturb_program(apply_fn, cell.attack)
-  eps = jnp.asarray([e for e in cell.levels if e > 0], jnp.float32)
+  eps = np.asarray([e for e in cell.levels if e > 0], np.float32)
   if not eps.size:
     return np.zeros((0,) + split.images.shape, np.float32)
-  out = []
-  for i in range(0, n, cell.chunk_size):
-    sl = slice(i, min(n, i + cell.chunk_size))
-    out.append(np.asarray(fn(variables, split.images[sl],
-                             jnp.asarray(split.labels[sl]), keys[sl], eps)))
-  return np.concatenate(out, axis=1)
+  return attack_lib.adversarial_images(apply_fn, variables, split.images,
+                                       split.labels, cell.rng, eps,
+                                       cell.attack, cell.chunk_size, mesh)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -81,7 +68,7 @@ class TransferCell(base.Cell):
     cache_key = (self.source_key, self.white_box.key, self.levels)
     if cache_key not in _ADVERSARIAL:
       _ADVERSARIAL[cache_key] = adversarial_images(
-          self.source_apply, self.source_variables, self.white_box)
+          self.source_apply, self.source_variables, self.white_box, mesh)
       while len(_ADVERSARIAL) > _KEEP:
         _ADVERSARIAL.popitem(last=False)
     _ADVERSARIAL.move_to_end(cache_key)
