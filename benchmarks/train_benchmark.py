@@ -63,6 +63,15 @@ SCENARIOS = {  # name: (image size, channels, train batch)
     "digits": (16, 1, 64),
 }
 EVAL_BATCH = 500
+# `--smoke` (tests/benchmarks_test.py): tiny shapes, one round, `default` only;
+# checks that the benchmark still runs against the library, times nothing.
+SMOKE_SCENARIOS = {"cifar": (8, 3, 8), "digits": (8, 1, 8)}
+SMOKE_EVAL_BATCH = 16
+
+
+def _use_smoke_shapes():
+  global SCENARIOS, EVAL_BATCH
+  SCENARIOS, EVAL_BATCH = SMOKE_SCENARIOS, SMOKE_EVAL_BATCH
 MEAN, STD = 0.45, 0.25  # One value per channel (speed does not depend on it).
 LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 5e-4
 
@@ -344,27 +353,37 @@ def main():
   parser.add_argument("--ablations", action="store_true",
                       help="also time `default` minus each of its parts.")
   parser.add_argument("--output", default="", help="also write JSON here.")
+  parser.add_argument("--smoke", action="store_true",
+                      help="tiny shapes, one round of one step, `default` "
+                      "only: checks that the benchmark runs (tests).")
   parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
   parser.add_argument("--variant", default="", help=argparse.SUPPRESS)
   args = parser.parse_args()
+  if args.smoke:
+    _use_smoke_shapes()
+    args.rounds, args.train_reps, args.eval_reps = 1, 1, 1
   if args.worker == "ours":
     return _ours_worker(args)
   if args.worker == "torch":
     return _torch_worker(args)
 
   variants = ["before", "default", "per_core"]
-  if args.ablations:
+  if args.smoke:
+    variants = ["default"]
+  elif args.ablations:
     variants += ["fast_conv", "per_core_no_flags"]
   me = [sys.executable, os.path.abspath(__file__)]
   load_start = os.getloadavg()
   workers = {}
   for v in variants:
-    workers[v] = _Worker(me + ["--worker=ours", f"--variant={v}"],
-                         _clean_env())
+    workers[v] = _Worker(me + ["--worker=ours", f"--variant={v}"] +
+                         (["--smoke"] if args.smoke else []), _clean_env())
     print(v, json.dumps(workers[v].info), flush=True)
   if args.torch_python:
     workers["torch"] = _Worker([args.torch_python, os.path.abspath(__file__),
-                                "--worker=torch"], _clean_env())
+                                "--worker=torch"] +
+                               (["--smoke"] if args.smoke else []),
+                               _clean_env())
     print("torch", json.dumps(workers["torch"].info), flush=True)
   whats = [f"{s}/{k}" for s in SCENARIOS for k in ("train", "eval")]
   runs = {(w, what): [] for w in workers for what in whats}
@@ -420,7 +439,8 @@ def _markdown(report, variants, whats, with_torch):
             for r, o in zip(runs, report["runs"][f"{other}|{what}"]))
       vs_torch = (f"{ratio('torch'):.2f}x" if with_torch and w != "torch"
                   else "-")
-      vs_before = f"{ratio('before'):.2f}x" if w != "before" else "-"
+      vs_before = (f"{ratio('before'):.2f}x" if "before" in variants and
+                   w != "before" else "-")
       compile_s = (f"{info[w]['compile_s'][what]:.1f}" if w != "torch"
                    else "-")
       label = (f"{w} ({info[w]['devices']} dev)" if w != "torch" else

@@ -1,0 +1,35 @@
+"""The benchmark scripts still run against the library (`--smoke`).
+
+A benchmark is not a test of speed (its numbers live in benchmarks/*.md);
+this only checks that a change to the library did not break a script, as
+the one-trainer redesign once broke train_benchmark.py without any test
+noticing. Tiny shapes, one step; PyTorch is not needed.
+"""
+
+import os
+import subprocess
+import sys
+
+from absl.testing import absltest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class BenchmarkSmokeTest(absltest.TestCase):
+
+  def test_train_benchmark_runs(self):
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "train_benchmark.py"),
+         "--smoke"], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=600)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    # The report's table: one row per task for the launchers' default.
+    for task in ("cifar train (8px, batch 8)", "cifar eval (8px, batch 16)",
+                 "digits train (8px, batch 8)", "digits eval (8px, batch 16)"):
+      self.assertIn(f"| {task} | default (1 dev) |", proc.stdout)
+
+
+if __name__ == "__main__":
+  absltest.main()
