@@ -149,7 +149,7 @@ def _jitted_step(model, config, num_steps: int, recipe: Recipe, tx,
   """
   loss_fn = recipe.loss_fn or functools.partial(
       _default_loss, label_smoothing=config.label_smoothing)
-  key = (model, config.optimizer.to_json(sort_keys=True), int(num_steps),
+  key = (model, config.optimizer.to_json_best_effort(sort_keys=True), int(num_steps),
          recipe.wrap_tx,
          recipe.loss_fn or ("cross_entropy", float(config.label_smoothing)),
          config.dataset.crop_padding, bool(config.dataset.flip), stacked,
