@@ -21,10 +21,10 @@ from typing import Any, Optional
 
 from absl import logging
 import jax
-from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
 from robustjax import io
+from robustjax import parallel
 
 DAMAGED_DIR = "damaged_checkpoints"
 # TensorStore reports damaged files as "<STATUS_CODE>: ..." (absl statuses).
@@ -68,9 +68,7 @@ def _incompatible(path, error: Exception) -> ValueError:
       "setting. Use a fresh --workdir, or restore the config that wrote it.")
 
 
-def _barrier(name: str) -> None:
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices(name)
+_barrier = parallel.barrier
 
 
 class Checkpointer:

@@ -144,6 +144,13 @@ def train_mesh() -> Mesh:
   return make_mesh(devices)
 
 
+def barrier(name: str) -> None:
+  """Waits until every process gets here (no-op in a one-process run)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 

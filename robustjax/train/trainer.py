@@ -390,4 +390,7 @@ def _train(members: List[Member], workdir: str, stacked: bool):
       io.write_json(os.path.join(m.workdir, "final_metrics.json"), {
           "step": num_steps,
           **{f"{n}_accuracy": v for n, v in results[j].items()}})
+  # Every process returns only once the main one has written the run's
+  # files (a caller on another process may read final_metrics.json).
+  parallel.barrier(f"robustjax_train_done:{workdir}")
   return finals

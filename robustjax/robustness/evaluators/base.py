@@ -259,11 +259,11 @@ def clean_correct_levels(apply_fn: Callable, variables: Any, images, labels,
     images: [L, n, H, W, C], one set of images per level.
     labels: int [n], the same for every level.
   """
-  images = np.asarray(images)
+  images = _host(images)  # Global arrays of several processes: gathered.
   levels, n = images.shape[:2]
   flat = clean_correct(apply_fn, variables,
                        images.reshape((levels * n,) + images.shape[2:]),
-                       np.tile(np.asarray(labels), levels), batch_size, mesh)
+                       np.tile(_host(labels), levels), batch_size, mesh)
   return flat.reshape(levels, n)
 
 
