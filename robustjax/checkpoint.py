@@ -68,9 +68,6 @@ def _incompatible(path, error: Exception) -> ValueError:
       "setting. Use a fresh --workdir, or restore the config that wrote it.")
 
 
-_barrier = parallel.barrier
-
-
 class Checkpointer:
   """Keep-N manager of `TrainState` checkpoints under `workdir/checkpoints`.
 
@@ -164,7 +161,7 @@ class Checkpointer:
       for _, source, target in moved:
         if source.exists():
           source.rename(target)
-    _barrier("robustjax_checkpoint_set_aside")
+    parallel.barrier("robustjax_checkpoint_set_aside")
     self._manager.reload()
     errors = dict(failures)
     for step, _, target in moved:
