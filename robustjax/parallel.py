@@ -19,6 +19,8 @@ otherwise: one device per core speeds up large evaluation batches but
 slowed the default study's small PGD batches down (BUILD.md).
 """
 
+import importlib.metadata
+import importlib.util
 import os
 from typing import Optional
 
@@ -39,6 +41,14 @@ DATA_AXIS = "data"
 # CPU compilation only: GPU/TPU programs are unaffected.
 CPU_XLA_FLAGS = (
     "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",)
+# Added as well when the process can only run on the CPU (no accelerator
+# plugin installed, or JAX_PLATFORMS=cpu): the flag is not CPU-specific, and
+# on a GPU it would lower the optimisation of the generated kernels. LLVM
+# optimisation level 1 for XLA:CPU's generated code (fusions; convolutions
+# and matrix products are library calls either way) compiled the default
+# study's train step and PGD-10 program 25-55 % faster, ran them as fast
+# and gave bit-identical results (benchmarks/compile_results.md).
+CPU_ONLY_XLA_FLAGS = ("--xla_backend_optimization_level=1",)
 _DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
 
 # CPU devices `train_mesh()` uses in a one-process CPU run; None: all. Set
@@ -58,6 +68,23 @@ def _usable_cores() -> int:
     return os.cpu_count() or 1
 
 
+def cpu_only_process() -> bool:
+  """Whether this process can only get CPU devices from JAX.
+
+  True when `JAX_PLATFORMS` (or `jax_platforms`) names only `cpu`, or when no
+  accelerator plugin is installed (no `libtpu`, no `jax_plugins` package or
+  entry point, e.g. `jax[cuda12]`'s). Safe to call before JAX starts.
+  """
+  platforms = jax.config.jax_platforms or os.environ.get("JAX_PLATFORMS", "")
+  if platforms:
+    return all(p.strip() == "cpu" for p in platforms.split(",") if p.strip())
+  if importlib.util.find_spec("libtpu") is not None:
+    return False
+  if importlib.util.find_spec("jax_plugins") is not None:
+    return False
+  return not importlib.metadata.entry_points(group="jax_plugins")
+
+
 def configure_host_devices(num_devices: Optional[int] = None,
                            max_devices: int = 8,
                            train_devices: Optional[int] = 1) -> int:
@@ -68,7 +95,8 @@ def configure_host_devices(num_devices: Optional[int] = None,
   evaluators do with every local device) the cores are full: PGD-10 ~1.5x
   (idle 2-core machine), and with `CPU_XLA_FLAGS` a ResNet-20 train step
   1.7-1.8x faster (benchmarks/*_results.md).
-  Also appends `CPU_XLA_FLAGS` to `XLA_FLAGS`. It only affects the CPU
+  Also appends `CPU_XLA_FLAGS` to `XLA_FLAGS`, and `CPU_ONLY_XLA_FLAGS` when
+  `cpu_only_process()`. It only affects the CPU
   backend: on a GPU or TPU host the accelerator devices stay the default
   and their programs are unchanged.
 
@@ -81,8 +109,8 @@ def configure_host_devices(num_devices: Optional[int] = None,
 
   A choice the user made is kept: with `--xla_force_host_platform_device_count`
   in `XLA_FLAGS`, or `jax_num_cpu_devices` already set, the device count is
-  left alone (and training uses every device); a flag of `CPU_XLA_FLAGS`
-  already in `XLA_FLAGS` is not added.
+  left alone (and training uses every device); a flag of `CPU_XLA_FLAGS` or
+  `CPU_ONLY_XLA_FLAGS` already in `XLA_FLAGS` is not added.
 
   Args:
     num_devices: CPU devices to create; default: the usable cores, rounded
@@ -106,8 +134,8 @@ def configure_host_devices(num_devices: Optional[int] = None,
         len(jax.devices("cpu")))
     return 0
   xla_flags = os.environ.get("XLA_FLAGS", "")
-  new_flags = [f for f in CPU_XLA_FLAGS
-               if f.split("=")[0] not in xla_flags]
+  wanted = CPU_XLA_FLAGS + (CPU_ONLY_XLA_FLAGS if cpu_only_process() else ())
+  new_flags = [f for f in wanted if f.split("=")[0] not in xla_flags]
   if new_flags:
     os.environ["XLA_FLAGS"] = " ".join([xla_flags] + new_flags).strip()
   if (_DEVICE_COUNT_FLAG in xla_flags

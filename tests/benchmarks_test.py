@@ -30,6 +30,23 @@ class BenchmarkSmokeTest(absltest.TestCase):
                  "digits train (8px, batch 8)", "digits eval (8px, batch 16)"):
       self.assertIn(f"| {task} | default (1 dev) |", proc.stdout)
 
+  def test_compile_benchmark_runs(self):
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.run(
+        [sys.executable,
+         os.path.join(ROOT, "benchmarks", "compile_benchmark.py"), "--smoke"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    rows = [l for l in proc.stdout.splitlines()
+            if l.startswith(("| train |", "| pgd |"))]
+    self.assertLen(rows, 4)  # Two programs x two variants.
+    for program in ("train", "pgd"):
+      sums = {l.split("|")[-2].strip() for l in rows
+              if l.startswith(f"| {program} |")}
+      # The flag may only move float rounding; here it moved nothing.
+      self.assertLen(sums, 1, rows)
+
 
 if __name__ == "__main__":
   absltest.main()

@@ -355,8 +355,8 @@ print(json.dumps(dict(first=first, second=second,
 """
 
 
-def _configure_probe(xla_flags=None, **kwargs):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+def _configure_probe(xla_flags=None, platforms="cpu", **kwargs):
+  env = dict(os.environ, JAX_PLATFORMS=platforms)
   env.pop("XLA_FLAGS", None)
   if xla_flags is not None:
     env["XLA_FLAGS"] = xla_flags
@@ -414,8 +414,23 @@ class ConfigureHostDevicesTest(absltest.TestCase):
     self.assertEqual(r["devices"], expected)
     self.assertEqual(r["first"], expected)
     self.assertEqual(r["second"], 0)  # After start-up: a no-op.
+    for flag in parallel.CPU_XLA_FLAGS + parallel.CPU_ONLY_XLA_FLAGS:
+      self.assertIn(flag, r["xla_flags"])
+
+  def test_flags_for_cpu_only_processes_are_left_out_otherwise(self):
+    from robustjax import parallel
+    # JAX may fall back to the CPU ("cuda,cpu" on a machine without a GPU),
+    # but a process that may get an accelerator keeps XLA's optimisation.
+    r = _configure_probe(platforms="cuda,cpu")
+    self.assertEqual(r["platform"], "cpu")
     for flag in parallel.CPU_XLA_FLAGS:
       self.assertIn(flag, r["xla_flags"])
+    for flag in parallel.CPU_ONLY_XLA_FLAGS:
+      self.assertNotIn(flag.split("=")[0], r["xla_flags"])
+    r = _configure_probe(xla_flags="--xla_backend_optimization_level=2")
+    self.assertEqual(r["xla_flags"].count("xla_backend_optimization_level"),
+                     1)
+    self.assertIn("--xla_backend_optimization_level=2", r["xla_flags"])
 
   def test_explicit_count(self):
     r = _configure_probe(num_devices=3)

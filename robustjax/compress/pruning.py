@@ -407,6 +407,11 @@ def magnitude_pruner(sparsity: float, *, scope: str = "global",
   def wrap_tx(tx):
     return wrap_optax(tx, init_masks=init_masks, update_masks=update_masks)
 
+  if update_masks is None:
+    # The update only reads the masks in the optimizer state: every one-shot
+    # pruner compiles the same train step (trainer.Recipe.wrap_tx).
+    wrap_tx.program_key = ("pruning.wrap_optax", "fixed masks")
+
   config = dict(method="magnitude", sparsity=sparsity, scope=scope,
                 structure=structure, norm=norm, schedule=schedule,
                 begin_step=begin_step, end_step=end_step,

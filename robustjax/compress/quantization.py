@@ -66,6 +66,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from robustjax import memo
+
 MODES = ("serve", "calibrate")
 ACT_CALIBRATIONS = ("static", "dynamic")
 QUANT = "quant"  # Variable collection of the frozen integer weights/scales.
@@ -284,6 +286,29 @@ def qdense(weight_bits: int = 8, act_bits: Optional[int] = 8,
                            act_calibration=act_calibration, mode=mode)
 
 
+@memo.same_object_for_same_args()
+def _calibration_step(model: nn.Module):
+  """One jitted calibration pass per calibrating model (variables passed in).
+
+  Shared by every model of one architecture (seeds, sparsities), so a study
+  compiles it once; eager op-by-op calibration compiled each op per shape.
+  """
+
+  @jax.jit
+  def step(variables, calib, images):
+    _, new = model.apply({**variables, CALIB: calib}, images, train=False,
+                         mutable=[CALIB])
+    return new[CALIB]
+
+  return step
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _quantize_kernels(kernels: Dict[Any, Any], bits: int):
+  """`quantize_weights` of every kernel, as one program per architecture."""
+  return {path: quantize_weights(k, bits) for path, k in kernels.items()}
+
+
 def calibrate(model_fn: Callable[..., nn.Module], variables,
               batches) -> Dict[str, Any]:
   """Abs-max of every conv/dense input over calibration batches.
@@ -299,21 +324,16 @@ def calibrate(model_fn: Callable[..., nn.Module], variables,
   """
   model = model_fn(conv=qconv(mode="calibrate"),
                    dense=qdense(mode="calibrate"))
-
-  @jax.jit
-  def step(calib, images):
-    _, new = model.apply({**variables, CALIB: calib}, images, train=False,
-                         mutable=[CALIB])
-    return new[CALIB]
-
+  step = _calibration_step(model)
   calib = None
   for images in batches:
     images = jnp.asarray(images, jnp.float32)
     if calib is None:  # Create the collection with zeros, then accumulate.
-      _, new = model.apply(variables, images[:1], train=False,
-                           mutable=[CALIB])
-      calib = jax.tree.map(jnp.zeros_like, new[CALIB])
-    calib = step(calib, images)
+      shapes = jax.eval_shape(
+          lambda v, x: model.apply(v, x, train=False, mutable=[CALIB])[1],
+          variables, images[:1])[CALIB]
+      calib = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+    calib = step(variables, calib, images)
   if calib is None:
     raise ValueError("calibrate: no calibration batches were given.")
   return flax.core.unfreeze(calib)
@@ -365,12 +385,15 @@ def convert(variables, calib: Optional[Dict[str, Any]] = None, *,
   flat_calib = (flax.traverse_util.flatten_dict(calib) if calib is not None
                 else {})
   new_params, quant = {}, {}
+  kernels = {path: value for path, value in params.items()
+             if path[-1] == "kernel"}
+  quantized = _quantize_kernels(kernels, weight_bits) if kernels else {}
   for path, value in params.items():
     if path[-1] != "kernel":
       new_params[path] = value
       continue
     layer = path[:-1]
-    w_int, w_scale = quantize_weights(value, weight_bits)
+    w_int, w_scale = quantized[path]
     a_scale = jnp.ones((), jnp.float32)
     if static:
       if layer + ("act_max",) not in flat_calib:

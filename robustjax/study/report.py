@@ -414,7 +414,9 @@ def render(workdir: str) -> str:
   if io.exists(env_path):
     env = io.read_json(env_path)
     notes.append(f"Machine: {env.get('machine')}; {env.get('devices')}; "
-                 f"jax {env.get('jax')}.")
+                 f"jax {env.get('jax')}"
+                 + (f"; XLA_FLAGS `{env['xla_flags']}`"
+                    if env.get("xla_flags") else "") + ".")
   return write_report(rows, workdir, title=title, notes=notes,
                       examples=examples)
 

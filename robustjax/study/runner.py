@@ -75,8 +75,11 @@ def environment() -> dict:
       machine = f"{names[0]} ({len(names)} cores)"
   except OSError:
     pass
+  # XLA flags move float rounding (e.g. parallel.CPU_ONLY_XLA_FLAGS), so
+  # bit-identical numbers need the same flags as well as the same machine.
   return {"machine": machine, "jax": jax.__version__,
-          "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}"}
+          "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
+          "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 def record_key(model_id: str, seed: int, cell_key: str) -> str:

@@ -62,6 +62,10 @@ class Recipe:
     init_variables: variables to start from when there is no checkpoint.
     wrap_tx: wraps the config's optax transformation (pruning keeps its
       masks in the optimizer state, see compress.pruning.wrap_optax).
+      Trainings whose `wrap_tx` are the same object share one compiled
+      step; so do those whose `wrap_tx` carry equal `program_key`
+      attributes, which a wrapper sets when its `update` does not depend on
+      its settings (one-shot pruning: the masks are in the state).
     loss_fn: replaces cross-entropy (e.g. knowledge distillation).
     loss_args: a pytree passed to `loss_fn` at every step as an argument
       (e.g. the teacher's variables), not baked into the compiled step.
@@ -150,7 +154,7 @@ def _jitted_step(model, config, num_steps: int, recipe: Recipe, tx,
   loss_fn = recipe.loss_fn or functools.partial(
       _default_loss, label_smoothing=config.label_smoothing)
   key = (model, config.optimizer.to_json_best_effort(sort_keys=True), int(num_steps),
-         recipe.wrap_tx,
+         getattr(recipe.wrap_tx, "program_key", recipe.wrap_tx),
          recipe.loss_fn or ("cross_entropy", float(config.label_smoothing)),
          config.dataset.crop_padding, bool(config.dataset.flip), stacked,
          batch_axis, tuple(d.id for d in mesh.devices.flat))

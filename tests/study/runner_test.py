@@ -1,5 +1,6 @@
 """The study end to end on `configs/default.py:runlocal`, and its resume."""
 
+import json
 import os
 import shutil
 import signal
@@ -111,6 +112,9 @@ class StudyTest(absltest.TestCase):
     self.assertGreaterEqual(len([p for p in plots if p.endswith(".png")]), 3)
     with open(os.path.join(self.workdir, "results.csv")) as f:
       self.assertLen(f.readlines(), len(self.rows) + 1)
+    # The XLA flags are recorded: they move float rounding.
+    env = json.load(open(os.path.join(self.workdir, "environment.json")))
+    self.assertEqual(env["xla_flags"], os.environ.get("XLA_FLAGS", ""))
 
   def test_report_only_rerun_reproduces_the_report_byte_for_byte(self):
     workdir = os.path.join(self.root, "report_only")

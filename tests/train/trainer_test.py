@@ -113,11 +113,12 @@ class StepSharingTest(absltest.TestCase):
         traces.append(1)
     jax.monitoring.register_event_duration_secs_listener(listener)
 
-    def run(**overrides):
+    def run(recipe=None, **overrides):
       c = smoke_config(3)
       c.checkpoint_every_steps = 0
       c.update(overrides)
-      return train.train_and_evaluate(c, self.create_tempdir().full_path)
+      return train.train_and_evaluate(c, self.create_tempdir().full_path,
+                                      recipe)
 
     trainer._STEPS.clear()
     first = run(seed=0)
@@ -133,6 +134,19 @@ class StepSharingTest(absltest.TestCase):
       np.testing.assert_array_equal(a, b)
     run(label_smoothing=0.1)  # A different program: traced.
     self.assertLen(traces, n + 2)
+    # One-shot pruning at any sparsity: one program (the masks are state),
+    # and each run keeps its own masks.
+    for sparsity in (0.5, 0.8):
+      pruned = run(trainer.Recipe(
+          wrap_tx=pruning.magnitude_pruner(sparsity).wrap_tx))
+      self.assertLen(traces, n + 3)
+      self.assertAlmostEqual(
+          pruning.sparsity_report(pruned.params)["prunable_sparsity"],
+          sparsity, delta=0.01)
+    # Gradual pruning recomputes its masks in the step: its own program.
+    run(trainer.Recipe(wrap_tx=pruning.magnitude_pruner(
+        0.5, schedule="gradual", end_step=2, update_every=1).wrap_tx))
+    self.assertLen(traces, n + 4)
     # Recipes with the same settings are the same objects (hence shared).
     self.assertIs(pruning.magnitude_pruner(0.5).wrap_tx,
                   pruning.magnitude_pruner(0.5).wrap_tx)
