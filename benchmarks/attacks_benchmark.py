@@ -56,6 +56,13 @@ CIFAR_STD = (0.2470, 0.2435, 0.2616)
 EPS = 8 / 255
 STEP = 2 / 255
 SWEEP_EPS = (0.0, 2 / 255, 4 / 255, 8 / 255, 16 / 255)
+IMAGE_SIZE = 32
+PGD_STEPS = 10
+# `--smoke` (tests/benchmarks_test.py): tiny images, 2-step PGD, one run of
+# each measurement, no torch; checks that the script still runs against the
+# library and times nothing worth keeping.
+SMOKE_IMAGE_SIZE = 8
+SMOKE_PGD_STEPS = 2
 
 
 def _load():
@@ -253,7 +260,8 @@ def _jax_main(args):
                            std=CIFAR_STD,
                            conv=conv_lib.Conv if args.fast_conv else nn.Conv)
   rng = np.random.default_rng(0)
-  images = jnp.asarray(rng.uniform(size=(n, 32, 32, 3)), jnp.float32)
+  images = jnp.asarray(rng.uniform(size=(n, IMAGE_SIZE, IMAGE_SIZE, 3)),
+                       jnp.float32)
   variables = model.init(jax.random.key(0), images[:2])
   # Calibrate BatchNorm's running statistics on the batch (momentum 0.9), so
   # inference-mode activations are realistic and the logit check is telling.
@@ -283,7 +291,7 @@ def _jax_main(args):
         ours - np.asarray(worker.info["logits"]))))
 
   # (label, our attack, jitted batch, torchattacks counterpart, repeats).
-  pgd_args = dict(steps=10, step_size=STEP, random_start=True)
+  pgd_args = dict(steps=PGD_STEPS, step_size=STEP, random_start=True)
   # A label ending in "devices" splits each jitted batch over all devices.
   sharded = f"{jax.device_count()} devices"
   configs = [("FGSM", attacks.fgsm(), n, "fgsm", args.repeats),
@@ -359,7 +367,7 @@ def _sweep(args, apply_fn, variables, images, labels, key):
   from robustjax.robustness import attacks
   from robustjax.robustness.evaluators import attack as attack_eval
   # pylint: enable=g-import-not-at-top
-  attack = attacks.pgd(steps=10, unroll=True)  # Relative step 2.5 eps / 10.
+  attack = attacks.pgd(steps=PGD_STEPS, unroll=True)  # Step 2.5 eps / steps.
   chunk = args.sweep_chunk or None
   results = []
 
@@ -504,10 +512,18 @@ def main():
   parser.add_argument("--max_load", type=float, default=0.5)
   parser.add_argument("--wait_idle_s", type=float, default=600)
   parser.add_argument("--output", default="", help="also write JSON here.")
+  parser.add_argument("--smoke", action="store_true",
+                      help="8x8 images, batch 8, 2-step PGD, one run each, "
+                      "no torch: checks that the benchmark runs (tests).")
   parser.add_argument("--torch_worker", action="store_true",
                       help=argparse.SUPPRESS)
   parser.add_argument("--workdir", default="", help=argparse.SUPPRESS)
   args = parser.parse_args()
+  if args.smoke:
+    global IMAGE_SIZE, PGD_STEPS
+    IMAGE_SIZE, PGD_STEPS = SMOKE_IMAGE_SIZE, SMOKE_PGD_STEPS
+    args.batch_size, args.chunk_sizes, args.repeats = 8, [4], 1
+    args.fori_repeats, args.wait_idle_s, args.torch_python = 1, 0, ""
   if args.torch_worker:
     _torch_worker(args)
   else:

@@ -3,7 +3,8 @@
 A benchmark is not a test of speed (its numbers live in benchmarks/*.md);
 this only checks that a change to the library did not break a script, as
 the one-trainer redesign once broke train_benchmark.py without any test
-noticing. Tiny shapes, one step; PyTorch is not needed.
+noticing, plus invariants the scripts print (the variants compute the same
+numbers). Tiny shapes, one step; PyTorch is not needed.
 """
 
 import os
@@ -46,6 +47,24 @@ class BenchmarkSmokeTest(absltest.TestCase):
               if l.startswith(f"| {program} |")}
       # The flag may only move float rounding; here it moved nothing.
       self.assertLen(sums, 1, rows)
+
+  def test_attacks_benchmark_runs(self):
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.run(
+        [sys.executable,
+         os.path.join(ROOT, "benchmarks", "attacks_benchmark.py"), "--smoke"],
+        cwd=ROOT, env=dict(env, PYTHONPATH=ROOT), capture_output=True,
+        text=True, timeout=600)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    for row in ("| FGSM | 8 |", "| PGD-10 unrolled | 8 |",
+                "| PGD-10 unrolled | 4 |", "| PGD-10 fori_loop | 8 |"):
+      self.assertIn(row, proc.stdout)
+    # The three ways of sweeping eps compute the same accuracies.
+    sweep = [l.split("|")[4].strip() for l in proc.stdout.splitlines()
+             if l.startswith(("| robust_accuracy, vmap", "| python loop"))]
+    self.assertLen(sweep, 3)
+    self.assertLen(set(sweep), 1, sweep)
 
 
 if __name__ == "__main__":
