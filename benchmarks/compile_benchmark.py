@@ -20,8 +20,11 @@ the same numbers). Variants, each set up before JAX starts:
 * `default`: what the launchers do (`parallel.configure_host_devices(1)`).
 * `o3`: the same with XLA's default optimisation level instead of
   `parallel.CPU_ONLY_XLA_FLAGS` (`--xla_backend_optimization_level=1`).
+* `two_devices` (`--variants=...` only): `configure_host_devices(2)`, the
+  programs run on the first device, as the trainer does (`train_mesh()`)
+  and as a small evaluation batch would if only large ones were sharded.
 
-Rounds alternate the variants, so both see the same machine load.
+Rounds alternate the variants, so all see the same machine load.
 `--smoke` (tests/benchmarks_test.py): tiny shapes, one round, checks that
 the script still runs against the library; it times nothing worth keeping.
 """
@@ -39,7 +42,7 @@ SHAPES = dict(arch="resnet8", width=16, size=16, channels=1, batch=64,
               attack_batch=200, steps=10, reps=20, attack_reps=5)
 SMOKE_SHAPES = dict(arch="resnet8", width=4, size=8, channels=1, batch=8,
                     attack_batch=8, steps=2, reps=1, attack_reps=1)
-VARIANTS = ("default", "o3")
+VARIANTS = ("default", "o3", "two_devices")
 
 
 def _worker(variant: str, shapes) -> dict:
@@ -47,7 +50,8 @@ def _worker(variant: str, shapes) -> dict:
   # pylint: disable=g-import-not-at-top
   sys.path.insert(0, REPO)
   from robustjax import parallel
-  parallel.configure_host_devices(num_devices=1)
+  parallel.configure_host_devices(
+      num_devices=2 if variant == "two_devices" else 1)
   if variant == "o3":
     os.environ["XLA_FLAGS"] = " ".join(
         f for f in os.environ["XLA_FLAGS"].split()
@@ -72,7 +76,8 @@ def _worker(variant: str, shapes) -> dict:
   shape = (s["size"], s["size"], s["channels"])
   variables = jax.device_get(model.init(jax.random.key(0),
                                         jnp.zeros((1,) + shape)))
-  out = dict(xla_flags=os.environ.get("XLA_FLAGS", ""))
+  out = dict(xla_flags=os.environ.get("XLA_FLAGS", ""),
+             devices=jax.device_count())
 
   def measure(name, fn, args, reps):
     t0 = time.perf_counter()
@@ -127,7 +132,7 @@ def _markdown(runs) -> str:
   lines = ["| program | variant | trace s | lower s | XLA compile s | "
            "run ms | checksums |", "|---|---|---|---|---|---|---|"]
   for program in ("train", "pgd"):
-    for variant in VARIANTS:
+    for variant in runs:
       rows = [r[program] for r in runs[variant]]
       med = lambda k, rows=rows: statistics.median(r[k] for r in rows)
       sums = sorted({f"{r['checksum']:.6g}" for r in rows})
@@ -143,6 +148,8 @@ def main():
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--smoke", action="store_true",
                       help="tiny shapes, one round (tests).")
+  parser.add_argument("--variants", default="default,o3",
+                      help="comma-separated, of: " + ", ".join(VARIANTS))
   parser.add_argument("--output", default="", help="also write JSON here.")
   parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
   args = parser.parse_args()
@@ -154,9 +161,13 @@ def main():
   for k in ("XLA_FLAGS", "JAX_COMPILATION_CACHE_DIR", "JAX_NUM_CPU_DEVICES"):
     env.pop(k, None)
   rounds = 1 if args.smoke else args.rounds
-  runs = {v: [] for v in VARIANTS}
+  variants = tuple(v for v in args.variants.split(",") if v)
+  unknown = set(variants) - set(VARIANTS)
+  if unknown:
+    sys.exit(f"Unknown --variants {sorted(unknown)}; use {VARIANTS}.")
+  runs = {v: [] for v in variants}
   for r in range(rounds):
-    order = VARIANTS if r % 2 == 0 else VARIANTS[::-1]
+    order = variants if r % 2 == 0 else variants[::-1]
     for variant in order:
       proc = subprocess.run(
           [sys.executable, os.path.abspath(__file__), f"--worker={variant}"]
