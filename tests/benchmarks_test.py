@@ -18,28 +18,26 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 class BenchmarkSmokeTest(absltest.TestCase):
 
-  def test_train_benchmark_runs(self):
-    env = dict(os.environ)
+  def _smoke(self, script: str) -> str:
+    """Runs `benchmarks/<script> --smoke`; returns its stdout."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
     env.pop("XLA_FLAGS", None)
     proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "train_benchmark.py"),
-         "--smoke"], cwd=ROOT, env=env, capture_output=True, text=True,
-        timeout=600)
+        [sys.executable, os.path.join(ROOT, "benchmarks", script), "--smoke"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    return proc.stdout
+
+  def test_train_benchmark_runs(self):
+    stdout = self._smoke("train_benchmark.py")
     # The report's table: one row per task for the launchers' default.
     for task in ("cifar train (8px, batch 8)", "cifar eval (8px, batch 16)",
                  "digits train (8px, batch 8)", "digits eval (8px, batch 16)"):
-      self.assertIn(f"| {task} | default (1 dev) |", proc.stdout)
+      self.assertIn(f"| {task} | default (1 dev) |", stdout)
 
   def test_compile_benchmark_runs(self):
-    env = dict(os.environ)
-    env.pop("XLA_FLAGS", None)
-    proc = subprocess.run(
-        [sys.executable,
-         os.path.join(ROOT, "benchmarks", "compile_benchmark.py"), "--smoke"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
-    rows = [l for l in proc.stdout.splitlines()
+    stdout = self._smoke("compile_benchmark.py")
+    rows = [l for l in stdout.splitlines()
             if l.startswith(("| train |", "| pgd |"))]
     self.assertLen(rows, 4)  # Two programs x two variants.
     for program in ("train", "pgd"):
@@ -49,19 +47,12 @@ class BenchmarkSmokeTest(absltest.TestCase):
       self.assertLen(sums, 1, rows)
 
   def test_attacks_benchmark_runs(self):
-    env = dict(os.environ)
-    env.pop("XLA_FLAGS", None)
-    proc = subprocess.run(
-        [sys.executable,
-         os.path.join(ROOT, "benchmarks", "attacks_benchmark.py"), "--smoke"],
-        cwd=ROOT, env=dict(env, PYTHONPATH=ROOT), capture_output=True,
-        text=True, timeout=600)
-    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    stdout = self._smoke("attacks_benchmark.py")
     for row in ("| FGSM | 8 |", "| PGD-10 unrolled | 8 |",
                 "| PGD-10 unrolled | 4 |", "| PGD-10 fori_loop | 8 |"):
-      self.assertIn(row, proc.stdout)
+      self.assertIn(row, stdout)
     # The three ways of sweeping eps compute the same accuracies.
-    sweep = [l.split("|")[4].strip() for l in proc.stdout.splitlines()
+    sweep = [l.split("|")[4].strip() for l in stdout.splitlines()
              if l.startswith(("| robust_accuracy, vmap", "| python loop"))]
     self.assertLen(sweep, 3)
     self.assertLen(set(sweep), 1, sweep)
