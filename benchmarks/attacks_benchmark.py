@@ -21,11 +21,12 @@ What is measured, all in this one process tree on the same machine:
   compile time included in all.
 * By default (`--host_devices=auto`) the process is set up as the launchers
   set themselves up, with no flag from the user:
-  `parallel.configure_host_devices(1)` (one XLA CPU device and its XLA:CPU
-  flags) before jax starts. `--host_devices=per_core` makes one device per
-  core (`--cpu_devices=-1`); rows marked "N devices" split the batch over
-  them, as `robust_accuracy` does by itself.
-  `--host_devices=1` gives the suite's old defaults.
+  `parallel.configure_host_devices()` (one XLA CPU device per core and the
+  XLA:CPU flags) before jax starts, and each jitted batch is split over
+  every device with `parallel.per_example`, as the attack evaluator does
+  (rows say how many devices). `--host_devices=one` gives the launchers'
+  `--cpu_devices=1` (their default before 2026-12-01), `--host_devices=1`
+  JAX's defaults.
 
 Ours and torchattacks run alternately, run by run (a persistent torch worker
 process answers one timed run per request), so both see the same machine
@@ -237,10 +238,10 @@ def _jax_main(args):
   """Runs every measurement and prints a markdown report."""
   # pylint: disable=g-import-not-at-top
   from robustjax import parallel
-  if args.host_devices == "auto":  # The launchers' default (--cpu_devices=1).
-    parallel.configure_host_devices(num_devices=1)
-  elif args.host_devices == "per_core":  # --cpu_devices=-1.
+  if args.host_devices in ("auto", "per_core"):  # The launchers' default.
     parallel.configure_host_devices()
+  elif args.host_devices == "one":  # --cpu_devices=1.
+    parallel.configure_host_devices(num_devices=1)
   elif int(args.host_devices) > 1:  # Must precede jax's start.
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_"
                                f"force_host_platform_device_count="
@@ -290,52 +291,60 @@ def _jax_main(args):
     report["max_logit_diff_vs_torch"] = float(np.max(np.abs(
         ours - np.asarray(worker.info["logits"]))))
 
-  # (label, our attack, jitted batch, torchattacks counterpart, repeats).
+  # (label, our attack, jitted batch, torchattacks counterpart, repeats,
+  # devices). As the suite's attack evaluator does, each jitted batch is
+  # split over every device with `parallel.per_example` (a plain jit on one
+  # device); with several devices, one PGD row on one device shows the gain.
   pgd_args = dict(steps=PGD_STEPS, step_size=STEP, random_start=True)
-  # A label ending in "devices" splits each jitted batch over all devices.
-  sharded = f"{jax.device_count()} devices"
-  configs = [("FGSM", attacks.fgsm(), n, "fgsm", args.repeats),
+  every = jax.device_count()
+  configs = [("FGSM", attacks.fgsm(), n, "fgsm", args.repeats, every),
              ("PGD-10 unrolled", attacks.pgd(unroll=True, **pgd_args), n,
-              "pgd10", args.repeats)]
+              "pgd10", args.repeats, every)]
   configs += [("PGD-10 unrolled", attacks.pgd(unroll=True, **pgd_args), c,
-               "pgd10", args.repeats) for c in args.chunk_sizes if c < n]
-  if jax.device_count() > 1:
-    configs += [(f"FGSM, {sharded}", attacks.fgsm(), n, None, args.repeats),
-                (f"PGD-10 unrolled, {sharded}",
-                 attacks.pgd(unroll=True, **pgd_args), n, None, args.repeats)]
+               "pgd10", args.repeats, every)
+              for c in args.chunk_sizes if c < n and c % every == 0]
+  if every > 1:
+    configs.append(("PGD-10 unrolled", attacks.pgd(unroll=True, **pgd_args),
+                    n, None, args.repeats, 1))
   if args.fori_repeats:
     configs.append(("PGD-10 fori_loop", attacks.pgd(unroll=False, **pgd_args),
-                    n, None, args.fori_repeats))
+                    n, None, args.fori_repeats, every))
 
-  mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("batch",))
   runners = []
-  for label, attack, chunk, _, _ in configs:
-    perturb = jax.jit(functools.partial(attack.perturb, apply_fn))
-    data = (variables, images, labels, jax.random.split(key, n))
-    if label.endswith("devices"):
-      spec = jax.sharding.PartitionSpec
-      data = jax.device_put(data, (
-          jax.sharding.NamedSharding(mesh, spec()),) + (
-              jax.sharding.NamedSharding(mesh, spec("batch")),) * 3)
+  for label, attack, chunk, _, _, devices in configs:
+    mesh = parallel.make_mesh(jax.devices()[:devices])
+    perturb = functools.partial(attack.perturb, apply_fn)
+    if devices > 1:
+      perturb = parallel.per_example(
+          lambda v, e, x, y, k, perturb=perturb: perturb(v, x, y, k, e),
+          mesh, num_replicated=2)
+    else:
+      perturb = lambda v, e, x, y, k, perturb=perturb: perturb(v, x, y, k, e)
+    perturb = jax.jit(perturb)
+    data = (parallel.replicate(mesh, variables),) + tuple(
+        jax.device_put(a, parallel.batch_sharded(mesh))
+        for a in (images, labels, jax.random.split(key, n)))
+    eps = parallel.replicate(mesh, jnp.float32(EPS))
     start = time.perf_counter()
-    compiled = perturb.lower(data[0], data[1][:chunk], data[2][:chunk],
-                             data[3][:chunk], EPS).compile()
+    compiled = perturb.lower(data[0], eps, data[1][:chunk], data[2][:chunk],
+                             data[3][:chunk]).compile()
     compile_s = time.perf_counter() - start
 
-    def run(compiled=compiled, chunk=chunk, data=data):
+    def run(compiled=compiled, chunk=chunk, data=data, eps=eps):
       v, x, y, k = data
       jax.block_until_ready([
-          compiled(v, x[s:s + chunk], y[s:s + chunk], k[s:s + chunk], EPS)
+          compiled(v, eps, x[s:s + chunk], y[s:s + chunk], k[s:s + chunk])
           for s in range(0, n, chunk)])
     run()  # Warm-up.
     runners.append(run)
-    report["rows"].append(dict(label=label, chunk=chunk, compile_s=compile_s,
-                               ours=[], torch=[]))
+    label += f", {devices} device{'s' if devices > 1 else ''}"
+    report["rows"].append(dict(label=label, chunk=chunk, devices=devices,
+                               compile_s=compile_s, ours=[], torch=[]))
     print(f"compiled {label} batch {chunk}: {compile_s:.1f} s", flush=True)
 
   # Interleave ours and torchattacks run by run, so both see the same load.
   for r in range(max(c[-1] for c in configs)):
-    for row, run, (_, _, chunk, torch_name, repeats) in zip(
+    for row, run, (_, _, chunk, torch_name, repeats, _) in zip(
         report["rows"], runners, configs):
       if r >= repeats:
         continue
@@ -491,14 +500,14 @@ def main():
                       "of these sizes (both frameworks).")
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--host_devices", default="auto",
-                      help="auto: the launchers' default (--cpu_devices=1), "
-                      "parallel.configure_host_devices(1): one XLA CPU "
-                      "device + its XLA:CPU flags, no flag from the user; "
-                      "per_core: configure_host_devices() (one device per "
-                      "core + the flags, --cpu_devices=-1); "
-                      "N: N devices via XLA_FLAGS and no other flag (1: the "
-                      "old single-device default). With >1 device, rows "
-                      "with the batch split over them are added.")
+                      help="auto (or per_core): the launchers' default "
+                      "(--cpu_devices=-1), parallel.configure_host_devices(): "
+                      "one XLA CPU device per core + the XLA:CPU flags, no "
+                      "flag from the user; one: configure_host_devices(1) "
+                      "(--cpu_devices=1); N: N devices via XLA_FLAGS and no "
+                      "other flag (1: JAX's defaults). Batches are split "
+                      "over every device, as the attack evaluator does; "
+                      "with >1 device a one-device PGD row is added.")
   parser.add_argument("--fast_conv", action="store_true",
                       help="robustjax.models.conv.Conv instead of flax's "
                       "nn.Conv (the models' default).")

@@ -17,7 +17,9 @@ seconds spent tracing, lowering and compiling (XLA) the program, then the
 median of timed calls, and a checksum of the outputs (the variants must give
 the same numbers). Variants, each set up before JAX starts:
 
-* `default`: what the launchers do (`parallel.configure_host_devices(1)`).
+* `default`: `parallel.configure_host_devices(1)`, the launchers' default
+  until 2026-12-01 (since then one device per core, which on a 2-core
+  machine is `two_devices`, with training on the first device).
 * `o3`: the same with XLA's default optimisation level instead of
   `parallel.CPU_ONLY_XLA_FLAGS` (`--xla_backend_optimization_level=1`).
 * `two_devices` (`--variants=...` only): `configure_host_devices(2)`, the

@@ -6,7 +6,9 @@ Trains the default study's original (configs/default.py: digits, 4 epochs,
 batch 64) for K seeds twice in fresh folders, interleaved: once as K
 sequential `train_and_evaluate` runs (what the study does) and once as one
 `train_members` run (the K models stacked and vmapped). The process is set
-up as the launchers set it up (`parallel.configure_host_devices(1)`), and
+up as the launchers train (`parallel.configure_host_devices(1)`: their
+default until 2026-12-01; since then they train on one of one device per
+core, which runs a step as fast), and
 no persistent compilation cache is used, so both include their compiles.
 Prints wall seconds of each and the ratio; members_results.md records runs.
 Rounds alternate which goes first; the first round includes the compiles
@@ -29,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 # pylint: disable=g-import-not-at-top
 from robustjax import parallel
 
-DEVICES = parallel.configure_host_devices(1)  # As the launchers do.
+DEVICES = parallel.configure_host_devices(1)  # One device, as training.
 
 import jax
 

@@ -29,11 +29,14 @@ XLA flags at start-up):
 * `before`: what the suite did before this benchmark: one XLA CPU device,
   flax's `nn.Conv`, no XLA flags.
 * `default`: what the launchers do with no flag or variable from the user
-  (`--cpu_devices=1`): `parallel.configure_host_devices(1)`, one XLA CPU
-  device with YNNPACK convolutions off, flax's `nn.Conv`.
-* `per_core`: `--cpu_devices=-1 --cpu_train_devices=-1`, one XLA CPU
-  device per core (the batch sharded over them, training too) + the same
-  flag.
+  (since 2026-12-01): `parallel.configure_host_devices()`, one XLA CPU
+  device per core with YNNPACK convolutions off (and, CPU-only, LLVM
+  level 1), flax's `nn.Conv`; training on one device (`train_mesh()`),
+  inference split over all of them.
+* `one_device`: `--cpu_devices=1`, `configure_host_devices(1)` (the
+  launchers' default before 2026-12-01): the same flags, one device.
+* `per_core`: `--cpu_train_devices=-1`, training split over every device
+  too.
 * with `--ablations`: `fast_conv` (`default` + `robustjax.models.conv.Conv`)
   and `per_core_no_flags` (one device per core, no XLA flag).
 
@@ -103,6 +106,8 @@ def _ours_worker(args):
   sys.path.insert(0, REPO)
   from robustjax import parallel
   if args.variant in ("default", "fast_conv"):
+    parallel.configure_host_devices()
+  elif args.variant == "one_device":
     parallel.configure_host_devices(num_devices=1)
   elif args.variant == "per_core":  # Training sharded over every device too.
     parallel.configure_host_devices(train_devices=None)
@@ -125,7 +130,7 @@ def _ours_worker(args):
   from robustjax.train import trainer
   # pylint: enable=g-import-not-at-top
 
-  mesh = parallel.make_mesh()
+  mesh, train_mesh = parallel.make_mesh(), parallel.train_mesh()
   fast_conv = args.variant == "fast_conv"
   runners, info = {}, dict(devices=jax.device_count(),
                            xla_flags=os.environ.get("XLA_FLAGS", ""),
@@ -146,16 +151,16 @@ def _ours_worker(args):
         weight_decay=WEIGHT_DECAY, schedule="cosine", warmup_steps=0,
         grad_clip_norm=0.0))
     tx = optim.make(cfg, 10_000)
-    state = parallel.replicate(mesh, state_lib.create(
+    state = parallel.replicate(train_mesh, state_lib.create(
         variables["params"], variables["batch_stats"], tx,
         jax.random.PRNGKey(0)))
     step = jax.jit(functools.partial(
         trainer.train_step, model=model, tx=tx,
         loss_fn=lambda lg, lb, x, a: trainer.cross_entropy(lg, lb),
         crop_padding=0, flip=False),
-                   out_shardings=(parallel.replicated(mesh),) * 2,
+                   out_shardings=(parallel.replicated(train_mesh),) * 2,
                    donate_argnums=0)
-    x, y = parallel.shard_batch(mesh, images, labels)
+    x, y = parallel.shard_batch(train_mesh, images, labels)
     start = time.perf_counter()
     step = step.lower(state, x, y, None).compile()
     info["compile_s"][f"{name}/train"] = time.perf_counter() - start
@@ -367,7 +372,7 @@ def main():
   if args.worker == "torch":
     return _torch_worker(args)
 
-  variants = ["before", "default", "per_core"]
+  variants = ["before", "default", "one_device", "per_core"]
   if args.smoke:
     variants = ["default"]
   elif args.ablations:

@@ -16,16 +16,16 @@ from robustjax import parallel
 from robustjax import progress
 
 flags.DEFINE_integer(
-    "cpu_devices", 1,
+    "cpu_devices", -1,
     "XLA CPU devices for this process; the faster XLA:CPU flags of "
     "robustjax.parallel.configure_host_devices are set in every case (unless "
-    "XLA_FLAGS sets them). 1 (default): one device, as JAX does. -1: one per "
-    "core (up to 8, a power of two); evaluation and attacks split their "
-    "batches over them: faster for large batches (PGD-10 on ResNet-20, "
-    "32 px, batch 256: 1.2x), slower for the default study's small ones "
-    "(BUILD.md). 0: JAX's defaults untouched (no flags either). N: N "
-    "devices. A device count in XLA_FLAGS wins (and then training uses "
-    "every device). GPU/TPU runs are unaffected.")
+    "XLA_FLAGS sets them). -1 (default): one per core (up to 8, a power of "
+    "two); evaluation and attacks split their batches over them (PGD-10 on "
+    "a 2-core CPU 1.2-1.4x faster than on one device, BUILD.md), training "
+    "uses --cpu_train_devices of them. 1: one device, as JAX does. 0: JAX's "
+    "defaults untouched (no flags either). N: N devices. A device count in "
+    "XLA_FLAGS wins (and then training uses every device). GPU/TPU runs are "
+    "unaffected.")
 flags.DEFINE_integer(
     "cpu_train_devices", 1,
     "Of those CPU devices, how many a training step uses (default 1: no "

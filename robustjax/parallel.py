@@ -8,15 +8,14 @@ pod slice.
 
 On a CPU, XLA keeps only ~1.4 of 2 cores busy with one device; one XLA CPU
 device per core with the batch split over them fills the cores
-(`configure_host_devices()`). Evaluation and attacks (no collectives: every
-example is independent) then run on every device; training runs on
-`train_mesh()`, which `configure_host_devices` limits to one CPU device by
-default: a data-parallel train step all-reduces its gradients, and
-XLA:CPU's in-process all-reduce once aborted a run on a loaded machine
-(BUILD.md, "CPU speed"). The launchers call `configure_host_devices(1)`
-(the faster XLA:CPU flags, one device) unless `--cpu_devices` says
-otherwise: one device per core speeds up large evaluation batches but
-slowed the default study's small PGD batches down (BUILD.md).
+(`configure_host_devices()`, what the launchers call by default).
+Evaluation and attacks (no collectives: every example is independent) then
+run on every device, attacks under `per_example` (`jax.shard_map`); training
+runs on `train_mesh()`, which `configure_host_devices` limits to one CPU
+device by default: a data-parallel train step all-reduces its gradients,
+and XLA:CPU's in-process all-reduce once aborted a run on a loaded machine
+(BUILD.md, "CPU speed"). A program on one device of a two-device process
+runs as fast as in a one-device process, so training loses nothing.
 """
 
 import importlib.metadata
@@ -103,10 +102,10 @@ def configure_host_devices(num_devices: Optional[int] = None,
 
   Training uses `train_devices` of them (`train_mesh()`; default one): on
   the idle 2-core machine a train step on one of two devices ran as fast as
-  in a one-device process (benchmarks/train_results.md), while a step over
-  both all-reduces its gradients through XLA:CPU's in-process collectives,
-  which aborted a run once under load. Evaluation and attacks, which need
-  no collectives, use every device (`make_mesh()`).
+  in a one-device process (benchmarks/compile_results.md), while a step
+  over both all-reduces its gradients through XLA:CPU's in-process
+  collectives, which aborted a run once under load. Evaluation and attacks,
+  which need no collectives, use every device (`make_mesh()`).
 
   A choice the user made is kept: with `--xla_force_host_platform_device_count`
   in `XLA_FLAGS`, or `jax_num_cpu_devices` already set, the device count is
@@ -171,6 +170,26 @@ def train_mesh() -> Mesh:
       and devices[0].platform == "cpu"):
     devices = devices[:_cpu_train_devices]
   return make_mesh(devices)
+
+
+def per_example(fn, mesh: Mesh, num_replicated: int, out_axis: int = 0):
+  """`fn` run on each device's examples of a batch, with no communication.
+
+  For a computation that is independent per example (attacks, inference):
+  `fn(*replicated, *batched)` where the first `num_replicated` arguments
+  (pytrees) are replicated and the rest are sharded along their leading
+  axis; the output's example axis `out_axis` is sharded the same way. Each
+  device runs `fn` on its slice, exactly as a one-device program at the
+  per-device batch would, so XLA's sharding propagation cannot turn a
+  batch-merging reshape (e.g. a vmap folded into a convolution's batch)
+  into all-gathers.
+  """
+  def wrapped(*args):
+    specs = (P(),) * num_replicated + (P(DATA_AXIS),) * (
+        len(args) - num_replicated)
+    return jax.shard_map(fn, mesh=mesh, in_specs=specs,
+                         out_specs=P(*([None] * out_axis), DATA_AXIS))(*args)
+  return wrapped
 
 
 def barrier(name: str) -> None:

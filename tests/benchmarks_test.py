@@ -7,7 +7,9 @@ noticing, plus invariants the scripts print (the variants compute the same
 numbers). Tiny shapes, one step; PyTorch is not needed.
 """
 
+import json
 import os
+import re
 import subprocess
 import sys
 
@@ -33,7 +35,8 @@ class BenchmarkSmokeTest(absltest.TestCase):
     # The report's table: one row per task for the launchers' default.
     for task in ("cifar train (8px, batch 8)", "cifar eval (8px, batch 16)",
                  "digits train (8px, batch 8)", "digits eval (8px, batch 16)"):
-      self.assertIn(f"| {task} | default (1 dev) |", stdout)
+      self.assertRegex(stdout, re.escape(f"| {task} | default (") +
+                       r"\d+ dev\) \|")
 
   def test_compile_benchmark_runs(self):
     stdout = self._smoke("compile_benchmark.py")
@@ -48,13 +51,20 @@ class BenchmarkSmokeTest(absltest.TestCase):
 
   def test_attacks_benchmark_runs(self):
     stdout = self._smoke("attacks_benchmark.py")
-    for row in ("| FGSM | 8 |", "| PGD-10 unrolled | 8 |",
-                "| PGD-10 unrolled | 4 |", "| PGD-10 fori_loop | 8 |"):
+    devices = json.loads(stdout.split("machine: ", 1)[1].splitlines()[0])[
+        "devices"]
+    every = f"{devices} device{'s' if devices > 1 else ''}"
+    rows = [f"| FGSM, {every} | 8 |", f"| PGD-10 unrolled, {every} | 8 |",
+            f"| PGD-10 unrolled, {every} | 4 |",
+            f"| PGD-10 fori_loop, {every} | 8 |"]
+    if devices > 1:  # The batch split over the devices vs one device.
+      rows.append("| PGD-10 unrolled, 1 device | 8 |")
+    for row in rows:
       self.assertIn(row, stdout)
-    # The three ways of sweeping eps compute the same accuracies.
+    # The ways of sweeping eps compute the same accuracies.
     sweep = [l.split("|")[4].strip() for l in stdout.splitlines()
              if l.startswith(("| robust_accuracy, vmap", "| python loop"))]
-    self.assertLen(sweep, 3)
+    self.assertLen(sweep, 3 + (devices > 1))
     self.assertLen(set(sweep), 1, sweep)
 
 

@@ -367,6 +367,18 @@ class AttacksTest(parameterized.TestCase):
         one = run(mesh=parallel.make_mesh(jax.devices()[:1]))
         np.testing.assert_array_equal(run(), one)
         np.testing.assert_array_equal(run(chunk_size=47), one)
+        # Each device attacks its own examples: no collective in the program
+        # (sharding propagation once all-gathered the batch in every step).
+        mesh = parallel.make_mesh()
+        program = attack_eval._perturb_program(t._apply_fn(), attacks.pgd(
+            steps=3), None, mesh)
+        args = parallel.replicate(mesh, (v, np.float32([0.1, 0.2])))
+        batch = parallel.shard_batch(mesh, x[:8], y[:8], np.asarray(
+            jax.random.key_data(jax.random.split(jax.random.key(0), 8))))
+        text = program.lower(args, 0, *batch).compile().as_text()
+        for op in ("all-gather", "all-reduce", "collective-permute",
+                   "all-to-all"):
+          assert op + "(" not in text, op
         """)
     env = dict(os.environ,
                XLA_FLAGS="--xla_force_host_platform_device_count=2",

@@ -16,11 +16,11 @@ attack. A budget of 0 is no attack: those rows are the clean correctness
 from the clean program, so they equal the clean cell on the same examples
 bit for bit, for float and integer-quantized models alike.
 
-Chunks are sharded over the device mesh (`parallel.make_mesh()`); one XLA
-CPU device per core (the launchers' `--cpu_devices=-1`) helps PGD with
-large batches (1.51x torchattacks vs 1.25x on one device, ResNet-20 at
-32 px, batch 256; benchmarks/attacks_results.md) and hurts small ones
-(BUILD.md, "CPU speed").
+Chunks are split over the device mesh (`parallel.make_mesh()`), each
+device attacking its own examples (`parallel.per_example`); with one XLA
+CPU device per core (the launchers' default) PGD-10 runs 1.2x faster at the
+default study's shapes than on one device and 1.5x torchattacks at
+ResNet-20, 32 px, batch 256 (benchmarks/attacks_results.md, run F).
 """
 
 import dataclasses
@@ -39,20 +39,34 @@ from robustjax.robustness.evaluators import base
 from robustjax.robustness.evaluators import checks
 
 
-def _perturb_program(apply_fn: Callable, attack: attacks.Attack,
-                     impl) -> Callable:
-  """(variables, eps), b, images, labels, key data -> float [E, B, ...]."""
+def _perturb_program(apply_fn: Callable, attack: attacks.Attack, impl,
+                     mesh: jax.sharding.Mesh) -> Callable:
+  """(variables, eps), b, images, labels, key data -> float [E, B, ...].
+
+  On a mesh of several devices the attack runs under `jax.shard_map`: each
+  device attacks its own examples, with no communication. Left to XLA's
+  sharding propagation, the eps vmap (merged into the convolutions' batch
+  axis, eps-major) made the partitioner all-gather the batch in every
+  step: on 2 CPU devices PGD ran 1.5-1.9x slower than on one
+  (benchmarks/attacks_results.md, run F).
+  """
   def build():
-    def perturb(args, b, images, labels, keys):
-      del b
+    def perturb(args, images, labels, keys):
       variables, eps = args
       if impl is not None:
         keys = jax.random.wrap_key_data(keys, impl=impl)
       x = pipeline.to_float(images)
       return jax.vmap(lambda e: attack.perturb(apply_fn, variables, x, labels,
                                                keys, e))(eps)
-    return jax.jit(perturb)
-  return base.program("perturb", apply_fn, (attack, impl), build)
+    if mesh.devices.size > 1:
+      perturb = parallel.per_example(perturb, mesh, num_replicated=1,
+                                     out_axis=1)
+
+    def batch_program(args, b, images, labels, keys):
+      del b  # The keys are per example.
+      return perturb(args, images, labels, keys)
+    return jax.jit(batch_program)
+  return base.program("perturb", apply_fn, (attack, impl, mesh), build)
 
 
 def adversarial_images(apply_fn: Callable, variables: Any, images, labels,
@@ -75,7 +89,7 @@ def adversarial_images(apply_fn: Callable, variables: Any, images, labels,
   impl = None
   if jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key):
     impl, keys = jax.random.key_impl(keys), jax.random.key_data(keys)
-  fn = _perturb_program(apply_fn, attack, impl)
+  fn = _perturb_program(apply_fn, attack, impl, mesh)
   args = parallel.replicate(mesh, (variables, jnp.asarray(eps_grid)))
   return base.run_batches(lambda b, x, y, k: fn(args, b, x, y, k),
                           (images, labels, np.asarray(keys)),
