@@ -313,13 +313,10 @@ def _jax_main(args):
   runners = []
   for label, attack, chunk, _, _, devices in configs:
     mesh = parallel.make_mesh(jax.devices()[:devices])
-    perturb = functools.partial(attack.perturb, apply_fn)
+    perturb = lambda v, e, x, y, k, attack=attack: attack.perturb(
+        apply_fn, v, x, y, k, e)
     if devices > 1:
-      perturb = parallel.per_example(
-          lambda v, e, x, y, k, perturb=perturb: perturb(v, x, y, k, e),
-          mesh, num_replicated=2)
-    else:
-      perturb = lambda v, e, x, y, k, perturb=perturb: perturb(v, x, y, k, e)
+      perturb = parallel.per_example(perturb, mesh, num_replicated=2)
     perturb = jax.jit(perturb)
     data = (parallel.replicate(mesh, variables),) + tuple(
         jax.device_put(a, parallel.batch_sharded(mesh))

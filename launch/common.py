@@ -21,7 +21,7 @@ flags.DEFINE_integer(
     "robustjax.parallel.configure_host_devices are set in every case (unless "
     "XLA_FLAGS sets them). -1 (default): one per core (up to 8, a power of "
     "two); evaluation and attacks split their batches over them (PGD-10 on "
-    "a 2-core CPU 1.2-1.4x faster than on one device, BUILD.md), training "
+    "a 2-core CPU 1.1-1.3x faster than on one device, BUILD.md), training "
     "uses --cpu_train_devices of them. 1: one device, as JAX does. 0: JAX's "
     "defaults untouched (no flags either). N: N devices. A device count in "
     "XLA_FLAGS wins (and then training uses every device). GPU/TPU runs are "

@@ -18,9 +18,10 @@ bit for bit, for float and integer-quantized models alike.
 
 Chunks are split over the device mesh (`parallel.make_mesh()`), each
 device attacking its own examples (`parallel.per_example`); with one XLA
-CPU device per core (the launchers' default) PGD-10 runs 1.2x faster at the
-default study's shapes than on one device and 1.5x torchattacks at
-ResNet-20, 32 px, batch 256 (benchmarks/attacks_results.md, run F).
+CPU device per core (the launchers' default) PGD-10 ran 1.1-1.3x faster
+than on one device on a 2-core CPU, at the default study's shapes and at
+ResNet-20, 32 px, batch 256 (there 1.36x and 1.53x torchattacks in two
+runs; benchmarks/attacks_results.md, run F).
 """
 
 import dataclasses
@@ -47,7 +48,7 @@ def _perturb_program(apply_fn: Callable, attack: attacks.Attack, impl,
   device attacks its own examples, with no communication. Left to XLA's
   sharding propagation, the eps vmap (merged into the convolutions' batch
   axis, eps-major) made the partitioner all-gather the batch in every
-  step: on 2 CPU devices PGD ran 1.5-1.9x slower than on one
+  step: on 2 CPU devices PGD ran 1.4-2x slower than on one
   (benchmarks/attacks_results.md, run F).
   """
   def build():
