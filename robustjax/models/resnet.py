@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 ModuleDef = Any
 
@@ -41,11 +42,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 @functools.partial(jax.jit, static_argnums=1)
 def _truncated_normal(key, size: int):
   return jax.random.truncated_normal(key, -2.0, 2.0, (size,), jnp.float32)
-
-
-@functools.partial(jax.jit, static_argnums=(2, 3))
-def _shaped(flat, std, shape, dtype):
-  return (flat[:math.prod(shape)].reshape(shape) * std).astype(dtype)
 
 
 def lecun_normal(key, shape, dtype=jnp.float32):
@@ -63,7 +59,12 @@ def lecun_normal(key, shape, dtype=jnp.float32):
   fan_in = math.prod(shape[:-1]) if len(shape) > 1 else size
   std = math.sqrt(1.0 / max(fan_in, 1)) / 0.87962566103423978
   flat = _truncated_normal(key, max(1024, 1 << (size - 1).bit_length()))
-  return _shaped(flat, jnp.float32(std), shape, jnp.dtype(dtype))
+  if isinstance(flat, jax.core.Tracer):  # Under jit / eval_shape.
+    return (flat[:size].reshape(shape) * jnp.float32(std)).astype(dtype)
+  # Eager: cut, reshape and scale on the host (the same float32 rounding
+  # as XLA's) rather than compile one small program per kernel shape.
+  kernel = np.asarray(flat)[:size].reshape(shape) * np.float32(std)
+  return jnp.asarray(kernel.astype(jnp.dtype(dtype)))
 
 
 class Normalize(nn.Module):
