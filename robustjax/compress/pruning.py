@@ -241,6 +241,7 @@ def _masks(leaves, prev, ks, *, idx, scope, structure, norm):
   return masks
 
 
+@jax.jit  # One program per model, not one per weight shape.
 def apply_masks(params: Params, masks: Optional[Masks]) -> Params:
   """params * masks (masked weights become exactly zero)."""
   if masks is None:
