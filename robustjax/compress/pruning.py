@@ -303,7 +303,8 @@ def wrap_optax(tx: optax.GradientTransformation,
       update) and the candidate parameters (gradual pruning).
 
   Returns:
-    An `optax.GradientTransformation` whose state is a `PruningState`.
+    An `optax.GradientTransformationExtraArgs` whose state is a
+    `PruningState`; extra `update` arguments (e.g. `total_steps`) go to `tx`.
   """
   if (masks is None) == (init_masks is None):
     raise ValueError("pruning.wrap_optax needs exactly one of `masks` "
@@ -314,12 +315,14 @@ def wrap_optax(tx: optax.GradientTransformation,
     return PruningState(inner=tx.init(params), masks=m,
                         count=jnp.zeros((), jnp.int32))
 
-  def update(updates, state, params=None):
+  tx = optax.with_extra_args_support(tx)
+
+  def update(updates, state, params=None, **extra_args):
     if params is None:
       raise ValueError("pruning.wrap_optax needs `params` in update().")
     m = state.masks
     inner_updates, inner = tx.update(apply_masks(updates, m), state.inner,
-                                     params)
+                                     params, **extra_args)
     inner_updates = apply_masks(inner_updates, m)
     count = state.count + 1
     if update_masks is not None:
@@ -328,7 +331,7 @@ def wrap_optax(tx: optax.GradientTransformation,
                        params, m)
     return out, PruningState(inner=inner, masks=m, count=count)
 
-  return optax.GradientTransformation(init, update)
+  return optax.GradientTransformationExtraArgs(init, update)
 
 
 def masks_of(opt_state) -> Optional[Masks]:

@@ -99,9 +99,14 @@ def _default_loss(logits, labels, images, loss_args, label_smoothing):
   return cross_entropy(logits, labels, label_smoothing)
 
 
-def train_step(state, images, labels, loss_args, *, model, tx, loss_fn,
-               crop_padding, flip):
-  """One optimizer update; returns (new_state, metrics)."""
+def train_step(state, images, labels, loss_args, total_steps=None, *, model,
+               tx, loss_fn, crop_padding, flip):
+  """One optimizer update; returns (new_state, metrics).
+
+  `total_steps` (an int32 scalar, optional) is the training length the
+  learning-rate schedule follows (`optim.make`); passed as an argument, it
+  lets trainings of different lengths share one compiled step.
+  """
   rng = jax.random.fold_in(state.rng, state.step)
   x = pipeline.augment(pipeline.to_float(images), rng, crop_padding, flip)
 
@@ -114,7 +119,9 @@ def train_step(state, images, labels, loss_args, *, model, tx, loss_fn,
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(
       loss_and_aux, has_aux=True)(state.params)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  extra = {} if total_steps is None else {"total_steps": total_steps}
+  updates, opt_state = tx.update(grads, state.opt_state, state.params,
+                                 **extra)
   params = optax.apply_updates(state.params, updates)
   new_state = state.replace(step=state.step + 1, params=params,
                             batch_stats=batch_stats, opt_state=opt_state)
@@ -148,12 +155,18 @@ def _jitted_step(model, config, num_steps: int, recipe: Recipe, tx,
   (the schedule), the recipe's `wrap_tx` and `loss_fn` objects (compared as
   Python objects: `pruning.magnitude_pruner` and
   `distillation.make_loss_fn` return the same object for the same
-  settings), augmentation, stacking and the mesh. Anything unhashable:
-  a fresh jit, as before.
+  settings), augmentation, stacking and the mesh. The step count is not
+  in the key (the step takes it as an argument, `optim.make`'s schedule
+  reads it) unless the recipe wraps the optimizer with a transformation
+  that does not declare a `program_key` (it might build the length into
+  the program). Anything unhashable: a fresh jit, as before.
   """
   loss_fn = recipe.loss_fn or functools.partial(
       _default_loss, label_smoothing=config.label_smoothing)
-  key = (model, config.optimizer.to_json_best_effort(sort_keys=True), int(num_steps),
+  length_is_argument = (recipe.wrap_tx is None or
+                        hasattr(recipe.wrap_tx, "program_key"))
+  key = (model, config.optimizer.to_json_best_effort(sort_keys=True),
+         None if length_is_argument else int(num_steps),
          getattr(recipe.wrap_tx, "program_key", recipe.wrap_tx),
          recipe.loss_fn or ("cross_entropy", float(config.label_smoothing)),
          config.dataset.crop_padding, bool(config.dataset.flip), stacked,
@@ -169,7 +182,7 @@ def _jitted_step(model, config, num_steps: int, recipe: Recipe, tx,
                            flip=config.dataset.flip)
   if stacked:
     step = functools.partial(step, model=batched.for_vmap(model))
-    step = jax.vmap(step, in_axes=(0, batch_axis, batch_axis, None))
+    step = jax.vmap(step, in_axes=(0, batch_axis, batch_axis, None, None))
   step_fn = jax.jit(step, out_shardings=(parallel.replicated(mesh),) * 2,
                     donate_argnums=0)
   if key is not None:
@@ -289,6 +302,7 @@ def _train(members: List[Member], workdir: str, stacked: bool):
   state = batched.stack(states) if stacked else states[0]
   state = parallel.replicate(mesh, state)
   loss_args = parallel.replicate(mesh, recipe.loss_args)
+  length = parallel.replicate(mesh, jnp.int32(num_steps))
 
   ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints)
   if ckpt.latest_step() is not None:
@@ -349,7 +363,7 @@ def _train(members: List[Member], workdir: str, stacked: bool):
   pending, t0, t_steps, results = [], time.time(), 0, None
   for i in range(start + 1, num_steps + 1):
     images, labels = parallel.shard_batch(mesh, *get_batch(i - 1))
-    state, m = step_fn(state, images, labels, loss_args)
+    state, m = step_fn(state, images, labels, loss_args, length)
     pending.append(m)
     t_steps += 1
     bar.update()

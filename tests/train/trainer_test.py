@@ -165,6 +165,36 @@ class StepSharingTest(absltest.TestCase):
                   distillation.make_loss_fn(apply_fn, 4.0, 0.9))
 
 
+  def test_trainings_of_different_lengths_share_one_program(self):
+    from robustjax.train import trainer
+    traces = []
+
+    def listener(event, duration, **kwargs):
+      del duration
+      if (event == "/jax/core/compile/jaxpr_trace_duration"
+          and kwargs.get("fun_name") == "train_step"):
+        traces.append(1)
+    jax.monitoring.register_event_duration_secs_listener(listener)
+
+    def run(steps):
+      c = smoke_config(steps)
+      c.optimizer.schedule = "cosine"  # The learning rates depend on it.
+      c.checkpoint_every_steps = 0
+      return train.train_and_evaluate(c, self.create_tempdir().full_path)
+
+    trainer._STEPS.clear()
+    run(3)
+    n = len(traces)
+    shared = run(5)  # The program traced for 3 steps, told 5.
+    self.assertLen(traces, n)
+    trainer._STEPS.clear()
+    fresh = run(5)  # Traced for 5 steps.
+    self.assertLen(traces, n + 1)
+    for a, b in zip(jax.tree.leaves(shared.params),
+                    jax.tree.leaves(fresh.params)):
+      np.testing.assert_array_equal(a, b)
+
+
 class TrainFailuresTest(absltest.TestCase):
 
   def test_nan_loss_stops_and_keeps_the_checkpoint(self):
