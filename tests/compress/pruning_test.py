@@ -76,6 +76,19 @@ class MasksTest(parameterized.TestCase):
     if kept.size and gone.size:
       self.assertGreaterEqual(kept.min(), gone.max())
 
+  def test_one_program_for_every_sparsity(self):
+    """Eager calls run one jitted program per model, whatever the sparsity."""
+    params = _params()["params"]
+    pruning._masks.clear_cache()  # pylint: disable=protected-access
+    for sparsity in (0.3, 0.6, 0.9):
+      masks = pruning.magnitude_masks(params, sparsity)
+      n, pruned = _prunable_counts(params, masks)
+      self.assertEqual(pruned, int(np.floor(sparsity * n + 0.5)))
+    self.assertEqual(pruning._masks._cache_size(), 1)  # pylint: disable=protected-access
+    # The same masks as when the whole computation is traced.
+    traced = jax.jit(lambda p: pruning.magnitude_masks(p, 0.9))(params)
+    jax.tree.map(np.testing.assert_array_equal, masks, traced)
+
   @parameterized.parameters(0.25, 0.5, 0.8, 0.9)
   def test_layerwise_exact_count_per_layer(self, sparsity):
     params = _params()["params"]

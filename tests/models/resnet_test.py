@@ -104,6 +104,25 @@ class ModelsTest(parameterized.TestCase):
     self.assertEqual(logits_half.dtype, jnp.float32)
     np.testing.assert_allclose(logits_half, logits, atol=0.1, rtol=0.1)
 
+  def test_init_variables_equal_model_init(self):
+    """factory.init_variables (lazy, kernels cut on the host) == model.init."""
+    from configs import common  # pylint: disable=g-import-not-at-top
+    from robustjax.models import factory  # pylint: disable=g-import-not-at-top
+    config = common.digits_config("resnet8", 4, epochs=1.0)
+    model = factory.build_model(config)
+    rng = jax.random.PRNGKey(7)
+    got = factory.init_variables(model, config, rng)
+    want = model.init(rng, jnp.zeros(factory.input_shape(config)),
+                      train=False)
+    self.assertEqual(jax.tree.structure(got),
+                     jax.tree.structure(dict(want)))
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      self.assertEqual(a.dtype, b.dtype)
+      np.testing.assert_array_equal(a, b)
+    # Under a trace (jit, eval_shape) the kernel init still works.
+    kernel = jax.jit(lambda k: resnet.lecun_normal(k, (3, 3, 2, 5)))(rng)
+    np.testing.assert_array_equal(kernel, resnet.lecun_normal(rng, (3, 3, 2, 5)))
+
   def test_imagenet_resolution_shapes(self):
     model = models.get_model("resnet50", num_classes=1000)
     variables = _abstract_variables(model, (1, 224, 224, 3))
