@@ -18,8 +18,9 @@ def schedule(cfg, total_steps: Union[int, jax.Array]) -> optax.Schedule:
   the form XLA gives it when the count is a constant: a division by the
   count becomes a multiplication by its reciprocal, and in the cosine
   `pi * t / T` becomes `t * (pi * (1 / T))`; so a traced count gives the
-  very same learning rates (pinned bit for bit against optax, vmapped and
-  not, in tests/train/optim_test.py).
+  very same learning rates on XLA:CPU (pinned bit for bit against optax,
+  vmapped and not, in tests/train/optim_test.py; other backends may fold
+  the constant form differently, by an ulp).
   """
   lr = cfg.learning_rate
   traced = isinstance(total_steps, jax.Array)

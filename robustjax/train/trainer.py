@@ -151,8 +151,8 @@ def _jitted_step(model, config, num_steps: int, recipe: Recipe, tx,
   persistent cache (~0.6 s a time on a 2-core CPU, ~20 s of the default
   study); one jitted function per key compiles each program once per
   process. The key holds everything the program is built from: the module
-  (Linen modules compare by value), the optimizer config and step count
-  (the schedule), the recipe's `wrap_tx` and `loss_fn` objects (compared as
+  (Linen modules compare by value), the optimizer config, the recipe's
+  `wrap_tx` and `loss_fn` objects (compared as
   Python objects: `pruning.magnitude_pruner` and
   `distillation.make_loss_fn` return the same object for the same
   settings), augmentation, stacking and the mesh. The step count is not
@@ -292,7 +292,11 @@ def _train(members: List[Member], workdir: str, stacked: bool):
   model = recipe.model or factory.build_model(config)
   base_tx = optim.make(config.optimizer, num_steps)
   txs = [(m.recipe or Recipe()).wrap_tx for m in members]
-  txs = [w(base_tx) if w else base_tx for w in txs]
+  # A recipe's own wrapper may not take the extra `total_steps` argument:
+  # it then keeps the schedule of `base_tx` (and its step is keyed on the
+  # length, `_jitted_step`).
+  txs = [optax.with_extra_args_support(w(base_tx) if w else base_tx)
+         for w in txs]
   states = [_initial_state(m.config, model, tx, m.recipe or Recipe())
             for m, tx in zip(members, txs)]
   shared_batch = len(set(seeds)) == 1

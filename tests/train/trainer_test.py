@@ -12,6 +12,7 @@ import os
 from absl.testing import absltest
 import jax
 import numpy as np
+import optax
 
 from configs import digits_resnet
 from robustjax import io
@@ -176,11 +177,12 @@ class StepSharingTest(absltest.TestCase):
         traces.append(1)
     jax.monitoring.register_event_duration_secs_listener(listener)
 
-    def run(steps):
+    def run(steps, recipe=None):
       c = smoke_config(steps)
       c.optimizer.schedule = "cosine"  # The learning rates depend on it.
       c.checkpoint_every_steps = 0
-      return train.train_and_evaluate(c, self.create_tempdir().full_path)
+      return train.train_and_evaluate(c, self.create_tempdir().full_path,
+                                      recipe)
 
     trainer._STEPS.clear()
     run(3)
@@ -191,6 +193,16 @@ class StepSharingTest(absltest.TestCase):
     fresh = run(5)  # Traced for 5 steps.
     self.assertLen(traces, n + 1)
     for a, b in zip(jax.tree.leaves(shared.params),
+                    jax.tree.leaves(fresh.params)):
+      np.testing.assert_array_equal(a, b)
+    # A recipe's plain optax wrapper (no extra arguments) still trains: its
+    # optimizer keeps the schedule built for the run's length, and its step
+    # is its own program.
+    plain = trainer.Recipe(wrap_tx=lambda tx: optax.GradientTransformation(
+        tx.init, lambda u, s, p=None: tx.update(u, s, p)))
+    wrapped = run(5, plain)
+    self.assertLen(traces, n + 2)
+    for a, b in zip(jax.tree.leaves(wrapped.params),
                     jax.tree.leaves(fresh.params)):
       np.testing.assert_array_equal(a, b)
 
