@@ -50,12 +50,8 @@ def schedule(cfg, total_steps: Union[int, jax.Array]) -> optax.Schedule:
       for i, b in enumerate(bounds):
         indicator = jnp.maximum(0.0, jnp.sign(b - count))
         scaled = v * indicator + (1 - indicator) * 0.1 * v
-        if i == 0:
-          v = scaled
-        elif traced:  # optax's dict of boundaries holds equal ones once.
-          v = jnp.where(b == bounds[0], v, scaled)
-        elif b != bounds[0]:
-          v = scaled
+        # optax's dict of boundaries holds two equal ones once.
+        v = scaled if i == 0 else jnp.where(b == bounds[0], v, scaled)
       return v
   else:
     raise ValueError(f"Unknown optimizer.schedule {cfg.schedule!r}; use "

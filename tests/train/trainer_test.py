@@ -98,6 +98,20 @@ class TrainEndToEndTest(absltest.TestCase):
       np.testing.assert_array_equal(a, b)
 
 
+def _train_step_traces(test):
+  """A list that grows by one each time `train_step` is traced (for `test`)."""
+  traces = []
+
+  def listener(event, duration, **kwargs):
+    del duration
+    if (event == "/jax/core/compile/jaxpr_trace_duration"
+        and kwargs.get("fun_name") == "train_step"):
+      traces.append(1)
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  test.addCleanup(jax.monitoring.unregister_event_duration_listener, listener)
+  return traces
+
+
 class StepSharingTest(absltest.TestCase):
   """Trainings that compile the same train step trace it once per process."""
 
@@ -105,14 +119,7 @@ class StepSharingTest(absltest.TestCase):
     from robustjax.compress import distillation
     from robustjax.compress import pruning
     from robustjax.train import trainer
-    traces = []
-
-    def listener(event, duration, **kwargs):
-      del duration
-      if (event == "/jax/core/compile/jaxpr_trace_duration"
-          and kwargs.get("fun_name") == "train_step"):
-        traces.append(1)
-    jax.monitoring.register_event_duration_secs_listener(listener)
+    traces = _train_step_traces(self)
 
     def run(recipe=None, **overrides):
       c = smoke_config(3)
@@ -165,17 +172,9 @@ class StepSharingTest(absltest.TestCase):
     self.assertIs(distillation.make_loss_fn(apply_fn, 4.0, 0.9),
                   distillation.make_loss_fn(apply_fn, 4.0, 0.9))
 
-
   def test_trainings_of_different_lengths_share_one_program(self):
     from robustjax.train import trainer
-    traces = []
-
-    def listener(event, duration, **kwargs):
-      del duration
-      if (event == "/jax/core/compile/jaxpr_trace_duration"
-          and kwargs.get("fun_name") == "train_step"):
-        traces.append(1)
-    jax.monitoring.register_event_duration_secs_listener(listener)
+    traces = _train_step_traces(self)
 
     def run(steps, recipe=None):
       c = smoke_config(steps)
