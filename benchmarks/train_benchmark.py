@@ -154,12 +154,19 @@ def _ours_worker(args):
     state = parallel.replicate(train_mesh, state_lib.create(
         variables["params"], variables["batch_stats"], tx,
         jax.random.PRNGKey(0)))
+    # As the trainer (`trainer._jitted_step`): XLA:CPU options for a step
+    # with large activations in a configured process, else None.
+    options = parallel.train_step_compiler_options(
+        batch // train_mesh.devices.size * size * size * 16,
+        train_mesh.devices.flat[0].platform)
+    info.setdefault("train_compiler_options", {})[name] = options
     step = jax.jit(functools.partial(
         trainer.train_step, model=model, tx=tx,
         loss_fn=lambda lg, lb, x, a: trainer.cross_entropy(lg, lb),
         crop_padding=0, flip=False),
                    out_shardings=(parallel.replicated(train_mesh),) * 2,
-                   donate_argnums=0)
+                   donate_argnums=0,
+                   compiler_options=options)
     x, y = parallel.shard_batch(train_mesh, images, labels)
     start = time.perf_counter()
     step = step.lower(state, x, y, None).compile()

@@ -18,10 +18,11 @@ and XLA:CPU's in-process all-reduce once aborted a run on a loaded machine
 runs as fast as in a one-device process, so training loses nothing.
 """
 
+import functools
 import importlib.metadata
 import importlib.util
 import os
-from typing import Optional
+from typing import Dict, Optional, Tuple
 
 from absl import logging
 import jax
@@ -50,6 +51,29 @@ CPU_XLA_FLAGS = (
 # (benchmarks/compile_results.md).
 CPU_ONLY_XLA_FLAGS = ("--xla_backend_optimization_level=1",)
 _DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
+
+# A per-program XLA:CPU option for training steps with large activations
+# (`train_step_compiler_options`). XLA:CPU fuses each BatchNorm / ReLU /
+# residual chain into every consumer instead of storing it once, so the
+# transposes that feed the kernel-gradient convolutions re-compute it, up
+# to a whole stage deep, and ran ~half of a ResNet-20 step at 32x32x3 /
+# batch 128 (`lax.optimization_barrier` cannot stop it: XLA:CPU removes
+# barriers before fusion). With YNNPACK's elementwise fusions the chains are
+# computed once: that step ran 1.29x faster, while at the digits shape
+# (16x16, batch 64, 1/8 of the elements) steps were 8-15 % slower and
+# evaluation / attack programs gained nothing, hence a per-program option
+# above a size threshold rather than a process flag
+# (benchmarks/train_results.md, 2026-12-01 evening). The list is XLA's
+# default YNNPACK fusion types (jaxlib 0.10.2) without
+# INDIVIDUAL_CONVOLUTION (as `CPU_XLA_FLAGS`) and with ELTWISE.
+_YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
+_YNN_ELTWISE_TYPES = ("LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
+                      "LIBRARY_FUSION_TYPE_REDUCE",
+                      "LIBRARY_FUSION_TYPE_ELTWISE")
+# Elements of the largest activation per device from which the option is
+# used: measured crossover between 2^19 (ResNet-20, 32x32, batch 32: 0.97x)
+# and 2^20 (16x16, batch 256: 1.06x; 32x32, batch 128 = 2^21: 1.29x).
+ELTWISE_FUSION_MIN_ELEMENTS = 1 << 20
 
 # CPU devices `train_mesh()` uses in a one-process CPU run; None: all. Set
 # by `configure_host_devices` (only when it created the devices itself).
@@ -149,6 +173,52 @@ def configure_host_devices(num_devices: Optional[int] = None,
   _cpu_train_devices = None if train_devices is None else max(
       1, min(int(train_devices), int(num_devices)))
   return int(num_devices)
+
+
+@functools.lru_cache(maxsize=None)
+def _compiler_options_accepted(options: Tuple[Tuple[str, str], ...]) -> bool:
+  """Whether this jaxlib's CPU compiler takes `options` (a tiny program)."""
+  try:
+    jax.jit(lambda x: x * 2.0 + 1.0, compiler_options=dict(options)).lower(
+        np.zeros(4, np.float32)).compile()
+    return True
+  except Exception as e:  # pylint: disable=broad-except
+    logging.warning("XLA:CPU does not take the compiler options %s (%s); "
+                    "train steps compile without them.", dict(options), e)
+    return False
+
+
+def train_step_compiler_options(activation_elements: Optional[int],
+                                platform: Optional[str] = None
+                                ) -> Optional[Dict[str, str]]:
+  """XLA compiler options for a train step, or None for XLA's defaults.
+
+  On XLA:CPU, in a process set up by `configure_host_devices` (its YNNPACK
+  flag in `XLA_FLAGS`, not a user's own setting), a train step whose
+  largest activation has at least `ELTWISE_FUSION_MIN_ELEMENTS` elements
+  per device is compiled with YNNPACK's elementwise fusions (see
+  `_YNN_ELTWISE_TYPES`): 1.29x faster for a ResNet-20 at 32x32x3 / batch
+  128. The result moves by float rounding only (a few ulp per elementwise
+  op, as accurate as XLA's own: benchmarks/train_results.md).
+
+  Args:
+    activation_elements: elements of the step's largest activation on one
+      device (e.g. per-device batch x height x width x channels of the
+      first stage), or None if unknown (then None).
+    platform: the train mesh's platform; default: JAX's default backend.
+
+  Returns:
+    A dict for `jax.jit(..., compiler_options=...)`, or None.
+  """
+  if activation_elements is None or (
+      activation_elements < ELTWISE_FUSION_MIN_ELEMENTS):
+    return None
+  if (platform or jax.default_backend()) != "cpu":
+    return None
+  if CPU_XLA_FLAGS[0] not in os.environ.get("XLA_FLAGS", "").split():
+    return None  # Not configured by us, or the user chose their own types.
+  options = ((_YNN_OPTION, ",".join(_YNN_ELTWISE_TYPES)),)
+  return dict(options) if _compiler_options_accepted(options) else None
 
 
 def make_mesh(devices=None) -> Mesh:

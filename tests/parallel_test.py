@@ -481,6 +481,62 @@ class ConfigureHostDevicesTest(absltest.TestCase):
     self.assertIn(mine, r["xla_flags"])
 
 
+class TrainStepCompilerOptionsTest(absltest.TestCase):
+  """`parallel.train_step_compiler_options` (XLA:CPU elementwise fusions)."""
+
+  def test_only_above_the_threshold_on_a_configured_cpu(self):
+    from unittest import mock
+    from robustjax import parallel
+    big = parallel.ELTWISE_FUSION_MIN_ELEMENTS
+    ours = parallel.CPU_XLA_FLAGS[0]
+    with mock.patch.dict(os.environ, {"XLA_FLAGS": ours}):
+      options = parallel.train_step_compiler_options(big, "cpu")
+      self.assertIn("LIBRARY_FUSION_TYPE_ELTWISE",
+                    options["xla_cpu_experimental_ynn_fusion_type"])
+      self.assertNotIn("INDIVIDUAL_CONVOLUTION",  # As the process flag.
+                       options["xla_cpu_experimental_ynn_fusion_type"])
+      self.assertIsNone(parallel.train_step_compiler_options(big - 1, "cpu"))
+      self.assertIsNone(parallel.train_step_compiler_options(None, "cpu"))
+      self.assertIsNone(parallel.train_step_compiler_options(big, "gpu"))
+    # A process the launchers did not set up, or the user's own choice.
+    for flags in ("", "--xla_cpu_experimental_ynn_fusion_type=reduce"):
+      with mock.patch.dict(os.environ, {"XLA_FLAGS": flags}):
+        self.assertIsNone(parallel.train_step_compiler_options(big, "cpu"))
+
+  def test_options_change_the_program_not_the_numbers(self):
+    import jax
+    import jax.numpy as jnp
+    from robustjax import models
+    from robustjax import parallel
+    model = models.get_model("resnet20", num_classes=5, width=4,
+                             mean=(0.5,), std=(0.25,))
+    x = jax.random.uniform(jax.random.key(0), (8, 16, 16, 1))
+    labels = jnp.arange(8) % 5
+    variables = model.init(jax.random.key(1), x)
+
+    def loss(params, x):
+      logits, _ = model.apply({"params": params,
+                               "batch_stats": variables["batch_stats"]}, x,
+                              train=True, mutable=["batch_stats"])
+      return -jnp.mean(jnp.sum(jax.nn.log_softmax(logits) *
+                               jax.nn.one_hot(labels, 5), -1))
+
+    options = dict(((parallel._YNN_OPTION,
+                     ",".join(parallel._YNN_ELTWISE_TYPES)),))
+    grad = jax.value_and_grad(loss, argnums=(0, 1))
+    plain = jax.jit(grad).lower(variables["params"], x).compile()
+    fused = jax.jit(grad, compiler_options=options).lower(
+        variables["params"], x).compile()
+    self.assertNotEqual(plain.as_text(), fused.as_text())
+    a = jax.tree.leaves(fused(variables["params"], x))
+    b = jax.tree.leaves(plain(variables["params"], x))
+    for name, u, v in (("loss", a[:1], b[:1]), ("weight grads", a[1:-1], b[1:-1]),
+                       ("input grad", a[-1:], b[-1:])):
+      u = np.concatenate([np.ravel(t) for t in u])
+      v = np.concatenate([np.ravel(t) for t in v])
+      self.assertGreater(np.linalg.norm(v), 0, name)
+      self.assertLess(np.linalg.norm(u - v) / np.linalg.norm(v), 1e-5, name)
+
 if __name__ == "__main__":
   if len(sys.argv) > 1 and sys.argv[1] == WORKER:
     sys.path.insert(0, REPO)

@@ -159,7 +159,9 @@ def _jitted_step(model, config, num_steps: int, recipe: Recipe, tx,
   in the key (the step takes it as an argument, `optim.make`'s schedule
   reads it) unless the recipe wraps the optimizer with a transformation
   that does not declare a `program_key` (it might build the length into
-  the program). Anything unhashable: a fresh jit, as before.
+  the program). Anything unhashable: a fresh jit, as before. On XLA:CPU a
+  step with large activations is compiled with extra XLA options
+  (`parallel.train_step_compiler_options`), also part of the key.
   """
   loss_fn = recipe.loss_fn or functools.partial(
       _default_loss, label_smoothing=config.label_smoothing)
@@ -171,6 +173,10 @@ def _jitted_step(model, config, num_steps: int, recipe: Recipe, tx,
          recipe.loss_fn or ("cross_entropy", float(config.label_smoothing)),
          config.dataset.crop_padding, bool(config.dataset.flip), stacked,
          batch_axis, tuple(d.id for d in mesh.devices.flat))
+  options = None if stacked else parallel.train_step_compiler_options(
+      _first_stage_elements(model, config, mesh),
+      mesh.devices.flat[0].platform)
+  key += (tuple(sorted(options.items())) if options else None,)
   try:
     hash(key)
   except TypeError:
@@ -183,13 +189,33 @@ def _jitted_step(model, config, num_steps: int, recipe: Recipe, tx,
   if stacked:
     step = functools.partial(step, model=batched.for_vmap(model))
     step = jax.vmap(step, in_axes=(0, batch_axis, batch_axis, None, None))
+  if options:
+    logging.info("Train step compiled with XLA:CPU options %s (largest "
+                 "activation >= %d elements per device; "
+                 "parallel.train_step_compiler_options).", options,
+                 parallel.ELTWISE_FUSION_MIN_ELEMENTS)
   step_fn = jax.jit(step, out_shardings=(parallel.replicated(mesh),) * 2,
-                    donate_argnums=0)
+                    donate_argnums=0, compiler_options=options)
   if key is not None:
     if len(_STEPS) >= _MAX_STEPS:
       _STEPS.pop(next(iter(_STEPS)))
     _STEPS[key] = step_fn
   return step_fn
+
+
+def _first_stage_elements(model, config, mesh) -> Optional[int]:
+  """Elements of a CIFAR-style ResNet's first-stage activation per device.
+
+  Per-device batch x height x width x `model.width`. None for other models
+  (ImageNet-style stems, modules without an integer `width`): the XLA:CPU
+  options it decides on were only measured on CIFAR-style ResNets.
+  """
+  width = getattr(model, "width", None)
+  if not isinstance(width, int) or getattr(model, "stem", None) != "cifar":
+    return None
+  _, height, image_width, _ = factory.input_shape(config)
+  per_device = max(1, int(config.batch_size) // mesh.devices.size)
+  return per_device * height * image_width * width
 
 
 def total_steps(config, steps_per_epoch: int) -> int:

@@ -8,6 +8,7 @@ resume_test.py so the compiled programs are reused (see tests/conftest.py).
 
 import json
 import os
+from unittest import mock
 
 from absl.testing import absltest
 import jax
@@ -17,6 +18,7 @@ import optax
 from configs import digits_resnet
 from robustjax import io
 from robustjax import models
+from robustjax import parallel
 from robustjax import train
 from robustjax import checkpoint
 from robustjax.data import loader
@@ -204,6 +206,51 @@ class StepSharingTest(absltest.TestCase):
     for a, b in zip(jax.tree.leaves(wrapped.params),
                     jax.tree.leaves(fresh.params)):
       np.testing.assert_array_equal(a, b)
+
+
+class CompilerOptionsTest(absltest.TestCase):
+  """Large-activation train steps get XLA:CPU's elementwise fusions."""
+
+  def test_first_stage_elements(self):
+    from robustjax.train import trainer
+    c = smoke_config(1)  # 16x16 digits, batch c.batch_size.
+    mesh = parallel.make_mesh(jax.devices()[:1])
+    cifar = models.get_model("resnet20", num_classes=10, width=16)
+    self.assertEqual(trainer._first_stage_elements(cifar, c, mesh),
+                     c.batch_size * 16 * 16 * 16)
+    # Measured on CIFAR-style ResNets only.
+    imagenet = models.get_model("resnet18", num_classes=10, width=8)
+    self.assertIsNone(trainer._first_stage_elements(imagenet, c, mesh))
+    self.assertIsNone(trainer._first_stage_elements(object(), c, mesh))
+
+  def test_options_are_used_above_the_threshold_and_move_only_rounding(self):
+    from robustjax.train import trainer
+    traces = _train_step_traces(self)
+
+    def run():
+      c = smoke_config(3)
+      c.checkpoint_every_steps = 0
+      return train.train_and_evaluate(c, self.create_tempdir().full_path)
+
+    trainer._STEPS.clear()
+    plain = run()
+    n = len(traces)
+    # As in a launcher's process (configure_host_devices' flag), with the
+    # threshold lowered to the smoke run's size.
+    flags = " ".join([os.environ.get("XLA_FLAGS", ""),
+                      parallel.CPU_XLA_FLAGS[0]])
+    with mock.patch.dict(os.environ, {"XLA_FLAGS": flags}), \
+        mock.patch.object(parallel, "ELTWISE_FUSION_MIN_ELEMENTS", 1), \
+        self.assertLogs("absl", level="INFO") as logs:
+      fused = run()
+    self.assertLen(traces, n + 1)  # Its own program (the options are in
+    # the step's key).
+    self.assertTrue(any("LIBRARY_FUSION_TYPE_ELTWISE" in line
+                        for line in logs.output), logs.output)
+    # Float rounding only: a few ulp per elementwise op, over 3 steps.
+    a = np.concatenate([np.ravel(x) for x in jax.tree.leaves(fused.params)])
+    b = np.concatenate([np.ravel(x) for x in jax.tree.leaves(plain.params)])
+    self.assertLess(np.linalg.norm(a - b) / np.linalg.norm(b), 1e-5)
 
 
 class TrainFailuresTest(absltest.TestCase):
