@@ -37,6 +37,10 @@ XLA flags at start-up):
   launchers' default before 2026-12-01): the same flags, one device.
 * `per_core`: `--cpu_train_devices=-1`, training split over every device
   too.
+* `no_eltwise`: `default` without the train-step XLA option for large
+  activations (`parallel.train_step_compiler_options`, YNNPACK elementwise
+  fusions; it applies to the cifar scenario only), i.e. the default until
+  2026-12-01 evening.
 * with `--ablations`: `fast_conv` (`default` + `robustjax.models.conv.Conv`)
   and `per_core_no_flags` (one device per core, no XLA flag).
 
@@ -107,6 +111,9 @@ def _ours_worker(args):
   from robustjax import parallel
   if args.variant in ("default", "fast_conv"):
     parallel.configure_host_devices()
+  elif args.variant == "no_eltwise":
+    parallel.configure_host_devices()
+    parallel.ELTWISE_FUSION_MIN_ELEMENTS = 1 << 62  # Never reached.
   elif args.variant == "one_device":
     parallel.configure_host_devices(num_devices=1)
   elif args.variant == "per_core":  # Training sharded over every device too.
@@ -379,7 +386,7 @@ def main():
   if args.worker == "torch":
     return _torch_worker(args)
 
-  variants = ["before", "default", "one_device", "per_core"]
+  variants = ["before", "default", "no_eltwise", "one_device", "per_core"]
   if args.smoke:
     variants = ["default"]
   elif args.ablations:

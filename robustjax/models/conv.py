@@ -12,8 +12,13 @@ chain that produced the activations (benchmarks/train_results.md).
 `conv_general_dilated` here has the signature of `lax.conv_general_dilated`
 and computes the same forward convolution and input gradient. On CPU:
 
-* The forward pass stores its input behind an optimization barrier, so the
-  backward pass reads it instead of re-computing it.
+* The forward pass puts its input behind an optimization barrier, meant to
+  make the backward pass read it instead of re-computing it. XLA:CPU
+  (jaxlib 0.10.2) removes optimization barriers before it fuses, so on CPU
+  the barrier does not do that (checked on the compiled HLO, 2026-12-01);
+  what stops the re-computation there is YNNPACK's elementwise fusion,
+  which the trainer turns on per program for large activations
+  (`robustjax.parallel.train_step_compiler_options`).
 * The kernel gradient: if YNNPACK convolutions are off
   (`robustjax.parallel.configure_host_devices()` turns them off, as the
   launchers do), XLA's own kernel-gradient convolution, which is then fast;
@@ -201,8 +206,9 @@ def _cpu_conv(strides, pads, precision, taps):
     if not w.perturbed:
       # Input gradients only (attacks): no barrier, no kernel gradient.
       return forward(x.value, w.value), (x.value, w.value)
-    # Materialise the input once: otherwise XLA fuses (re-computes) the
-    # whole elementwise chain that produced it into each backward consumer.
+    # Meant to materialise the input once (XLA fuses, i.e. re-computes, the
+    # elementwise chain that produced it into each backward consumer); on
+    # XLA:CPU the barrier is removed before fusion (module docstring).
     xv = lax.optimization_barrier(x.value)
     return forward(xv, w.value), (xv, w.value, None)  # 3 = kernel grad too.
 
