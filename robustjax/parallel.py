@@ -57,8 +57,9 @@ _DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
 # residual chain into every consumer instead of storing it once, so the
 # transposes that feed the kernel-gradient convolutions re-compute it, up
 # to a whole stage deep, and ran ~half of a ResNet-20 step at 32x32x3 /
-# batch 128 (`lax.optimization_barrier` cannot stop it: XLA:CPU removes
-# barriers before fusion). With YNNPACK's elementwise fusions the chains are
+# batch 128 (`lax.optimization_barrier` did not stop it: XLA:CPU drops the
+# barriers while optimising and still fused the chains behind them). With
+# YNNPACK's elementwise fusions the chains are
 # computed once: that step ran 1.29x faster, while at the digits shape
 # (16x16, batch 64, 1/8 of the elements) steps were 8-15 % slower and
 # evaluation / attack programs gained nothing, hence a per-program option

@@ -13,9 +13,10 @@ chain that produced the activations (benchmarks/train_results.md).
 and computes the same forward convolution and input gradient. On CPU:
 
 * The forward pass puts its input behind an optimization barrier, meant to
-  make the backward pass read it instead of re-computing it. XLA:CPU
-  (jaxlib 0.10.2) removes optimization barriers before it fuses, so on CPU
-  the barrier does not do that (checked on the compiled HLO, 2026-12-01);
+  make the backward pass read it instead of re-computing it. On XLA:CPU
+  (jaxlib 0.10.2) that does not hold: no barrier is left in the compiled
+  program, and barriers after a ResNet's ReLUs left the chains fused into
+  the kernel-gradient transposes (2026-12-01, benchmarks/train_results.md);
   what stops the re-computation there is YNNPACK's elementwise fusion,
   which the trainer turns on per program for large activations
   (`robustjax.parallel.train_step_compiler_options`).
@@ -208,7 +209,7 @@ def _cpu_conv(strides, pads, precision, taps):
       return forward(x.value, w.value), (x.value, w.value)
     # Meant to materialise the input once (XLA fuses, i.e. re-computes, the
     # elementwise chain that produced it into each backward consumer); on
-    # XLA:CPU the barrier is removed before fusion (module docstring).
+    # XLA:CPU that does not hold (module docstring).
     xv = lax.optimization_barrier(x.value)
     return forward(xv, w.value), (xv, w.value, None)  # 3 = kernel grad too.
 
