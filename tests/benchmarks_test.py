@@ -68,5 +68,38 @@ class BenchmarkSmokeTest(absltest.TestCase):
     self.assertLen(set(sweep), 1, sweep)
 
 
+class CommittedTrainResultsTest(absltest.TestCase):
+  """The headline training table and README figures come from the JSON."""
+
+  def test_run_g_table_and_readme_match_the_raw_numbers(self):
+    import importlib.util  # pylint: disable=g-import-not-at-top
+    import statistics  # pylint: disable=g-import-not-at-top
+    path = os.path.join(ROOT, "benchmarks", "train_benchmark.py")
+    spec = importlib.util.spec_from_file_location("train_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    with open(os.path.join(ROOT, "benchmarks",
+                           "train_results_run_g.json")) as f:
+      report = json.load(f)
+    variants = [v for v in report["info"] if v != "torch"]
+    whats = [f"{s}/{k}" for s in bench.SCENARIOS for k in ("train", "eval")]
+    table = bench._markdown(report, variants, whats, True)
+    with open(os.path.join(ROOT, "benchmarks", "train_results.md")) as f:
+      results_md = f.read()
+    rows = [line for line in table.splitlines() if line.startswith("|")]
+    self.assertLen(rows, 2 + len(whats) * (len(variants) + 1))
+    for row in rows:
+      self.assertIn(row, results_md)
+
+    def img_s(who):
+      runs = report["runs"][f"{who}|cifar/train"]
+      batch = bench.SCENARIOS["cifar"][2]
+      return statistics.median(r["reps"] * batch / r["seconds"] for r in runs)
+
+    with open(os.path.join(ROOT, "README.md")) as f:
+      readme = " ".join(f.read().split())
+    self.assertIn(f"({img_s('default'):.1f} vs {img_s('torch'):.1f} img/s;",
+                  readme)
+
 if __name__ == "__main__":
   absltest.main()
