@@ -68,6 +68,22 @@ class BenchmarkSmokeTest(absltest.TestCase):
     self.assertLen(set(sweep), 1, sweep)
 
 
+  def test_train_option_benchmark(self):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks",
+                                      "train_option_benchmark.py"),
+         "--arch=resnet8", "--width=4", "--size=16", "--channels=1",
+         "--batch=8", "--rounds=1", "--reps=1"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    rows = [l.split() for l in proc.stdout.splitlines() if "img/s" in l]
+    self.assertEqual([r[4] for r in rows], ["plain", "eltwise"])
+    self.assertEqual(rows[0][9], "x1.00")  # The ratio's base.
+    self.assertGreater(float(rows[1][8]), 0.0)
+
+
 class CommittedTrainResultsTest(absltest.TestCase):
   """The headline training table and README figures come from the JSON."""
 
