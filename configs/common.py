@@ -171,6 +171,9 @@ def evals_block() -> ml_collections.ConfigDict:
   e.attacks.restarts = 1  # PGD restarts (worst case kept per example).
   e.attacks.max_examples = 200  # First N source-test images; -1 = all.
   e.attacks.chunk_size = 200  # Examples per attack chunk (memory bound).
+  e.attacks.staged = False  # Attack as start + step programs looped on the
+  # host: compiles ~one step instead of `steps`, FGSM and PGD-Linf share it;
+  # runs 2-25 % slower per chunk on CPU (benchmarks/compile_results.md).
   e.attacks.transfer = True  # Study: also attack compressed models with
   # examples crafted on their float original (gradient-masking check).
   e.datasets = ml_collections.ConfigDict()  # Shifts from another dataset's

@@ -84,6 +84,23 @@ class BenchmarkSmokeTest(absltest.TestCase):
     self.assertGreater(float(rows[1][8]), 0.0)
 
 
+  def test_attack_stages_benchmark(self):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks",
+                                      "attack_stages_benchmark.py"),
+         "--width=4", "--examples=8", "--eps=0.1", "--steps=2",
+         "--rounds=1"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    # The two forms give the same images; both were timed.
+    self.assertIn("bit-identical: True", proc.stdout)
+    rows = [l for l in proc.stdout.splitlines() if "s/attack" in l]
+    self.assertEqual([r.split(" compile")[0].strip() for r in rows],
+                     ["one program", "staged"])
+
+
 class CommittedTrainResultsTest(absltest.TestCase):
   """The headline training table and README figures come from the JSON."""
 

@@ -178,14 +178,84 @@ def project_l2(adv: Array, images: Array, eps: Array) -> Array:
 
 
 @dataclasses.dataclass(frozen=True)
+class GradientStep:
+  """One projected gradient step of an attack, L-inf (sign) or L2.
+
+  `step(apply_fn, variables, images, labels, eps, step_size, adv)` moves
+  `adv` by `step_size` along the sign (L-inf) or the normalised direction
+  (L2) of the loss gradient at `adv`, then projects onto the eps-ball around
+  `images` and [0, 1]. FGSM is this step from the clean images with
+  `step_size = eps`; PGD repeats it. Hashable by `norm`, so FGSM and
+  PGD-Linf share one compiled step program (`Stages`).
+  """
+  norm: str
+
+  def __call__(self, apply_fn, variables, images, labels, eps, step_size,
+               adv):
+    grad = input_gradient(apply_fn, variables, adv, labels)
+    if self.norm == "linf":
+      direction = jnp.sign(grad)
+      return project_linf(adv + step_size * direction, images, eps)
+    direction = grad / jnp.maximum(_l2_norm(grad), _TINY)
+    return project_l2(adv + step_size * direction, images, eps)
+
+
+class Stages(NamedTuple):
+  """An attack as a start and `steps` repeated gradient steps.
+
+  `perturb(...)` equals, up to float rounding (bit for bit on the float
+  models of `tests/robustness/attacks_test.py`; the start's and the steps'
+  program boundaries can change XLA's FMA contractions):
+
+    adv, step_size = stages.start(images, keys, eps)
+    for _ in range(stages.steps):
+      adv = stages.step(apply_fn, variables, images, labels, eps, step_size,
+                        adv)
+
+  with `keys` one PRNG key per example. The attack evaluator compiles the
+  start (no model in it) and the step as separate programs and loops on the
+  host: a PGD-10 program then compiles about as fast as one step, and FGSM
+  and PGD-Linf share the step program (`evaluators.attack`).
+
+  Attributes:
+    start: `(images, keys, eps) -> (adv, step_size)`, model-free and
+      hashable; `step_size` has shape [batch, 1, ...] (broadcasts against
+      `images`).
+    step: a `GradientStep`.
+    steps: how many times to apply it.
+  """
+  start: Callable[..., Any]
+  step: GradientStep
+  steps: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _FGSMStart:
+  """FGSM's start: the clean images, step size eps."""
+
+  def __call__(self, images, keys, eps):
+    del keys  # Deterministic.
+    return images, _step_size(eps, images)
+
+
+def _step_size(value, images):
+  """`value` (scalar or per example) as a [batch, 1, ...] array."""
+  value = _per_example(value, images)
+  return jnp.broadcast_to(value, images.shape[:1] + value.shape[1:])
+
+
+@dataclasses.dataclass(frozen=True)
 class _FGSM:
   """Fast gradient sign method (Goodfellow et al. 2015), L-inf."""
 
+  def stages(self) -> Stages:
+    return Stages(_FGSMStart(), GradientStep("linf"), 1)
+
   def __call__(self, apply_fn, variables, images, labels, key, eps):
     del key  # Deterministic.
-    grad = input_gradient(apply_fn, variables, images, labels)
-    adv = images + _per_example(eps, images) * jnp.sign(grad)
-    return project_linf(adv, images, eps)
+    adv, step_size = _FGSMStart()(images, None, eps)
+    return GradientStep("linf")(apply_fn, variables, images, labels, eps,
+                                step_size, adv)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,21 +292,30 @@ class _PGD:
     return self._project(images + noise, images, eps)
 
   def _step(self, apply_fn, variables, images, labels, eps, step_size, adv):
-    grad = input_gradient(apply_fn, variables, adv, labels)
-    if self.norm == "linf":
-      direction = jnp.sign(grad)
+    return GradientStep(self.norm)(apply_fn, variables, images, labels, eps,
+                                   step_size, adv)
+
+  def _start(self, images, keys, eps):
+    """The first iterate and the step size ([batch, 1, ...])."""
+    if self.step_size is None:
+      step_size = _step_size(2.5 * _per_example(eps, images) / self.steps,
+                             images)
     else:
-      direction = grad / jnp.maximum(_l2_norm(grad), _TINY)
-    return self._project(adv + step_size * direction, images, eps)
+      step_size = _step_size(self.step_size, images)
+    adv = (self._random_start(images, keys, eps) if self.random_start
+           else images)
+    return adv, step_size
+
+  def stages(self) -> Optional[Stages]:
+    """The start + step decomposition (None with restarts: the worst case
+    over restarts is kept inside one program)."""
+    if self.restarts != 1:
+      return None
+    return Stages(_PGDStart(self), GradientStep(self.norm), self.steps)
 
   def _run(self, apply_fn, variables, images, labels, keys, eps, unroll):
     """One PGD run from a (random) start; returns the last iterate."""
-    if self.step_size is None:
-      step_size = 2.5 * _per_example(eps, images) / self.steps
-    else:
-      step_size = jnp.asarray(self.step_size, images.dtype)
-    adv = (self._random_start(images, keys, eps) if self.random_start
-           else images)
+    adv, step_size = self._start(images, keys, eps)
     if unroll:
       # One traced step, called `steps` times: a nested jit is traced (and
       # lowered) once, then XLA inlines the calls into the same straight-line
@@ -254,7 +333,7 @@ class _PGD:
     if unroll is None:
       unroll = jax.default_backend() == "cpu"
     keys = _example_keys(key, images.shape[0])
-    restart_keys = lambda r: jax.vmap(jax.random.fold_in, (0, None))(keys, r)
+    restart_keys = lambda r: _restart_keys(keys, r)
     run = functools.partial(self._run, apply_fn, variables, images, labels,
                             eps=eps, unroll=unroll)
     if self.restarts == 1:
@@ -284,6 +363,31 @@ class _PGD:
     else:
       best = jax.lax.fori_loop(1, self.restarts, restart, best)
     return best[0]
+
+
+def _restart_keys(keys, r):
+  """Restart r's key of each example: `fold_in(example_key, r)`."""
+  return jax.vmap(jax.random.fold_in, (0, None))(keys, r)
+
+
+@dataclasses.dataclass(frozen=True)
+class _PGDStart:
+  """PGD's start (random point of the ball, restart 0) and step size."""
+  pgd: _PGD
+
+  def __call__(self, images, keys, eps):
+    keys = _restart_keys(_example_keys(keys, images.shape[0]), 0)
+    return self.pgd._start(images, keys, eps)  # pylint: disable=protected-access
+
+
+def stages(attack: Attack) -> Optional[Stages]:
+  """`attack` as a start and repeated steps (`Stages`), or None.
+
+  None for attacks without that form (PGD with restarts > 1, attacks from
+  outside this module): run their `perturb` as one program.
+  """
+  fn = getattr(attack.perturb, "stages", None)
+  return fn() if fn is not None else None
 
 
 def fgsm() -> Attack:

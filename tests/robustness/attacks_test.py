@@ -22,6 +22,7 @@ import numpy as np
 import optax
 from sklearn import datasets
 
+from robustjax import parallel
 from robustjax.robustness import attacks
 from robustjax.robustness.evaluators import attack as attack_eval
 
@@ -269,6 +270,45 @@ class AttacksTest(parameterized.TestCase):
         chunk_size=c)) for c in (None, chunk_size)]
     np.testing.assert_array_equal(full, chunked)
 
+  @parameterized.parameters(
+      ("fgsm", dict()),
+      ("pgd_linf", dict(steps=3)),
+      ("pgd_l2", dict(steps=3)),
+      ("pgd_linf", dict(steps=2, random_start=False, step_size=0.02)),
+      ("pgd_linf", dict(steps=2, restarts=2)),  # No staged form: one program.
+  )
+  def test_staged_equals_one_program(self, name, kwargs):
+    _, variables = _trained()
+    _, (x, y) = _digits()
+    attack = attacks.get_attack(name, **kwargs)
+    self.assertEqual(attacks.stages(attack) is None,
+                     kwargs.get("restarts", 1) > 1)
+    run = lambda staged: attack_eval.adversarial_images(
+        _apply_fn(), variables, x, y, jax.random.key(3), EPS_GRID, attack,
+        chunk_size=47, staged=staged)
+    np.testing.assert_array_equal(run(True), run(False))
+    # And it is `perturb` from the same per-example keys (another program,
+    # not vmapped over eps: equal up to float rounding).
+    keys = attacks.indexed_keys(jax.random.key(3), len(x))
+    direct = jax.jit(attack.perturb, static_argnums=0)(
+        _apply_fn(), variables, jnp.asarray(x, jnp.float32), y, keys, 0.1)
+    np.testing.assert_allclose(run(True)[2], np.asarray(direct), rtol=0,
+                               atol=1e-6)
+
+  def test_staged_fgsm_and_pgd_linf_share_the_step_program(self):
+    mesh = parallel.make_mesh()
+    fgsm, pgd = (attacks.stages(attacks.get_attack(n)) for n in
+                 ("fgsm", "pgd_linf"))
+    self.assertEqual(pgd.steps, 10)
+    self.assertEqual(fgsm.steps, 1)
+    (s1, step1), (s2, step2) = (attack_eval._staged_programs(
+        _apply_fn(), st, None, mesh) for st in (fgsm, pgd))
+    self.assertIs(step1, step2)
+    self.assertIsNot(s1, s2)
+    l2 = attacks.stages(attacks.get_attack("pgd_l2"))
+    self.assertIsNot(attack_eval._staged_programs(
+        _apply_fn(), l2, None, mesh)[1], step1)
+
   def test_deterministic_given_key(self):
     _, variables = _trained()
     _, (x, y) = _digits()
@@ -367,6 +407,7 @@ class AttacksTest(parameterized.TestCase):
         one = run(mesh=parallel.make_mesh(jax.devices()[:1]))
         np.testing.assert_array_equal(run(), one)
         np.testing.assert_array_equal(run(chunk_size=47), one)
+        np.testing.assert_array_equal(run(chunk_size=47, staged=True), one)
         # Each device attacks its own examples: no collective in the program
         # (sharding propagation once all-gathered the batch in every step).
         mesh = parallel.make_mesh()

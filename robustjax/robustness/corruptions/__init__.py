@@ -128,6 +128,10 @@ def get_corruption(name: str, table: str = 'cifar') -> Corruption:
                      f'{", ".join(TABLES)}.')
   fn = _FUNCTIONS[name]
   params = tables.PARAMS[table][name]
+  if name == 'frost':
+    # Generate the textures (NumPy, ~1 s, cached) now rather than inside the
+    # first trace, where a study's log would count them as compile time.
+    frost.frost_textures()
 
   def apply(images, severity, key=None):
     images = jnp.asarray(images)

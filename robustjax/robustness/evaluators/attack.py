@@ -9,7 +9,16 @@ size nor on the number of devices.
 
 Two programs per model: the attack program makes the adversarial images
 (`adversarial_images`), the clean evaluator's program classifies them at the
-clean cell's batch size (`evals.batch_size`). A transfer cell crafted on a
+clean cell's batch size (`evals.batch_size`). With `evals.attacks.staged`
+an attack that has the form (`attacks.stages`: FGSM, PGD without restarts)
+runs instead as a model-free start program and a one-step program called
+`steps` times from the host: a PGD-10 that compiles like one step, and one
+step program per model and norm shared by FGSM and PGD-Linf; the same
+images up to float rounding (bit for bit in the tests' float models; a
+program boundary changes XLA:CPU's FMA contractions, which moved one
+example of one PTQ cell of the default study); on CPU each chunk ran
+2-25 % slower, so it pays when a model is attacked in a chunk or two (the
+default study). A transfer cell crafted on a
 model (`evaluators.transfer`) runs the very same attack program, so it adds
 no compile, and a model's transfer attack on itself equals its white-box
 attack. A budget of 0 is no attack: those rows are the clean correctness
@@ -31,6 +40,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
 from robustjax import parallel
 from robustjax.data import pipeline
@@ -38,6 +48,8 @@ from robustjax.data.registry import Split
 from robustjax.robustness import attacks
 from robustjax.robustness.evaluators import base
 from robustjax.robustness.evaluators import checks
+
+_DATA = parallel.DATA_AXIS
 
 
 def _perturb_program(apply_fn: Callable, attack: attacks.Attack, impl,
@@ -70,10 +82,52 @@ def _perturb_program(apply_fn: Callable, attack: attacks.Attack, impl,
   return base.program("perturb", apply_fn, (attack, impl, mesh), build)
 
 
+def _staged_programs(apply_fn: Callable, stages: attacks.Stages, impl,
+                     mesh: jax.sharding.Mesh):
+  """The start and step programs of a staged attack (`attacks.Stages`).
+
+  start: (eps, images, key data) -> (float images [B, ...], adv [E, B, ...],
+  step sizes [E, B, 1, ...]); it has no model in it, so every model shares
+  it. step: ((variables, eps), images, labels, adv, step sizes) -> adv,
+  one per (model, norm): FGSM and PGD-Linf run the same compiled step.
+  """
+  sharded = mesh.devices.size > 1
+
+  def build_start():
+    def start(eps, images, keys):
+      if impl is not None:
+        keys = jax.random.wrap_key_data(keys, impl=impl)
+      x = pipeline.to_float(images)
+      adv, step_size = jax.vmap(lambda e: stages.start(x, keys, e))(eps)
+      return x, adv, step_size
+    if sharded:
+      start = jax.shard_map(
+          start, mesh=mesh, in_specs=(P(), P(_DATA), P(_DATA)),
+          out_specs=(P(_DATA), P(None, _DATA), P(None, _DATA)))
+    return jax.jit(start)
+
+  def build_step():
+    def step(args, x, labels, adv, step_size):
+      variables, eps = args
+      return jax.vmap(lambda e, a, s: stages.step(
+          apply_fn, variables, x, labels, e, s, a))(eps, adv, step_size)
+    if sharded:
+      step = jax.shard_map(
+          step, mesh=mesh,
+          in_specs=(P(), P(_DATA), P(_DATA), P(None, _DATA), P(None, _DATA)),
+          out_specs=P(None, _DATA))
+    return jax.jit(step, donate_argnums=3)
+  return (base.program("attack_start", None, (stages.start, impl, mesh),
+                       build_start),
+          base.program("attack_step", apply_fn, (stages.step, mesh),
+                       build_step))
+
+
 def adversarial_images(apply_fn: Callable, variables: Any, images, labels,
                        key: jax.Array, eps_grid, attack: attacks.Attack,
                        chunk_size: Optional[int] = None,
-                       mesh: Optional[jax.sharding.Mesh] = None) -> np.ndarray:
+                       mesh: Optional[jax.sharding.Mesh] = None,
+                       staged: bool = False) -> np.ndarray:
   """`attack`'s images at every radius: float32 [len(eps_grid), n, ...].
 
   The white-box evaluator classifies them with the clean program; a transfer
@@ -90,10 +144,21 @@ def adversarial_images(apply_fn: Callable, variables: Any, images, labels,
   impl = None
   if jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key):
     impl, keys = jax.random.key_impl(keys), jax.random.key_data(keys)
-  fn = _perturb_program(apply_fn, attack, impl, mesh)
   args = parallel.replicate(mesh, (variables, jnp.asarray(eps_grid)))
-  return base.run_batches(lambda b, x, y, k: fn(args, b, x, y, k),
-                          (images, labels, np.asarray(keys)),
+  stages = attacks.stages(attack) if staged else None
+  if stages is None:
+    fn = _perturb_program(apply_fn, attack, impl, mesh)
+    run = lambda b, x, y, k: fn(args, b, x, y, k)
+  else:
+    start, step = _staged_programs(apply_fn, stages, impl, mesh)
+
+    def run(b, images, labels, keys):
+      del b  # The keys are per example.
+      x, adv, step_size = start(args[1], images, keys)
+      for _ in range(stages.steps):
+        adv = step(args, x, labels, adv, step_size)
+      return adv
+  return base.run_batches(run, (images, labels, np.asarray(keys)),
                           base.global_batch(chunk, mesh), mesh)
 
 
@@ -101,7 +166,8 @@ def robust_correct(apply_fn: Callable, variables: Any, images, labels,
                    key: jax.Array, eps_grid: Union[Sequence[float], jax.Array],
                    attack: attacks.Attack, chunk_size: Optional[int] = None,
                    mesh: Optional[jax.sharding.Mesh] = None,
-                   clean_batch_size: Optional[int] = None) -> np.ndarray:
+                   clean_batch_size: Optional[int] = None,
+                   staged: bool = False) -> np.ndarray:
   """Whether each example survives `attack`, for every radius of `eps_grid`.
 
   Compiled once per (apply_fn, attack, shapes) and cached, so reuse the same
@@ -127,6 +193,14 @@ def robust_correct(apply_fn: Callable, variables: Any, images, labels,
     clean_batch_size: batch of the clean program (the eps = 0 rows and the
       classification of the adversarial images); pass the clean cell's
       (`evals.batch_size`) to get its predictions exactly. None: the chunk.
+    staged: run an attack that has the form (`attacks.stages`: FGSM, PGD
+      without restarts) as a start program and a step program called
+      `steps` times from the host, instead of one program: PGD-10
+      compiles about as fast as FGSM and FGSM and PGD-Linf share the step
+      program, but on CPU each chunk ran 2-25 % slower
+      (benchmarks/compile_results.md); the same images up to float
+      rounding. Worth it when a model's attack is a chunk or two
+      (`evals.attacks.staged`).
 
   Returns:
     numpy bool [len(eps_grid), n]. Independent of `chunk_size` and `mesh`.
@@ -150,7 +224,7 @@ def robust_correct(apply_fn: Callable, variables: Any, images, labels,
   if zero.all():
     return out
   adv = adversarial_images(apply_fn, variables, images, labels, key,
-                           eps_grid[~zero], attack, chunk, mesh)
+                           eps_grid[~zero], attack, chunk, mesh, staged)
   out[~zero] = base.clean_correct_levels(apply_fn, variables, adv, labels,
                                          batch, mesh)
   return out
@@ -161,7 +235,8 @@ def robust_accuracy(apply_fn: Callable, variables: Any, images, labels,
                     eps_grid: Union[Sequence[float], jax.Array],
                     attack: attacks.Attack, chunk_size: Optional[int] = None,
                     mesh: Optional[jax.sharding.Mesh] = None,
-                    clean_batch_size: Optional[int] = None) -> jax.Array:
+                    clean_batch_size: Optional[int] = None,
+                    staged: bool = False) -> jax.Array:
   """Accuracy under `attack` for every radius of `eps_grid`.
 
   Args: as `robust_correct`.
@@ -172,7 +247,7 @@ def robust_accuracy(apply_fn: Callable, variables: Any, images, labels,
   """
   correct = robust_correct(apply_fn, variables, images, labels, key,
                            eps_grid, attack, chunk_size, mesh,
-                           clean_batch_size)
+                           clean_batch_size, staged)
   return jnp.asarray(correct.sum(1).astype(np.float32) /
                      np.float32(correct.shape[1]))
 
@@ -193,15 +268,18 @@ class AttackCell(base.Cell):
     rng: the cell's PRNG key (from the seed and the cell key).
     chunk_size: examples attacked at once.
     batch_size: the clean cell's batch (`evals.batch_size`), used for eps = 0.
+    staged: `evals.attacks.staged` (`robust_correct`).
   """
   split: Split = dataclasses.field(repr=False)
   attack: attacks.Attack
   rng: jax.Array = dataclasses.field(repr=False)
   chunk_size: int
   batch_size: int
+  staged: bool = False
 
   FIELDS = {"attacks": ("names", "eps", "steps", "restarts", "max_examples",
-                        "chunk_size", "transfer"), "batch_size": None}
+                        "chunk_size", "transfer", "staged"),
+            "batch_size": None}
 
   @classmethod
   def check(cls, evals):
@@ -217,6 +295,7 @@ class AttackCell(base.Cell):
                        ">= 0 in pixel units, e.g. (0.0, 2/255, 8/255).")
     for f in ("steps", "restarts", "chunk_size"):
       checks.check_positive_int(evals, f"attacks.{f}")
+    checks.check_bool(evals, "attacks.staged")
     checks.check_max_examples(evals, "attacks.max_examples")
 
   @classmethod
@@ -229,7 +308,8 @@ class AttackCell(base.Cell):
     return [cls("adversarial", name, eps, len(split), split,
                 attacks.get_attack(name, **_attack_kwargs(name, a)),
                 base.cell_seed(seed, f"adversarial/{name}"),
-                a["chunk_size"], checks.field(evals, "batch_size"))
+                a["chunk_size"], checks.field(evals, "batch_size"),
+                bool(a["staged"]))
             for name in a["names"]]
 
   def correct(self, apply_fn: Callable, variables: Any,
@@ -238,4 +318,4 @@ class AttackCell(base.Cell):
     return robust_correct(apply_fn, variables, self.split.images,
                           self.split.labels, self.rng, self.levels,
                           self.attack, self.chunk_size, mesh,
-                          self.batch_size)
+                          self.batch_size, self.staged)

@@ -242,8 +242,18 @@ def clean_correct(apply_fn: Callable, variables: Any, images, labels,
   """
   fn = _clean_program(apply_fn)
   variables = parallel.replicate(mesh, variables)
-  return run_batches(lambda b, x, y: fn(variables, b, x, y), (images, labels),
-                     global_batch(batch_size, mesh), mesh)[0]
+  if np.dtype(images.dtype) == np.uint8:
+    # uint8 batches are converted by one model-free program, so a model's
+    # clean program is the same for uint8 images (clean, domain cells) and
+    # float ones (attacked, corrupted): one compile per model, not two. The
+    # conversion is the very division the fused program did.
+    to_float = program("to_float", None, (), lambda: jax.jit(
+        pipeline.to_float))
+    run = lambda b, x, y: fn(variables, b, to_float(x), y)
+  else:
+    run = lambda b, x, y: fn(variables, b, x, y)
+  return run_batches(run, (images, labels), global_batch(batch_size, mesh),
+                     mesh)[0]
 
 
 def clean_correct_levels(apply_fn: Callable, variables: Any, images, labels,

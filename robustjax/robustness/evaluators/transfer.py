@@ -43,7 +43,8 @@ def adversarial_images(apply_fn: Callable, variables: Any, cell,
     return np.zeros((0,) + split.images.shape, np.float32)
   return attack_lib.adversarial_images(apply_fn, variables, split.images,
                                        split.labels, cell.rng, eps,
-                                       cell.attack, cell.chunk_size, mesh)
+                                       cell.attack, cell.chunk_size, mesh,
+                                       cell.staged)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -1,0 +1,95 @@
+r"""A/B of the attack evaluator's two forms: one program vs staged.
+
+  PYTHONPATH=. python benchmarks/attack_stages_benchmark.py \
+      --arch=resnet8 --width=16 --size=16 --channels=1 --examples=200 \
+      --eps=0.02,0.05
+
+`evaluators.attack.adversarial_images` (PGD-Linf, 10 steps, random start)
+on a randomly initialised model in the launchers' default process
+(`parallel.configure_host_devices()`, every device), run in one program
+(`staged=False`, the default) and as a start program plus a step program
+called `--steps` times from the host (`staged=True`, `evals.attacks.staged`).
+Prints each form's first-call compile seconds (JAX's trace + lower + XLA
+events, `robustjax.timing`), whether the two give the same images bit for
+bit, and the median seconds per attack over `--rounds` alternating rounds
+(one chunk of `--examples` images x the eps grid), with the per-round time
+ratio. The "2026-12-01, night" tables of benchmarks/compile_results.md
+came from this script (then a /tmp copy).
+"""
+
+import argparse
+import os
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--arch", default="resnet8")
+  parser.add_argument("--width", type=int, default=16)
+  parser.add_argument("--size", type=int, default=16)
+  parser.add_argument("--channels", type=int, default=1)
+  parser.add_argument("--examples", type=int, default=200)
+  parser.add_argument("--eps", default="0.02,0.05")
+  parser.add_argument("--steps", type=int, default=10)
+  parser.add_argument("--rounds", type=int, default=8)
+  args = parser.parse_args()
+  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, REPO)
+  from robustjax import parallel
+  parallel.configure_host_devices()
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from robustjax import models
+  from robustjax import timing
+  from robustjax.robustness import attacks
+  from robustjax.robustness.evaluators import attack as attack_eval
+  # pylint: enable=g-import-not-at-top
+
+  ch = args.channels
+  model = models.get_model(args.arch, num_classes=10, width=args.width,
+                           mean=(0.5,) * ch, std=(0.25,) * ch)
+  variables = model.init(jax.random.key(0),
+                         jnp.zeros((1, args.size, args.size, ch)), train=False)
+  apply_fn = models.inference_fn(model)
+  rng = np.random.default_rng(0)
+  n = args.examples
+  images = rng.integers(0, 256, (n, args.size, args.size, ch), np.uint8)
+  labels = rng.integers(0, 10, (n,), np.int32)
+  eps = np.asarray([float(e) for e in args.eps.split(",")], np.float32)
+  attack = attacks.pgd(steps=args.steps)
+  mesh = parallel.make_mesh()
+  runs = {name: (lambda staged=staged: attack_eval.adversarial_images(
+      apply_fn, variables, images, labels, jax.random.key(1), eps, attack,
+      n, mesh, staged=staged)) for name, staged in (("one program", False),
+                                                    ("staged", True))}
+  timing.compile_seconds()  # Installs the listener.
+  outputs, compile_s = {}, {}
+  for name, run in runs.items():
+    before = timing.compile_seconds()
+    outputs[name] = run()
+    compile_s[name] = timing.compile_seconds() - before
+  same = np.array_equal(*outputs.values())
+  seconds = {name: [] for name in runs}
+  for r in range(args.rounds):
+    for name in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
+      start = time.perf_counter()
+      runs[name]()
+      seconds[name].append(time.perf_counter() - start)
+  ratios = [a / b for a, b in zip(seconds["staged"], seconds["one program"])]
+  print(f"{args.arch} w{args.width} {args.size}px x{ch}, {n} examples x "
+        f"{len(eps)} eps, PGD-{args.steps}, {mesh.devices.size} device(s); "
+        f"bit-identical: {same}")
+  for name in runs:
+    print(f"{name:12s} compile {compile_s[name]:5.2f}s  s/attack "
+          f"{np.median(seconds[name]):6.3f}  "
+          f"{[round(s, 3) for s in seconds[name]]}")
+  print(f"staged / one program time per round: median "
+        f"{np.median(ratios):.3f} {[round(x, 3) for x in ratios]}")
+
+
+if __name__ == "__main__":
+  main()
