@@ -210,7 +210,8 @@ def _first_stage_elements(model, config, mesh) -> Optional[int]:
 
   Per-device batch x height x width x `model.width`. None for other models
   (ImageNet-style stems, modules without an integer `width`): the XLA:CPU
-  options it decides on were only measured on CIFAR-style ResNets.
+  options it decides on helped CIFAR-style ResNets only (ResNet-18 at 112
+  and 224 px ran 0.91x / 0.97x with them; benchmarks/train_results.md).
   """
   width = getattr(model, "width", None)
   if not isinstance(width, int) or getattr(model, "stem", None) != "cifar":
