@@ -20,15 +20,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 class BenchmarkSmokeTest(absltest.TestCase):
 
-  def _smoke(self, script: str) -> str:
-    """Runs `benchmarks/<script> --smoke`; returns its stdout."""
+  def _run(self, script: str, *args: str) -> str:
+    """Runs `benchmarks/<script> args...`; returns its stdout."""
     env = dict(os.environ, PYTHONPATH=ROOT)
     env.pop("XLA_FLAGS", None)
     proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", script), "--smoke"],
+        [sys.executable, os.path.join(ROOT, "benchmarks", script), *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     return proc.stdout
+
+  def _smoke(self, script: str) -> str:
+    """Runs `benchmarks/<script> --smoke`; returns its stdout."""
+    return self._run(script, "--smoke")
 
   def test_train_benchmark_runs(self):
     stdout = self._smoke("train_benchmark.py")
@@ -69,34 +73,21 @@ class BenchmarkSmokeTest(absltest.TestCase):
 
 
   def test_train_option_benchmark(self):
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    env.pop("XLA_FLAGS", None)
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks",
-                                      "train_option_benchmark.py"),
-         "--arch=resnet8", "--width=4", "--size=16", "--channels=1",
-         "--batch=8", "--rounds=1", "--reps=1"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
-    rows = [l.split() for l in proc.stdout.splitlines() if "img/s" in l]
+    stdout = self._run("train_option_benchmark.py", "--arch=resnet8",
+                       "--width=4", "--size=16", "--channels=1", "--batch=8",
+                       "--rounds=1", "--reps=1")
+    rows = [l.split() for l in stdout.splitlines() if "img/s" in l]
     self.assertEqual([r[4] for r in rows], ["plain", "eltwise"])
     self.assertEqual(rows[0][9], "x1.00")  # The ratio's base.
     self.assertGreater(float(rows[1][8]), 0.0)
 
 
   def test_attack_stages_benchmark(self):
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    env.pop("XLA_FLAGS", None)
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks",
-                                      "attack_stages_benchmark.py"),
-         "--width=4", "--examples=8", "--eps=0.1", "--steps=2",
-         "--rounds=1"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    stdout = self._run("attack_stages_benchmark.py", "--width=4",
+                       "--examples=8", "--eps=0.1", "--steps=2", "--rounds=1")
     # The two forms give the same images; both were timed.
-    self.assertIn("bit-identical: True", proc.stdout)
-    rows = [l for l in proc.stdout.splitlines() if "s/attack" in l]
+    self.assertIn("bit-identical: True", stdout)
+    rows = [l for l in stdout.splitlines() if "s/attack" in l]
     self.assertEqual([r.split(" compile")[0].strip() for r in rows],
                      ["one program", "staged"])
 
