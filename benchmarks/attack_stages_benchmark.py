@@ -22,15 +22,14 @@ import os
 import sys
 import time
 
+import bench_model  # benchmarks/, the script's own folder.
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--arch", default="resnet8")
-  parser.add_argument("--width", type=int, default=16)
-  parser.add_argument("--size", type=int, default=16)
-  parser.add_argument("--channels", type=int, default=1)
+  bench_model.add_flags(parser, arch="resnet8", size=16, channels=1)
   parser.add_argument("--examples", type=int, default=200)
   parser.add_argument("--eps", default="0.02,0.05")
   parser.add_argument("--steps", type=int, default=10)
@@ -49,16 +48,11 @@ def main():
   from robustjax.robustness.evaluators import attack as attack_eval
   # pylint: enable=g-import-not-at-top
 
-  ch = args.channels
-  model = models.get_model(args.arch, num_classes=10, width=args.width,
-                           mean=(0.5,) * ch, std=(0.25,) * ch)
-  variables = model.init(jax.random.key(0),
-                         jnp.zeros((1, args.size, args.size, ch)), train=False)
-  apply_fn = models.inference_fn(model)
-  rng = np.random.default_rng(0)
   n = args.examples
-  images = rng.integers(0, 256, (n, args.size, args.size, ch), np.uint8)
-  labels = rng.integers(0, 10, (n,), np.int32)
+  model, images, labels = bench_model.model_and_batch(args, n)
+  variables = model.init(jax.random.key(0),
+                         jnp.zeros((1,) + images.shape[1:]), train=False)
+  apply_fn = models.inference_fn(model)
   eps = np.asarray([float(e) for e in args.eps.split(",")], np.float32)
   attack = attacks.pgd(steps=args.steps)
   mesh = parallel.make_mesh()
@@ -80,7 +74,7 @@ def main():
       runs[name]()
       seconds[name].append(time.perf_counter() - start)
   ratios = [a / b for a, b in zip(seconds["staged"], seconds["one program"])]
-  print(f"{args.arch} w{args.width} {args.size}px x{ch}, {n} examples x "
+  print(f"{args.arch} w{args.width} {args.size}px x{args.channels}, {n} examples x "
         f"{len(eps)} eps, PGD-{args.steps}, {mesh.devices.size} device(s); "
         f"bit-identical: {same}")
   for name in runs:

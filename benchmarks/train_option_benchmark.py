@@ -19,15 +19,14 @@ import os
 import sys
 import time
 
+import bench_model  # benchmarks/, the script's own folder.
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--arch", default="resnet20")
-  parser.add_argument("--width", type=int, default=16)
-  parser.add_argument("--size", type=int, default=32)
-  parser.add_argument("--channels", type=int, default=3)
+  bench_model.add_flags(parser, arch="resnet20", size=32, channels=3)
   parser.add_argument("--batch", type=int, default=128)
   parser.add_argument("--rounds", type=int, default=5)
   parser.add_argument("--reps", type=int, default=0,
@@ -41,21 +40,14 @@ def main():
   import jax.numpy as jnp
   import ml_collections
   import numpy as np
-  from robustjax import models
   from robustjax.train import optim
   from robustjax.train import state as state_lib
   from robustjax.train import trainer
   # pylint: enable=g-import-not-at-top
 
-  ch = args.channels
-  model = models.get_model(args.arch, num_classes=10, width=args.width,
-                           mean=(0.5,) * ch, std=(0.25,) * ch)
-  rng = np.random.default_rng(0)
-  shape = (args.batch, args.size, args.size, ch)
-  images = rng.integers(0, 256, shape, np.uint8)
-  labels = rng.integers(0, 10, (args.batch,), np.int32)
+  model, images, labels = bench_model.model_and_batch(args, args.batch)
   variables = jax.device_get(
-      model.init(jax.random.key(0), jnp.zeros((1,) + shape[1:])))
+      model.init(jax.random.key(0), jnp.zeros((1,) + images.shape[1:])))
   cfg = ml_collections.ConfigDict(dict(
       name="sgd", learning_rate=0.1, momentum=0.9, nesterov=True,
       weight_decay=5e-4, schedule="cosine", warmup_steps=0,
