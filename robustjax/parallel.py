@@ -22,7 +22,7 @@ import functools
 import importlib.metadata
 import importlib.util
 import os
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 from absl import logging
 import jax
@@ -243,23 +243,29 @@ def train_mesh() -> Mesh:
   return make_mesh(devices)
 
 
-def per_example(fn, mesh: Mesh, num_replicated: int, out_axis: int = 0):
+def per_example(fn, mesh: Mesh, num_replicated: int, out_axis=0,
+                batch_axes: Optional[Sequence[int]] = None):
   """`fn` run on each device's examples of a batch, with no communication.
 
   For a computation that is independent per example (attacks, inference):
   `fn(*replicated, *batched)` where the first `num_replicated` arguments
-  (pytrees) are replicated and the rest are sharded along their leading
-  axis; the output's example axis `out_axis` is sharded the same way. Each
-  device runs `fn` on its slice, exactly as a one-device program at the
-  per-device batch would, so XLA's sharding propagation cannot turn a
-  batch-merging reshape (e.g. a vmap folded into a convolution's batch)
-  into all-gathers.
+  (pytrees) are replicated and the rest are sharded along their example
+  axis (`batch_axes`, one per batched argument; default: the leading
+  axis); the output's example axis `out_axis` (an int, or a tuple with one
+  per output) is sharded the same way. Each device runs `fn` on its slice,
+  exactly as a one-device program at the per-device batch would, so XLA's
+  sharding propagation cannot turn a batch-merging reshape (e.g. a vmap
+  folded into a convolution's batch) into all-gathers.
   """
+  spec = lambda axis: P(*([None] * axis), DATA_AXIS)
+  out_specs = (tuple(map(spec, out_axis)) if isinstance(out_axis, tuple)
+               else spec(out_axis))
+
   def wrapped(*args):
-    specs = (P(),) * num_replicated + (P(DATA_AXIS),) * (
-        len(args) - num_replicated)
+    axes = batch_axes or (0,) * (len(args) - num_replicated)
+    specs = (P(),) * num_replicated + tuple(map(spec, axes))
     return jax.shard_map(fn, mesh=mesh, in_specs=specs,
-                         out_specs=P(*([None] * out_axis), DATA_AXIS))(*args)
+                         out_specs=out_specs)(*args)
   return wrapped
 
 

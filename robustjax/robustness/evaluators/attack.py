@@ -40,7 +40,6 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import PartitionSpec as P
 
 from robustjax import parallel
 from robustjax.data import pipeline
@@ -48,8 +47,6 @@ from robustjax.data.registry import Split
 from robustjax.robustness import attacks
 from robustjax.robustness.evaluators import base
 from robustjax.robustness.evaluators import checks
-
-_DATA = parallel.DATA_AXIS
 
 
 def _perturb_program(apply_fn: Callable, attack: attacks.Attack, impl,
@@ -101,9 +98,8 @@ def _staged_programs(apply_fn: Callable, stages: attacks.Stages, impl,
       adv, step_size = jax.vmap(lambda e: stages.start(x, keys, e))(eps)
       return x, adv, step_size
     if sharded:
-      start = jax.shard_map(
-          start, mesh=mesh, in_specs=(P(), P(_DATA), P(_DATA)),
-          out_specs=(P(_DATA), P(None, _DATA), P(None, _DATA)))
+      start = parallel.per_example(start, mesh, num_replicated=1,
+                                   out_axis=(0, 1, 1))
     return jax.jit(start)
 
   def build_step():
@@ -112,10 +108,8 @@ def _staged_programs(apply_fn: Callable, stages: attacks.Stages, impl,
       return jax.vmap(lambda e, a, s: stages.step(
           apply_fn, variables, x, labels, e, s, a))(eps, adv, step_size)
     if sharded:
-      step = jax.shard_map(
-          step, mesh=mesh,
-          in_specs=(P(), P(_DATA), P(_DATA), P(None, _DATA), P(None, _DATA)),
-          out_specs=P(None, _DATA))
+      step = parallel.per_example(step, mesh, num_replicated=1, out_axis=1,
+                                  batch_axes=(0, 0, 1, 1))
     return jax.jit(step, donate_argnums=3)
   return (base.program("attack_start", None, (stages.start, impl, mesh),
                        build_start),
