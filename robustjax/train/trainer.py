@@ -3,8 +3,8 @@
 `train_and_evaluate(config, workdir, recipe)` trains one model.
 `train_members(members, workdir)` trains K models of one architecture that
 differ only in seed and starting weights/masks as ONE program: their states
-are stacked along a leading model axis and the same `train_step` is
-`jax.vmap`-ed over it. Both go through the same loop (`_train`): logging,
+are stacked along a leading model axis and the same step (`gradients`, then
+`apply_gradients`) is `jax.vmap`-ed over it. Both go through the same loop (`_train`): logging,
 periodic evaluation (the evaluator registry), NaN/Inf checks, checkpoints and
 resume.
 
@@ -99,13 +99,13 @@ def _default_loss(logits, labels, images, loss_args, label_smoothing):
   return cross_entropy(logits, labels, label_smoothing)
 
 
-def train_step(state, images, labels, loss_args, total_steps=None, *, model,
-               tx, loss_fn, crop_padding, flip):
-  """One optimizer update; returns (new_state, metrics).
+def gradients(state, images, labels, loss_args, *, model, loss_fn,
+              crop_padding, flip):
+  """The loss gradients of one batch: (grads, new batch_stats, metrics).
 
-  `total_steps` (an int32 scalar, optional) is the training length the
-  learning-rate schedule follows (`optim.make`); passed as an argument, it
-  lets trainings of different lengths share one compiled step.
+  Reads `state`'s params, batch_stats, rng and step only (the trainer
+  passes it with `opt_state=None`, so one compiled program serves every
+  optimizer and pruning wrapper of a model).
   """
   rng = jax.random.fold_in(state.rng, state.step)
   x = pipeline.augment(pipeline.to_float(images), rng, crop_padding, flip)
@@ -119,6 +119,20 @@ def train_step(state, images, labels, loss_args, total_steps=None, *, model,
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(
       loss_and_aux, has_aux=True)(state.params)
+  metrics = {"loss": loss,
+             "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
+  return grads, batch_stats, metrics
+
+
+def apply_gradients(state, grads, batch_stats, metrics, total_steps=None, *,
+                    tx):
+  """The optimizer update of `gradients`' output: (new_state, metrics).
+
+  `total_steps` (an int32 scalar, optional) is the training length the
+  learning-rate schedule follows (`optim.make`); passed as an argument, it
+  lets trainings of different lengths share one compiled update. Adds
+  `metrics["finite"]`: 1.0 when the loss and the updated params are finite.
+  """
   extra = {} if total_steps is None else {"total_steps": total_steps}
   updates, opt_state = tx.update(grads, state.opt_state, state.params,
                                  **extra)
@@ -130,79 +144,152 @@ def train_step(state, images, labels, loss_args, total_steps=None, *, model,
   # One reduction over all leaves (concatenated) rather than one per leaf:
   # the per-leaf form added ~60 small fusions, 0.3-0.5 s of XLA:CPU compile
   # per train step of a ResNet-8 (benchmarks/compile_results.md).
-  finite = jnp.isfinite(loss) & jnp.all(jnp.isfinite(jnp.concatenate(
-      [jnp.ravel(p) for p in jax.tree.leaves(params)])))
-  metrics = {"loss": loss,
-             "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
-             "finite": finite.astype(jnp.float32)}
-  return new_state, metrics
+  finite = jnp.isfinite(metrics["loss"]) & jnp.all(jnp.isfinite(
+      jnp.concatenate([jnp.ravel(p) for p in jax.tree.leaves(params)])))
+  return new_state, dict(metrics, finite=finite.astype(jnp.float32))
 
 
-# Jitted train steps by what their program depends on (see `_jitted_step`).
+def train_step(state, images, labels, loss_args, total_steps=None, *, model,
+               tx, loss_fn, crop_padding, flip):
+  """One optimizer update; returns (new_state, metrics).
+
+  `gradients` then `apply_gradients`. Jitted as one program it gives the
+  same numbers, bit for bit on XLA:CPU, as the trainer's two programs
+  (`tests/train/trainer_test.py`).
+  """
+  grads, batch_stats, metrics = gradients(
+      state, images, labels, loss_args, model=model, loss_fn=loss_fn,
+      crop_padding=crop_padding, flip=flip)
+  return apply_gradients(state, grads, batch_stats, metrics, total_steps,
+                         tx=tx)
+
+
+# Jitted gradient and update programs by what they depend on (see
+# `_jitted_step`), oldest first.
 _STEPS = {}
 _MAX_STEPS = 64
 
 
+def _shared_jit(key, build: Callable[[], Callable]) -> Callable:
+  """`build()`, or the function an earlier call built for an equal key."""
+  try:
+    hash(key)
+  except TypeError:  # Anything unhashable: a fresh jit.
+    return build()
+  if key not in _STEPS:
+    if len(_STEPS) >= _MAX_STEPS:
+      _STEPS.pop(next(iter(_STEPS)))
+    _STEPS[key] = build()
+  return _STEPS[key]
+
+
 def _jitted_step(model, config, num_steps: int, recipe: Recipe, tx,
                  stacked: bool, batch_axis: Optional[int], mesh):
-  """The jitted `train_step`, shared by trainings that compile the same one.
+  """The train step as two jitted programs, each shared where it can be.
 
-  A study trains many models of one architecture and method (seeds, sizes
-  of one grid): their steps are the same program. A fresh `jax.jit` per
-  training would trace and lower it again and read it back from the
-  persistent cache (~0.6 s a time on a 2-core CPU, ~20 s of the default
-  study); one jitted function per key compiles each program once per
-  process. The key holds everything the program is built from: the module
-  (Linen modules compare by value), the optimizer config, the recipe's
-  `wrap_tx` and `loss_fn` objects (compared as
-  Python objects: `pruning.magnitude_pruner` and
-  `distillation.make_loss_fn` return the same object for the same
-  settings), augmentation, stacking and the mesh. The step count is not
-  in the key (the step takes it as an argument, `optim.make`'s schedule
-  reads it) unless the recipe wraps the optimizer with a transformation
-  that does not declare a `program_key` (it might build the length into
-  the program). Anything unhashable: a fresh jit, as before. On XLA:CPU a
-  step with large activations is compiled with extra XLA options
-  (`parallel.train_step_compiler_options`), also part of the key.
+  `step(state, images, labels, loss_args, total_steps)` runs `gradients`
+  then `apply_gradients` (what `train_step` does in one program, with the
+  same numbers). A study trains many models: the gradient program depends
+  on the model, the loss and the augmentation only, so a model and its
+  pruning fine-tunes (one-shot or gradual, any sparsity) share it; the
+  update program depends on the optimizer and the parameter shapes only,
+  so a distilled student shares its architecture's (small:
+  ~1 s of XLA:CPU compile for a ResNet-8 against ~3 s for the gradients,
+  benchmarks/compile_results.md). A fresh `jax.jit` per training would
+  trace and lower again and read the program back from the persistent
+  cache (~0.6 s a time on a 2-core CPU); one jitted function per key
+  compiles each program once per process.
+
+  Gradient key: the module (Linen modules compare by value), the recipe's
+  `loss_fn` object (`distillation.make_loss_fn` returns the same object
+  for the same settings) or the label smoothing, augmentation, stacking,
+  the mesh and the XLA:CPU options of a step with large activations
+  (`parallel.train_step_compiler_options`). Update key: the optimizer
+  config, the recipe's `wrap_tx` (compared as a Python object:
+  `pruning.magnitude_pruner` returns the same object for the same
+  settings, and every one-shot pruner carries one `program_key`),
+  stacking and the mesh; the step count is an argument (`optim.make`'s
+  schedule reads it) unless the recipe wraps the optimizer with a
+  transformation that does not declare a `program_key` (it might build
+  the length into the program).
   """
   loss_fn = recipe.loss_fn or functools.partial(
       _default_loss, label_smoothing=config.label_smoothing)
   length_is_argument = (recipe.wrap_tx is None or
                         hasattr(recipe.wrap_tx, "program_key"))
-  key = (model, config.optimizer.to_json_best_effort(sort_keys=True),
-         None if length_is_argument else int(num_steps),
-         getattr(recipe.wrap_tx, "program_key", recipe.wrap_tx),
-         recipe.loss_fn or ("cross_entropy", float(config.label_smoothing)),
-         config.dataset.crop_padding, bool(config.dataset.flip), stacked,
-         batch_axis, tuple(d.id for d in mesh.devices.flat))
+  devices = tuple(d.id for d in mesh.devices.flat)
   options = None if stacked else parallel.train_step_compiler_options(
       _first_stage_elements(model, config, mesh),
       mesh.devices.flat[0].platform)
-  key += (tuple(sorted(options.items())) if options else None,)
-  try:
-    hash(key)
-  except TypeError:
-    key = None
-  if key is not None and key in _STEPS:
-    return _STEPS[key]
-  step = functools.partial(train_step, model=model, tx=tx, loss_fn=loss_fn,
-                           crop_padding=config.dataset.crop_padding,
-                           flip=config.dataset.flip)
+
+  gradient_key = (
+      "gradients", model,
+      recipe.loss_fn or ("cross_entropy", float(config.label_smoothing)),
+      config.dataset.crop_padding, bool(config.dataset.flip), stacked,
+      batch_axis, devices,
+      tuple(sorted(options.items())) if options else None)
+  update_key = (
+      "update", config.optimizer.to_json_best_effort(sort_keys=True),
+      None if length_is_argument else int(num_steps),
+      getattr(recipe.wrap_tx, "program_key", recipe.wrap_tx), stacked,
+      devices)
+  return two_program_step(
+      _shared_jit(gradient_key, lambda: jit_gradients(
+          model, loss_fn, config.dataset.crop_padding, config.dataset.flip,
+          mesh, stacked=stacked, batch_axis=batch_axis, options=options)),
+      _shared_jit(update_key, lambda: jit_update(tx, mesh, stacked=stacked)))
+
+
+def jit_gradients(model, loss_fn: LossFn, crop_padding: int, flip: bool,
+                  mesh, *, stacked: bool = False,
+                  batch_axis: Optional[int] = None,
+                  options: Optional[dict] = None):
+  """`gradients` jitted as the trainer compiles it.
+
+  Args:
+    model, loss_fn, crop_padding, flip: as `gradients`.
+    mesh: the training mesh (outputs are replicated over it).
+    stacked: vmap over a leading model axis of the state (`train_members`).
+    batch_axis: the images' and labels' model axis when stacked (None: one
+      batch for every model).
+    options: XLA compiler options (`parallel.train_step_compiler_options`).
+  """
+  fn = functools.partial(gradients, model=model, loss_fn=loss_fn,
+                         crop_padding=crop_padding, flip=flip)
   if stacked:
-    step = functools.partial(step, model=batched.for_vmap(model))
-    step = jax.vmap(step, in_axes=(0, batch_axis, batch_axis, None, None))
+    fn = functools.partial(fn, model=batched.for_vmap(model))
+    fn = jax.vmap(fn, in_axes=(0, batch_axis, batch_axis, None))
   if options:
-    logging.info("Train step compiled with XLA:CPU options %s (largest "
-                 "activation >= %d elements per device; "
+    logging.info("Train step's gradients compiled with XLA:CPU options %s "
+                 "(largest activation >= %d elements per device; "
                  "parallel.train_step_compiler_options).", options,
                  parallel.ELTWISE_FUSION_MIN_ELEMENTS)
-  step_fn = jax.jit(step, out_shardings=(parallel.replicated(mesh),) * 2,
-                    donate_argnums=0, compiler_options=options)
-  if key is not None:
-    if len(_STEPS) >= _MAX_STEPS:
-      _STEPS.pop(next(iter(_STEPS)))
-    _STEPS[key] = step_fn
-  return step_fn
+  return jax.jit(fn, out_shardings=(parallel.replicated(mesh),) * 3,
+                 compiler_options=options)
+
+
+def jit_update(tx, mesh, *, stacked: bool = False):
+  """`apply_gradients` jitted as the trainer compiles it (donates the state)."""
+  fn = functools.partial(apply_gradients, tx=tx)
+  if stacked:
+    fn = jax.vmap(fn, in_axes=(0, 0, 0, 0, None))
+  return jax.jit(fn, out_shardings=(parallel.replicated(mesh),) * 2,
+                 donate_argnums=0)
+
+
+def two_program_step(grads_fn, update_fn):
+  """`step(state, images, labels, loss_args, total_steps=None)` ->
+  (new_state, metrics): `grads_fn` then `update_fn` (`jit_gradients`,
+  `jit_update`)."""
+
+  def step(state, images, labels, loss_args, total_steps=None):
+    # Without the optimizer state, the gradient program's signature is the
+    # same for every optimizer wrapper.
+    grads, batch_stats, metrics = grads_fn(state.replace(opt_state=None),
+                                           images, labels, loss_args)
+    return update_fn(state, grads, batch_stats, metrics, total_steps)
+
+  return step
 
 
 def _first_stage_elements(model, config, mesh) -> Optional[int]:

@@ -100,14 +100,15 @@ class TrainEndToEndTest(absltest.TestCase):
       np.testing.assert_array_equal(a, b)
 
 
-def _train_step_traces(test):
-  """A list that grows by one each time `train_step` is traced (for `test`)."""
+def _train_step_traces(test, program="gradients"):
+  """A list that grows by one each time the trainer's `program` (gradients
+  or apply_gradients) is traced (for `test`)."""
   traces = []
 
   def listener(event, duration, **kwargs):
     del duration
     if (event == "/jax/core/compile/jaxpr_trace_duration"
-        and kwargs.get("fun_name") == "train_step"):
+        and kwargs.get("fun_name") == program):
       traces.append(1)
   jax.monitoring.register_event_duration_secs_listener(listener)
   test.addCleanup(jax.monitoring.unregister_event_duration_listener, listener)
@@ -122,6 +123,7 @@ class StepSharingTest(absltest.TestCase):
     from robustjax.compress import pruning
     from robustjax.train import trainer
     traces = _train_step_traces(self)
+    updates = _train_step_traces(self, "apply_gradients")
 
     def run(recipe=None, **overrides):
       c = smoke_config(3)
@@ -132,31 +134,34 @@ class StepSharingTest(absltest.TestCase):
 
     trainer._STEPS.clear()
     first = run(seed=0)
-    n = len(traces)
+    n, u = len(traces), len(updates)
     self.assertGreaterEqual(n, 1)
-    run(seed=1)  # Another seed: the same program, no new trace.
-    self.assertLen(traces, n)
+    self.assertGreaterEqual(u, 1)
+    run(seed=1)  # Another seed: the same programs, no new trace.
+    self.assertEqual((len(traces), len(updates)), (n, u))
     trainer._STEPS.clear()  # A fresh jit gives the same numbers.
     again = run(seed=0)
-    self.assertLen(traces, n + 1)
+    self.assertEqual((len(traces), len(updates)), (n + 1, u + 1))
     for a, b in zip(jax.tree.leaves(first.params),
                     jax.tree.leaves(again.params)):
       np.testing.assert_array_equal(a, b)
-    run(label_smoothing=0.1)  # A different program: traced.
-    self.assertLen(traces, n + 2)
-    # One-shot pruning at any sparsity: one program (the masks are state),
-    # and each run keeps its own masks.
+    # Another loss: its own gradient program, the same update.
+    run(label_smoothing=0.1)
+    self.assertEqual((len(traces), len(updates)), (n + 2, u + 1))
+    # One-shot pruning at any sparsity: the dense model's gradient program
+    # and one update program (the masks are state); each run keeps its own
+    # masks.
     for sparsity in (0.5, 0.8):
       pruned = run(trainer.Recipe(
           wrap_tx=pruning.magnitude_pruner(sparsity).wrap_tx))
-      self.assertLen(traces, n + 3)
+      self.assertEqual((len(traces), len(updates)), (n + 2, u + 2))
       self.assertAlmostEqual(
           pruning.sparsity_report(pruned.params)["prunable_sparsity"],
           sparsity, delta=0.01)
-    # Gradual pruning recomputes its masks in the step: its own program.
+    # Gradual pruning recomputes its masks in the update: its own update.
     run(trainer.Recipe(wrap_tx=pruning.magnitude_pruner(
         0.5, schedule="gradual", end_step=2, update_every=1).wrap_tx))
-    self.assertLen(traces, n + 4)
+    self.assertEqual((len(traces), len(updates)), (n + 2, u + 3))
     # Recipes with the same settings are the same objects (hence shared).
     self.assertIs(pruning.magnitude_pruner(0.5).wrap_tx,
                   pruning.magnitude_pruner(0.5).wrap_tx)
@@ -176,7 +181,7 @@ class StepSharingTest(absltest.TestCase):
 
   def test_trainings_of_different_lengths_share_one_program(self):
     from robustjax.train import trainer
-    traces = _train_step_traces(self)
+    traces = _train_step_traces(self, "apply_gradients")
 
     def run(steps, recipe=None):
       c = smoke_config(steps)
@@ -188,7 +193,7 @@ class StepSharingTest(absltest.TestCase):
     trainer._STEPS.clear()
     run(3)
     n = len(traces)
-    shared = run(5)  # The program traced for 3 steps, told 5.
+    shared = run(5)  # The update traced for 3 steps, told 5.
     self.assertLen(traces, n)
     trainer._STEPS.clear()
     fresh = run(5)  # Traced for 5 steps.
@@ -206,6 +211,53 @@ class StepSharingTest(absltest.TestCase):
     for a, b in zip(jax.tree.leaves(wrapped.params),
                     jax.tree.leaves(fresh.params)):
       np.testing.assert_array_equal(a, b)
+
+
+  def test_two_programs_equal_one_train_step(self):
+    """The trainer's gradient + update programs give `train_step`'s numbers
+    (jitted as one program) bit for bit, dense and one-shot pruned, with
+    a cosine schedule and augmentation."""
+    import functools
+    from robustjax.compress import pruning
+    from robustjax.train import optim
+    from robustjax.train import state as state_lib
+    from robustjax.train import trainer
+    c = smoke_config(4)
+    c.optimizer.schedule = "cosine"
+    c.dataset.crop_padding = 2
+    c.dataset.flip = True
+    model = factory.build_model(c)
+    mesh = parallel.train_mesh()
+    rng = np.random.default_rng(0)
+    shape = (c.batch_size,) + factory.input_shape(c)[1:]
+    images = rng.integers(0, 256, (4,) + shape, np.uint8)
+    labels = rng.integers(0, 10, (4, c.batch_size), np.int32)
+    # On the host: each state below gets its own device buffers (the
+    # trainer's update donates its state).
+    variables = jax.device_get(
+        factory.init_variables(model, c, jax.random.key(0)))
+    for recipe in (trainer.Recipe(), trainer.Recipe(
+        wrap_tx=pruning.magnitude_pruner(0.5).wrap_tx)):
+      base = optim.make(c.optimizer, 4)
+      tx = optax.with_extra_args_support(
+          recipe.wrap_tx(base) if recipe.wrap_tx else base)
+      two = trainer._jitted_step(model, c, 4, recipe, tx, False, None, mesh)
+      one = jax.jit(functools.partial(
+          trainer.train_step, model=model, tx=tx,
+          loss_fn=functools.partial(trainer._default_loss,
+                                    label_smoothing=0.0),
+          crop_padding=2, flip=True))
+      states = [parallel.replicate(mesh, state_lib.create(
+          variables["params"], variables["batch_stats"], tx,
+          jax.random.key_data(jax.random.key(1)))) for _ in range(2)]
+      length = parallel.replicate(mesh, np.int32(4))
+      for i in range(4):
+        x, y = parallel.shard_batch(mesh, images[i], labels[i])
+        states[0], m0 = one(states[0], x, y, None, length)
+        states[1], m1 = two(states[1], x, y, None, length)
+        for a, b in zip(jax.tree.leaves((states[0], m0)),
+                        jax.tree.leaves((states[1], m1))):
+          np.testing.assert_array_equal(a, b)
 
 
 class CompilerOptionsTest(absltest.TestCase):
