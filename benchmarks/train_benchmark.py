@@ -5,11 +5,12 @@
 
 What is timed (all in this one process tree, on the same machine):
 
-* Training: the trainer's own step (SGD with Nesterov momentum 0.9, weight
-  decay 5e-4 on kernels, cross-entropy, the config's defaults: no
-  augmentation), jitted as the trainer jits it (since 2026-12-02 two
-  programs, `trainer.jit_gradients` then `trainer.jit_update`; state
-  donated, outputs replicated on the mesh), on CIFAR-style ResNet-20 (width
+* Training: the trainer's own `robustjax.train.trainer.train_step` (SGD with
+  Nesterov momentum 0.9, weight decay 5e-4 on kernels, cross-entropy, the
+  config's defaults: no augmentation), jitted as the trainer jits it by
+  default (`trainer.jit_step`: state donated, outputs replicated on the
+  mesh; run I timed the two-program form of `split_train_step`), on
+  CIFAR-style ResNet-20 (width
   16) for two shapes: `cifar` (32x32x3, batch 128) and `digits` (16x16x1,
   batch 64, what configs/digits_resnet.py trains).
   PyTorch: the same network (eager, `torch.optim.SGD` with the same
@@ -167,20 +168,14 @@ def _ours_worker(args):
         batch // train_mesh.devices.size * size * size * 16,
         train_mesh.devices.flat[0].platform)
     info.setdefault("train_compiler_options", {})[name] = options
-    # The trainer's two programs (`trainer._jitted_step`): gradients, then
-    # the optimizer update.
-    grads_fn = trainer.jit_gradients(
-        model, lambda lg, lb, x, a: trainer.cross_entropy(lg, lb), 0, False,
-        train_mesh, options=options)
-    update_fn = trainer.jit_update(tx, train_mesh)
+    # As the trainer compiles it by default (`trainer._jitted_step`).
+    step = trainer.jit_step(
+        model, lambda lg, lb, x, a: trainer.cross_entropy(lg, lb), tx,
+        train_mesh, crop_padding=0, flip=False, options=options)
     x, y = parallel.shard_batch(train_mesh, images, labels)
     start = time.perf_counter()
-    plain = state.replace(opt_state=None)
-    outputs = jax.eval_shape(grads_fn, plain, x, y, None)
-    grads_fn = grads_fn.lower(plain, x, y, None).compile()
-    update_fn = update_fn.lower(state, *outputs, None).compile()
+    step = step.lower(state, x, y, None).compile()
     info["compile_s"][f"{name}/train"] = time.perf_counter() - start
-    step = trainer.two_program_step(grads_fn, update_fn)
     box = [state]
 
     def train(reps, step=step, box=box, x=x, y=y):

@@ -117,6 +117,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.num_epochs = 8.0  # Training length in epochs ...
   c.num_train_steps = -1  # ... or in steps, if > 0.
   c.label_smoothing = 0.0  # Cross-entropy label smoothing.
+  c.split_train_step = False  # The train step as two programs (gradients,
+  # then the optimizer update): a model and its pruning fine-tunes share
+  # the gradient program (less compile when a process trains several
+  # models of one architecture briefly, as the default study); the same
+  # numbers, 0-7 % slower steps on CPU (benchmarks/compile_results.md).
   c.log_every_steps = 50  # Train-metric logging period.
   c.eval_every_steps = -1  # Eval period; -1 = every epoch, 0 = at the end.
   c.checkpoint_every_steps = 200  # Checkpoint period (and at the end); 0 =
@@ -356,6 +361,8 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _positive(c, "dataset.max_train_examples", "dataset.max_eval_examples",
             "evals.corruptions.max_examples", "evals.attacks.max_examples",
             allow_minus_one=True)
+  if not isinstance(c.split_train_step, bool):
+    _fail("split_train_step", c.split_train_step, "use True or False")
   if c.num_train_steps <= 0 and not c.num_epochs > 0:
     _fail("num_epochs", c.num_epochs, "use a positive number of epochs or "
           "set num_train_steps > 0")

@@ -58,6 +58,11 @@ def get_config(arg=None):
   # FGSM and shares its step; each chunk 2-7 % slower, 13 s less compile;
   # benchmarks/compile_results.md).
   c.evals.attacks.staged = True
+  # Several short trainings per architecture: the train step as gradient +
+  # update programs, so each model's pruning fine-tunes reuse its gradient
+  # program (the same numbers; 4-7 s less compile here;
+  # benchmarks/compile_results.md).
+  c.split_train_step = True
 
   if arg.runlocal:
     common.runlocal_overrides(c)

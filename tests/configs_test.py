@@ -59,6 +59,16 @@ class ConfigFilesTest(parameterized.TestCase):
       self.assertBetween(smoke.num_train_steps, 1, 100)
       self.assertBetween(smoke.dataset.max_train_examples, 1, 1024)
 
+  def test_split_train_step_must_be_a_bool(self):
+    from configs import default  # pylint: disable=g-import-not-at-top
+    c = default.get_config("runlocal")
+    self.assertIs(c.split_train_step, True)  # The compile-bound study.
+    self.assertIs(common.get_base_config().split_train_step, False)
+    c.split_train_step = None
+    with self.assertRaisesRegex(ValueError, "config.split_train_step=None is "
+                                "not valid: use True or False."):
+      common.validate(c)
+
   def test_digits_arguments(self):
     c = digits_resnet.get_config("model=resnet8,width=8,epochs=2")
     self.assertEqual((c.model.name, c.model.width, c.num_epochs),

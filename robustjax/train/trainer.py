@@ -153,9 +153,9 @@ def train_step(state, images, labels, loss_args, total_steps=None, *, model,
                tx, loss_fn, crop_padding, flip):
   """One optimizer update; returns (new_state, metrics).
 
-  `gradients` then `apply_gradients`. Jitted as one program it gives the
-  same numbers, bit for bit on XLA:CPU, as the trainer's two programs
-  (`tests/train/trainer_test.py`).
+  `gradients` then `apply_gradients`; jitted as one program it gives the
+  same numbers, bit for bit on XLA:CPU, as the two jitted apart
+  (`config.split_train_step`, `tests/train/trainer_test.py`).
   """
   grads, batch_stats, metrics = gradients(
       state, images, labels, loss_args, model=model, loss_fn=loss_fn,
@@ -164,8 +164,8 @@ def train_step(state, images, labels, loss_args, total_steps=None, *, model,
                          tx=tx)
 
 
-# Jitted gradient and update programs by what they depend on (see
-# `_jitted_step`), oldest first.
+# Jitted train steps (or gradient and update programs) by what they depend
+# on (see `_jitted_step`), oldest first.
 _STEPS = {}
 _MAX_STEPS = 64
 
@@ -185,33 +185,41 @@ def _shared_jit(key, build: Callable[[], Callable]) -> Callable:
 
 def _jitted_step(model, config, num_steps: int, recipe: Recipe, tx,
                  stacked: bool, batch_axis: Optional[int], mesh):
-  """The train step as two jitted programs, each shared where it can be.
+  """The jitted train step, shared by trainings that compile the same one.
 
-  `step(state, images, labels, loss_args, total_steps)` runs `gradients`
-  then `apply_gradients` (what `train_step` does in one program, with the
-  same numbers). A study trains many models: the gradient program depends
-  on the model, the loss and the augmentation only, so a model and its
-  pruning fine-tunes (one-shot or gradual, any sparsity) share it; the
-  update program depends on the optimizer and the parameter shapes only,
-  so a distilled student shares its architecture's (small:
-  ~1 s of XLA:CPU compile for a ResNet-8 against ~3 s for the gradients,
-  benchmarks/compile_results.md). A fresh `jax.jit` per training would
-  trace and lower again and read the program back from the persistent
-  cache (~0.6 s a time on a 2-core CPU); one jitted function per key
-  compiles each program once per process.
+  `step(state, images, labels, loss_args, total_steps)` -> (new_state,
+  metrics). A study trains many models of one architecture and method
+  (seeds, sizes of one grid): their steps are the same program. A fresh
+  `jax.jit` per training would trace and lower it again and read it back
+  from the persistent cache (~0.6 s a time on a 2-core CPU); one jitted
+  function per key compiles each program once per process.
 
-  Gradient key: the module (Linen modules compare by value), the recipe's
-  `loss_fn` object (`distillation.make_loss_fn` returns the same object
-  for the same settings) or the label smoothing, augmentation, stacking,
-  the mesh and the XLA:CPU options of a step with large activations
-  (`parallel.train_step_compiler_options`). Update key: the optimizer
-  config, the recipe's `wrap_tx` (compared as a Python object:
-  `pruning.magnitude_pruner` returns the same object for the same
-  settings, and every one-shot pruner carries one `program_key`),
-  stacking and the mesh; the step count is an argument (`optim.make`'s
-  schedule reads it) unless the recipe wraps the optimizer with a
-  transformation that does not declare a `program_key` (it might build
-  the length into the program).
+  By default the step is one program (`train_step`). With
+  `config.split_train_step` it is two, `gradients` then `apply_gradients`,
+  with the same numbers bit for bit (`tests/train/trainer_test.py`): the
+  gradient program depends on the model, the loss and the augmentation
+  only, so a model and its pruning fine-tunes (one-shot or gradual, any
+  sparsity) share it; the update program depends on the optimizer and the
+  parameter shapes only (~1 s of XLA:CPU compile for a ResNet-8 against
+  ~3 s for the gradients), so a distilled student shares its
+  architecture's. That saved 4-7 s of the default study's compile; steps
+  ran at the same speed on its ResNet-8s but 4-7 % slower on a ResNet-20
+  without large-activation options (benchmarks/compile_results.md), hence
+  opt-in.
+
+  The keys hold everything a program is built from: the module (Linen
+  modules compare by value), the recipe's `loss_fn` object
+  (`distillation.make_loss_fn` returns the same object for the same
+  settings) or the label smoothing, augmentation, stacking, the mesh and
+  the XLA:CPU options of a step with large activations
+  (`parallel.train_step_compiler_options`); and for the update, the
+  optimizer config and the recipe's `wrap_tx` (compared as a Python
+  object: `pruning.magnitude_pruner` returns the same object for the same
+  settings, and every one-shot pruner carries one `program_key`). The step
+  count is an argument (`optim.make`'s schedule reads it) unless the recipe
+  wraps the optimizer with a transformation that does not declare a
+  `program_key` (it might build the length into the program). Anything
+  unhashable: a fresh jit.
   """
   loss_fn = recipe.loss_fn or functools.partial(
       _default_loss, label_smoothing=config.label_smoothing)
@@ -221,49 +229,73 @@ def _jitted_step(model, config, num_steps: int, recipe: Recipe, tx,
   options = None if stacked else parallel.train_step_compiler_options(
       _first_stage_elements(model, config, mesh),
       mesh.devices.flat[0].platform)
-
   gradient_key = (
-      "gradients", model,
-      recipe.loss_fn or ("cross_entropy", float(config.label_smoothing)),
+      model, recipe.loss_fn or ("cross_entropy", float(config.label_smoothing)),
       config.dataset.crop_padding, bool(config.dataset.flip), stacked,
       batch_axis, devices,
       tuple(sorted(options.items())) if options else None)
   update_key = (
-      "update", config.optimizer.to_json_best_effort(sort_keys=True),
+      config.optimizer.to_json_best_effort(sort_keys=True),
       None if length_is_argument else int(num_steps),
       getattr(recipe.wrap_tx, "program_key", recipe.wrap_tx), stacked,
       devices)
+  augment = dict(crop_padding=config.dataset.crop_padding,
+                 flip=config.dataset.flip)
+  if not config.get("split_train_step", False):
+    return _shared_jit(("step",) + gradient_key + update_key, lambda: jit_step(
+        model, loss_fn, tx, mesh, stacked=stacked, batch_axis=batch_axis,
+        options=options, **augment))
   return two_program_step(
-      _shared_jit(gradient_key, lambda: jit_gradients(
-          model, loss_fn, config.dataset.crop_padding, config.dataset.flip,
-          mesh, stacked=stacked, batch_axis=batch_axis, options=options)),
-      _shared_jit(update_key, lambda: jit_update(tx, mesh, stacked=stacked)))
+      _shared_jit(("gradients",) + gradient_key, lambda: jit_gradients(
+          model, loss_fn, mesh, stacked=stacked, batch_axis=batch_axis,
+          options=options, **augment)),
+      _shared_jit(("update",) + update_key,
+                  lambda: jit_update(tx, mesh, stacked=stacked)))
 
 
-def jit_gradients(model, loss_fn: LossFn, crop_padding: int, flip: bool,
-                  mesh, *, stacked: bool = False,
-                  batch_axis: Optional[int] = None,
-                  options: Optional[dict] = None):
-  """`gradients` jitted as the trainer compiles it.
+def _log_options(options):
+  if options:
+    logging.info("Train step compiled with XLA:CPU options %s (largest "
+                 "activation >= %d elements per device; "
+                 "parallel.train_step_compiler_options).", options,
+                 parallel.ELTWISE_FUSION_MIN_ELEMENTS)
+
+
+def jit_step(model, loss_fn: LossFn, tx, mesh, *, crop_padding: int,
+             flip: bool, stacked: bool = False,
+             batch_axis: Optional[int] = None,
+             options: Optional[dict] = None):
+  """`train_step` jitted as the trainer compiles it (donates the state).
 
   Args:
-    model, loss_fn, crop_padding, flip: as `gradients`.
+    model, loss_fn, tx, crop_padding, flip: as `train_step`.
     mesh: the training mesh (outputs are replicated over it).
     stacked: vmap over a leading model axis of the state (`train_members`).
     batch_axis: the images' and labels' model axis when stacked (None: one
       batch for every model).
     options: XLA compiler options (`parallel.train_step_compiler_options`).
   """
+  fn = functools.partial(train_step, model=model, tx=tx, loss_fn=loss_fn,
+                         crop_padding=crop_padding, flip=flip)
+  if stacked:
+    fn = functools.partial(fn, model=batched.for_vmap(model))
+    fn = jax.vmap(fn, in_axes=(0, batch_axis, batch_axis, None, None))
+  _log_options(options)
+  return jax.jit(fn, out_shardings=(parallel.replicated(mesh),) * 2,
+                 donate_argnums=0, compiler_options=options)
+
+
+def jit_gradients(model, loss_fn: LossFn, mesh, *, crop_padding: int,
+                  flip: bool, stacked: bool = False,
+                  batch_axis: Optional[int] = None,
+                  options: Optional[dict] = None):
+  """`gradients` jitted as the trainer compiles it (arguments: `jit_step`)."""
   fn = functools.partial(gradients, model=model, loss_fn=loss_fn,
                          crop_padding=crop_padding, flip=flip)
   if stacked:
     fn = functools.partial(fn, model=batched.for_vmap(model))
     fn = jax.vmap(fn, in_axes=(0, batch_axis, batch_axis, None))
-  if options:
-    logging.info("Train step's gradients compiled with XLA:CPU options %s "
-                 "(largest activation >= %d elements per device; "
-                 "parallel.train_step_compiler_options).", options,
-                 parallel.ELTWISE_FUSION_MIN_ELEMENTS)
+  _log_options(options)
   return jax.jit(fn, out_shardings=(parallel.replicated(mesh),) * 3,
                  compiler_options=options)
 

@@ -100,9 +100,10 @@ class TrainEndToEndTest(absltest.TestCase):
       np.testing.assert_array_equal(a, b)
 
 
-def _train_step_traces(test, program="gradients"):
-  """A list that grows by one each time the trainer's `program` (gradients
-  or apply_gradients) is traced (for `test`)."""
+def _train_step_traces(test, program="train_step"):
+  """A list that grows by one each time the trainer's `program` is traced
+  (for `test`): train_step, or with `split_train_step` gradients and
+  apply_gradients."""
   traces = []
 
   def listener(event, duration, **kwargs):
@@ -123,11 +124,68 @@ class StepSharingTest(absltest.TestCase):
     from robustjax.compress import pruning
     from robustjax.train import trainer
     traces = _train_step_traces(self)
+
+    def run(recipe=None, **overrides):
+      c = smoke_config(3)
+      c.checkpoint_every_steps = 0
+      c.update(overrides)
+      return train.train_and_evaluate(c, self.create_tempdir().full_path,
+                                      recipe)
+
+    trainer._STEPS.clear()
+    first = run(seed=0)
+    n = len(traces)
+    self.assertGreaterEqual(n, 1)
+    run(seed=1)  # Another seed: the same program, no new trace.
+    self.assertLen(traces, n)
+    trainer._STEPS.clear()  # A fresh jit gives the same numbers.
+    again = run(seed=0)
+    self.assertLen(traces, n + 1)
+    for a, b in zip(jax.tree.leaves(first.params),
+                    jax.tree.leaves(again.params)):
+      np.testing.assert_array_equal(a, b)
+    run(label_smoothing=0.1)  # A different program: traced.
+    self.assertLen(traces, n + 2)
+    # One-shot pruning at any sparsity: one program (the masks are state),
+    # and each run keeps its own masks.
+    for sparsity in (0.5, 0.8):
+      pruned = run(trainer.Recipe(
+          wrap_tx=pruning.magnitude_pruner(sparsity).wrap_tx))
+      self.assertLen(traces, n + 3)
+      self.assertAlmostEqual(
+          pruning.sparsity_report(pruned.params)["prunable_sparsity"],
+          sparsity, delta=0.01)
+    # Gradual pruning recomputes its masks in the step: its own program.
+    run(trainer.Recipe(wrap_tx=pruning.magnitude_pruner(
+        0.5, schedule="gradual", end_step=2, update_every=1).wrap_tx))
+    self.assertLen(traces, n + 4)
+    # Recipes with the same settings are the same objects (hence shared).
+    self.assertIs(pruning.magnitude_pruner(0.5).wrap_tx,
+                  pruning.magnitude_pruner(0.5).wrap_tx)
+    self.assertIsNot(pruning.magnitude_pruner(0.5).wrap_tx,
+                     pruning.magnitude_pruner(0.6).wrap_tx)
+    self.assertIs(pruning.default_prunable(True), pruning.default_prunable(True))
+    self.assertIs(
+        pruning.magnitude_pruner(0.5, prunable=pruning.default_prunable()),
+        pruning.magnitude_pruner(0.5, prunable=pruning.default_prunable()))
+    # Unhashable arguments: a fresh (working, unshared) object.
+    a, b = (pruning.default_prunable(exclude=["head"]) for _ in range(2))
+    self.assertIsNot(a, b)
+    self.assertFalse(a(("head", "kernel"), np.zeros((3, 3))))
+    apply_fn = models.inference_fn(factory.build_model(smoke_config(1)))
+    self.assertIs(distillation.make_loss_fn(apply_fn, 4.0, 0.9),
+                  distillation.make_loss_fn(apply_fn, 4.0, 0.9))
+
+  def test_split_step_shares_gradients_and_updates(self):
+    from robustjax.compress import pruning
+    from robustjax.train import trainer
+    traces = _train_step_traces(self, "gradients")
     updates = _train_step_traces(self, "apply_gradients")
 
     def run(recipe=None, **overrides):
       c = smoke_config(3)
       c.checkpoint_every_steps = 0
+      c.split_train_step = True
       c.update(overrides)
       return train.train_and_evaluate(c, self.create_tempdir().full_path,
                                       recipe)
@@ -162,26 +220,9 @@ class StepSharingTest(absltest.TestCase):
     run(trainer.Recipe(wrap_tx=pruning.magnitude_pruner(
         0.5, schedule="gradual", end_step=2, update_every=1).wrap_tx))
     self.assertEqual((len(traces), len(updates)), (n + 2, u + 3))
-    # Recipes with the same settings are the same objects (hence shared).
-    self.assertIs(pruning.magnitude_pruner(0.5).wrap_tx,
-                  pruning.magnitude_pruner(0.5).wrap_tx)
-    self.assertIsNot(pruning.magnitude_pruner(0.5).wrap_tx,
-                     pruning.magnitude_pruner(0.6).wrap_tx)
-    self.assertIs(pruning.default_prunable(True), pruning.default_prunable(True))
-    self.assertIs(
-        pruning.magnitude_pruner(0.5, prunable=pruning.default_prunable()),
-        pruning.magnitude_pruner(0.5, prunable=pruning.default_prunable()))
-    # Unhashable arguments: a fresh (working, unshared) object.
-    a, b = (pruning.default_prunable(exclude=["head"]) for _ in range(2))
-    self.assertIsNot(a, b)
-    self.assertFalse(a(("head", "kernel"), np.zeros((3, 3))))
-    apply_fn = models.inference_fn(factory.build_model(smoke_config(1)))
-    self.assertIs(distillation.make_loss_fn(apply_fn, 4.0, 0.9),
-                  distillation.make_loss_fn(apply_fn, 4.0, 0.9))
-
   def test_trainings_of_different_lengths_share_one_program(self):
     from robustjax.train import trainer
-    traces = _train_step_traces(self, "apply_gradients")
+    traces = _train_step_traces(self)
 
     def run(steps, recipe=None):
       c = smoke_config(steps)
@@ -193,7 +234,7 @@ class StepSharingTest(absltest.TestCase):
     trainer._STEPS.clear()
     run(3)
     n = len(traces)
-    shared = run(5)  # The update traced for 3 steps, told 5.
+    shared = run(5)  # The program traced for 3 steps, told 5.
     self.assertLen(traces, n)
     trainer._STEPS.clear()
     fresh = run(5)  # Traced for 5 steps.
@@ -213,12 +254,13 @@ class StepSharingTest(absltest.TestCase):
       np.testing.assert_array_equal(a, b)
 
 
-  def test_two_programs_equal_one_train_step(self):
-    """The trainer's gradient + update programs give `train_step`'s numbers
-    (jitted as one program) bit for bit, dense and one-shot pruned, with
-    a cosine schedule and augmentation."""
-    import functools
+  def test_split_step_equals_one_program(self):
+    """`split_train_step` (gradient + update programs) gives the one-program
+    step's numbers bit for bit: dense and one-shot pruned, one model and
+    two stacked, with a cosine schedule and augmentation."""
+    import copy
     from robustjax.compress import pruning
+    from robustjax.models import batched
     from robustjax.train import optim
     from robustjax.train import state as state_lib
     from robustjax.train import trainer
@@ -226,38 +268,43 @@ class StepSharingTest(absltest.TestCase):
     c.optimizer.schedule = "cosine"
     c.dataset.crop_padding = 2
     c.dataset.flip = True
+    split = copy.deepcopy(c)
+    split.split_train_step = True
     model = factory.build_model(c)
     mesh = parallel.train_mesh()
     rng = np.random.default_rng(0)
     shape = (c.batch_size,) + factory.input_shape(c)[1:]
     images = rng.integers(0, 256, (4,) + shape, np.uint8)
     labels = rng.integers(0, 10, (4, c.batch_size), np.int32)
-    # On the host: each state below gets its own device buffers (the
-    # trainer's update donates its state).
-    variables = jax.device_get(
-        factory.init_variables(model, c, jax.random.key(0)))
-    for recipe in (trainer.Recipe(), trainer.Recipe(
-        wrap_tx=pruning.magnitude_pruner(0.5).wrap_tx)):
-      base = optim.make(c.optimizer, 4)
-      tx = optax.with_extra_args_support(
-          recipe.wrap_tx(base) if recipe.wrap_tx else base)
-      two = trainer._jitted_step(model, c, 4, recipe, tx, False, None, mesh)
-      one = jax.jit(functools.partial(
-          trainer.train_step, model=model, tx=tx,
-          loss_fn=functools.partial(trainer._default_loss,
-                                    label_smoothing=0.0),
-          crop_padding=2, flip=True))
-      states = [parallel.replicate(mesh, state_lib.create(
-          variables["params"], variables["batch_stats"], tx,
-          jax.random.key_data(jax.random.key(1)))) for _ in range(2)]
-      length = parallel.replicate(mesh, np.int32(4))
-      for i in range(4):
-        x, y = parallel.shard_batch(mesh, images[i], labels[i])
-        states[0], m0 = one(states[0], x, y, None, length)
-        states[1], m1 = two(states[1], x, y, None, length)
-        for a, b in zip(jax.tree.leaves((states[0], m0)),
-                        jax.tree.leaves((states[1], m1))):
-          np.testing.assert_array_equal(a, b)
+    # On the host: each state below gets its own device buffers (the steps
+    # donate their state).
+    variables = [jax.device_get(factory.init_variables(
+        model, c, jax.random.key(k))) for k in range(2)]
+    for stacked in (False, True):
+      for recipe in (trainer.Recipe(), trainer.Recipe(
+          wrap_tx=pruning.magnitude_pruner(0.5).wrap_tx)):
+        base = optim.make(c.optimizer, 4)
+        tx = optax.with_extra_args_support(
+            recipe.wrap_tx(base) if recipe.wrap_tx else base)
+        steps = [trainer._jitted_step(model, cfg, 4, recipe, tx, stacked,
+                                      None, mesh) for cfg in (c, split)]
+
+        def new_state(tx=tx, stacked=stacked):
+          states = [state_lib.create(v["params"], v["batch_stats"], tx,
+                                     jax.random.key_data(jax.random.key(1)))
+                    for v in variables[:1 + stacked]]
+          return parallel.replicate(
+              mesh, batched.stack(states) if stacked else states[0])
+
+        states = [new_state(), new_state()]
+        length = parallel.replicate(mesh, np.int32(4))
+        for i in range(4):
+          x, y = parallel.shard_batch(mesh, images[i], labels[i])
+          out = [step(st, x, y, None, length)
+                 for step, st in zip(steps, states)]
+          states = [o[0] for o in out]
+          for a, b in zip(jax.tree.leaves(out[0]), jax.tree.leaves(out[1])):
+            np.testing.assert_array_equal(a, b)
 
 
 class CompilerOptionsTest(absltest.TestCase):
