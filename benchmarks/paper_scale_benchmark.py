@@ -23,7 +23,6 @@ Writes benchmarks/paper_scale_results.json; BUILD.md's "Paper-scale runs"
 turns these into time estimates for one GPU / a v4-8 TPU.
 """
 
-import functools
 import json
 import os
 import platform
@@ -44,8 +43,10 @@ from safetensors import numpy as st_numpy
 from configs import cifar10_resnet
 from configs import office31_resnet
 from robustjax import models
+from robustjax import parallel
 from robustjax.data import office31
 from robustjax.data import registry
+from robustjax.models import factory
 from robustjax.models import pretrained
 from robustjax.train import optim
 from robustjax.train import state as state_lib
@@ -91,18 +92,18 @@ def measure(label, config_module, name, width, batch, eval_batch, quick):
   """Costs of one model (see module doc)."""
   config = config_module.get_config()
   config.model.name, config.model.width = name, width
-  model = trainer.build_model(config)
+  model = factory.build_model(config)
   size = config.dataset.image_size
   channels = 3
-  variables = trainer.init_variables(model, config, jax.random.key(0))
+  variables = factory.init_variables(model, config, jax.random.key(0))
   tx = optim.make(config.optimizer, 1000)
   state = state_lib.create(variables["params"], variables["batch_stats"], tx,
-                           jax.random.key(1))
-  loss_fn = lambda lg, lb, x: optax.softmax_cross_entropy_with_integer_labels(
-      lg, lb).mean()
-  step = jax.jit(functools.partial(
-      trainer.train_step, model=model, tx=tx, loss_fn=loss_fn,
-      crop_padding=0, flip=True, post_update=None), donate_argnums=0)
+                           jax.random.PRNGKey(1))
+  # The trainer's one-program step on one device (`trainer.jit_step`).
+  jitted = trainer.jit_step(
+      model, lambda lg, lb, x, a: trainer.cross_entropy(lg, lb), tx,
+      parallel.make_mesh(jax.devices()[:1]), crop_padding=0, flip=True)
+  step = lambda st, images, labels: jitted(st, images, labels, None)
   rng = np.random.default_rng(0)
 
   def batch_of(n):
@@ -110,7 +111,7 @@ def measure(label, config_module, name, width, batch, eval_batch, quick):
             rng.integers(0, 10, (n,)).astype(np.int32))
 
   images, labels = batch_of(batch)
-  train_c = step.lower(state, images, labels).compile()
+  train_c = jitted.lower(state, images, labels, None).compile()
   apply_fn = models.inference_fn(model)
   infer = jax.jit(apply_fn)
   x_eval = jnp.asarray(batch_of(eval_batch)[0], jnp.float32) / 255.0
@@ -142,7 +143,7 @@ def measure(label, config_module, name, width, batch, eval_batch, quick):
   copy = lambda tree: jax.tree.map(jnp.copy, tree)  # The step donates it.
   state = state_lib.create(copy(variables["params"]),
                            copy(variables["batch_stats"]), tx,
-                           jax.random.key(1))
+                           jax.random.PRNGKey(1))
   holder = [state]
 
   def one_train_step(images, labels):
