@@ -253,12 +253,24 @@ def _jitted_step(model, config, num_steps: int, recipe: Recipe, tx,
                   lambda: jit_update(tx, mesh, stacked=stacked)))
 
 
-def _log_options(options):
+def _jit_on_batch(fn, model, mesh, num_outputs: int, *, stacked: bool,
+                  batch_axis: Optional[int], options: Optional[dict],
+                  num_unbatched: int, donate=()):
+  """`fn(state, images, labels, *unbatched, model=)` jitted as the trainer
+  does: vmapped over a leading model axis when `stacked`, outputs
+  replicated over `mesh`, XLA `options` (logged)."""
+  fn = functools.partial(fn, model=batched.for_vmap(model) if stacked
+                         else model)
+  if stacked:
+    fn = jax.vmap(fn, in_axes=(0, batch_axis, batch_axis) +
+                  (None,) * num_unbatched)
   if options:
     logging.info("Train step compiled with XLA:CPU options %s (largest "
                  "activation >= %d elements per device; "
                  "parallel.train_step_compiler_options).", options,
                  parallel.ELTWISE_FUSION_MIN_ELEMENTS)
+  return jax.jit(fn, out_shardings=(parallel.replicated(mesh),) * num_outputs,
+                 donate_argnums=donate, compiler_options=options)
 
 
 def jit_step(model, loss_fn: LossFn, tx, mesh, *, crop_padding: int,
@@ -275,14 +287,11 @@ def jit_step(model, loss_fn: LossFn, tx, mesh, *, crop_padding: int,
       batch for every model).
     options: XLA compiler options (`parallel.train_step_compiler_options`).
   """
-  fn = functools.partial(train_step, model=model, tx=tx, loss_fn=loss_fn,
+  fn = functools.partial(train_step, tx=tx, loss_fn=loss_fn,
                          crop_padding=crop_padding, flip=flip)
-  if stacked:
-    fn = functools.partial(fn, model=batched.for_vmap(model))
-    fn = jax.vmap(fn, in_axes=(0, batch_axis, batch_axis, None, None))
-  _log_options(options)
-  return jax.jit(fn, out_shardings=(parallel.replicated(mesh),) * 2,
-                 donate_argnums=0, compiler_options=options)
+  return _jit_on_batch(fn, model, mesh, 2, stacked=stacked,
+                       batch_axis=batch_axis, options=options,
+                       num_unbatched=2, donate=0)
 
 
 def jit_gradients(model, loss_fn: LossFn, mesh, *, crop_padding: int,
@@ -290,14 +299,11 @@ def jit_gradients(model, loss_fn: LossFn, mesh, *, crop_padding: int,
                   batch_axis: Optional[int] = None,
                   options: Optional[dict] = None):
   """`gradients` jitted as the trainer compiles it (arguments: `jit_step`)."""
-  fn = functools.partial(gradients, model=model, loss_fn=loss_fn,
+  fn = functools.partial(gradients, loss_fn=loss_fn,
                          crop_padding=crop_padding, flip=flip)
-  if stacked:
-    fn = functools.partial(fn, model=batched.for_vmap(model))
-    fn = jax.vmap(fn, in_axes=(0, batch_axis, batch_axis, None))
-  _log_options(options)
-  return jax.jit(fn, out_shardings=(parallel.replicated(mesh),) * 3,
-                 compiler_options=options)
+  return _jit_on_batch(fn, model, mesh, 3, stacked=stacked,
+                       batch_axis=batch_axis, options=options,
+                       num_unbatched=1)
 
 
 def jit_update(tx, mesh, *, stacked: bool = False):
