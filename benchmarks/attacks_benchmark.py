@@ -292,29 +292,38 @@ def _jax_main(args):
         ours - np.asarray(worker.info["logits"]))))
 
   # (label, our attack, jitted batch, torchattacks counterpart, repeats,
-  # devices). As the suite's attack evaluator does, each jitted batch is
-  # split over every device with `parallel.per_example` (a plain jit on one
-  # device); with several devices, one PGD row on one device shows the gain.
+  # devices, apply function). As the suite's attack evaluator does, each
+  # jitted batch is split over every device with `parallel.per_example` (a
+  # plain jit on one device); with several devices, one PGD row on one device
+  # shows the gain. `models.inference_fn` (the suite's path) computes input
+  # gradients with `models.input_grad`; the "lax input gradients" row runs
+  # flax's plain `model.apply` (the suite's path before 2026-12-02).
   pgd_args = dict(steps=PGD_STEPS, step_size=STEP, random_start=True)
   every = jax.device_count()
-  configs = [("FGSM", attacks.fgsm(), n, "fgsm", args.repeats, every),
-             ("PGD-10 unrolled", attacks.pgd(unroll=True, **pgd_args), n,
-              "pgd10", args.repeats, every)]
-  configs += [("PGD-10 unrolled", attacks.pgd(unroll=True, **pgd_args), c,
-               "pgd10", args.repeats, every)
+  pgd = lambda: attacks.pgd(unroll=True, **pgd_args)
+  configs = [("FGSM", attacks.fgsm(), n, "fgsm", args.repeats, every,
+              apply_fn),
+             ("PGD-10 unrolled", pgd(), n, "pgd10", args.repeats, every,
+              apply_fn)]
+  if args.lax_row and not args.fast_conv:
+    configs.append(("PGD-10 unrolled, lax input gradients", pgd(), n,
+                    "pgd10", args.repeats, every,
+                    functools.partial(model.apply, train=False)))
+  configs += [("PGD-10 unrolled", pgd(), c, "pgd10", args.repeats, every,
+               apply_fn)
               for c in args.chunk_sizes if c < n and c % every == 0]
   if every > 1:
-    configs.append(("PGD-10 unrolled", attacks.pgd(unroll=True, **pgd_args),
-                    n, None, args.repeats, 1))
+    configs.append(("PGD-10 unrolled", pgd(), n, None, args.repeats, 1,
+                    apply_fn))
   if args.fori_repeats:
     configs.append(("PGD-10 fori_loop", attacks.pgd(unroll=False, **pgd_args),
-                    n, None, args.fori_repeats, every))
+                    n, None, args.fori_repeats, every, apply_fn))
 
   runners = []
-  for label, attack, chunk, _, _, devices in configs:
+  for label, attack, chunk, _, _, devices, fn in configs:
     mesh = parallel.make_mesh(jax.devices()[:devices])
-    perturb = lambda v, e, x, y, k, attack=attack: attack.perturb(
-        apply_fn, v, x, y, k, e)
+    perturb = lambda v, e, x, y, k, attack=attack, fn=fn: attack.perturb(
+        fn, v, x, y, k, e)
     if devices > 1:
       perturb = parallel.per_example(perturb, mesh, num_replicated=2)
     perturb = jax.jit(perturb)
@@ -340,8 +349,8 @@ def _jax_main(args):
     print(f"compiled {label} batch {chunk}: {compile_s:.1f} s", flush=True)
 
   # Interleave ours and torchattacks run by run, so both see the same load.
-  for r in range(max(c[-1] for c in configs)):
-    for row, run, (_, _, chunk, torch_name, repeats, _) in zip(
+  for r in range(max(c[4] for c in configs)):
+    for row, run, (_, _, chunk, torch_name, repeats, _, _) in zip(
         report["rows"], runners, configs):
       if r >= repeats:
         continue
@@ -508,6 +517,10 @@ def main():
   parser.add_argument("--fast_conv", action="store_true",
                       help="robustjax.models.conv.Conv instead of flax's "
                       "nn.Conv (the models' default).")
+  parser.add_argument("--lax_row", default=True,
+                      action=argparse.BooleanOptionalAction,
+                      help="also time PGD-10 with flax's plain model.apply "
+                      "(lax's input gradients) for the A/B.")
   parser.add_argument("--fori_repeats", type=int, default=1,
                       help="timed runs of the (slow) fori_loop PGD; 0: skip.")
   parser.add_argument("--sweep_chunk", type=int, default=0,

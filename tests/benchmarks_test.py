@@ -59,6 +59,7 @@ class BenchmarkSmokeTest(absltest.TestCase):
         "devices"]
     every = f"{devices} device{'s' if devices > 1 else ''}"
     rows = [f"| FGSM, {every} | 8 |", f"| PGD-10 unrolled, {every} | 8 |",
+            f"| PGD-10 unrolled, lax input gradients, {every} | 8 |",
             f"| PGD-10 unrolled, {every} | 4 |",
             f"| PGD-10 fori_loop, {every} | 8 |"]
     if devices > 1:  # The batch split over the devices vs one device.
@@ -90,6 +91,22 @@ class BenchmarkSmokeTest(absltest.TestCase):
     rows = [l for l in stdout.splitlines() if "s/attack" in l]
     self.assertEqual([r.split(" compile")[0].strip() for r in rows],
                      ["one program", "staged"])
+
+  def test_input_grad_benchmark(self):
+    stdout = self._run("input_grad_benchmark.py", "--width=4",
+                       "--examples=8", "--eps=0.1", "--steps=2", "--rounds=1")
+    rows = [l for l in stdout.splitlines() if "s/attack" in l]
+    self.assertEqual([r.split(" compile")[0].strip() for r in rows],
+                     ["input_grad", "lax"])
+    share = float(re.search(r"bit-identical: ([0-9.]+)", stdout).group(1))
+    self.assertGreater(share, 0.99)  # Float rounding may flip a rare sign.
+    stdout = self._run("input_grad_benchmark.py", "--layers", "--width=4",
+                       "--size=8", "--batch=2")
+    rows = [l for l in stdout.splitlines()
+            if l.startswith(("| stem", "| stage"))]
+    self.assertLen(rows, 5)
+    for row in rows:  # Within float rounding of lax's input gradient.
+      self.assertLess(float(row.split("|")[-2]), 1e-5, row)
 
 
 class CommittedTrainResultsTest(absltest.TestCase):

@@ -72,7 +72,7 @@ _YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 Padding = Union[str, Sequence[Tuple[int, int]]]
 
 
-def _is_nhwc(dimension_numbers) -> bool:
+def is_nhwc(dimension_numbers) -> bool:
   if dimension_numbers is None:
     return False  # lax's default is NCHW / OIHW.
   if isinstance(dimension_numbers, lax.ConvDimensionNumbers):
@@ -85,7 +85,7 @@ def _supported(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
                feature_group_count, batch_group_count,
                preferred_element_type) -> bool:
   dilated = any(d != 1 for d in (lhs_dilation or ()) + (rhs_dilation or ()))
-  return (lhs.ndim == 4 and rhs.ndim == 4 and _is_nhwc(dimension_numbers)
+  return (lhs.ndim == 4 and rhs.ndim == 4 and is_nhwc(dimension_numbers)
           and not dilated and feature_group_count == 1
           and batch_group_count == 1 and preferred_element_type is None
           and rhs.shape[0] * rhs.shape[1] <= MAX_TAPS)

@@ -3,6 +3,7 @@
 import functools
 from typing import Any, Callable
 
+from robustjax.models import input_grad
 from robustjax.models import resnet
 
 # CIFAR-style depths 6n + 2 -> blocks per stage n.
@@ -62,7 +63,8 @@ def get_model(name: str, num_classes: int, **kwargs: Any):
 
 @functools.lru_cache(maxsize=256)
 def _shared_inference_fn(model) -> Callable[..., Any]:
-  return functools.partial(model.apply, train=False)
+  return functools.partial(input_grad.for_input_gradients(model).apply,
+                           train=False)
 
 
 def inference_fn(model) -> Callable[..., Any]:
@@ -77,6 +79,10 @@ def inference_fn(model) -> Callable[..., Any]:
   A module with an unhashable attribute (e.g. a list, or an injected op that
   is not hashable) gets a fresh function: correct, only not shared.
 
+  A model with flax's default `nn.Conv` runs with
+  `robustjax.models.input_grad.Conv` instead: the same parameters and
+  logits, and input gradients (attacks) that are faster on CPU.
+
   Args:
     model: a Flax Linen module with a `train` argument.
 
@@ -86,5 +92,6 @@ def inference_fn(model) -> Callable[..., Any]:
   try:
     hash(model)
   except TypeError:
-    return functools.partial(model.apply, train=False)
+    return functools.partial(input_grad.for_input_gradients(model).apply,
+                             train=False)
   return _shared_inference_fn(model)
