@@ -142,5 +142,49 @@ class CommittedTrainResultsTest(absltest.TestCase):
     self.assertIn(f"({img_s('default'):.1f} vs {img_s('torch'):.1f} img/s;",
                   readme)
 
+
+class CommittedAttackResultsTest(absltest.TestCase):
+  """Run J's table and README's PGD figures come from the JSON."""
+
+  def test_run_j_table_and_readme_match_the_raw_numbers(self):
+    import importlib.util  # pylint: disable=g-import-not-at-top
+    import statistics  # pylint: disable=g-import-not-at-top
+    path = os.path.join(ROOT, "benchmarks", "attacks_benchmark.py")
+    spec = importlib.util.spec_from_file_location("attacks_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    with open(os.path.join(ROOT, "benchmarks",
+                           "attacks_results_default_run_j.json")) as f:
+      report = json.load(f)
+    n = 256
+    table = [line for line in bench._markdown(report, n).splitlines()
+             if line.startswith("| ") and "|---" not in line
+             and "eps sweep" not in line]
+    with open(os.path.join(ROOT, "benchmarks", "attacks_results.md")) as f:
+      results_md = f.read()
+    self.assertLen(table, 1 + len(report["rows"]))
+    for row in table:
+      self.assertIn(row, results_md)
+
+    def figures(label):
+      row = [r for r in report["rows"]
+             if r["label"] == label and r["chunk"] == n][0]
+      median = lambda runs: n / statistics.median(r["seconds"] for r in runs)
+      ratio = statistics.median(t["seconds"] / o["seconds"]
+                                for o, t in zip(row["ours"], row["torch"]))
+      return ratio, median(row["ours"]), median(row["torch"])
+
+    with open(os.path.join(ROOT, "README.md")) as f:
+      readme = " ".join(f.read().split())
+    ratio, ours, torch = figures("PGD-10 unrolled, 2 devices")
+    self.assertIn(f"PGD-10 L∞ **{ratio:.2f}x** torchattacks ({ours:.1f} vs "
+                  f"{torch:.1f} img/s", readme)
+    lax_ratio = figures("PGD-10 unrolled, lax input gradients, 2 devices")[0]
+    self.assertIn(f"lax's input gradients (the code before "
+                  f"`models.input_grad`), timed in the same rounds, made "
+                  f"{lax_ratio:.2f}x", readme)
+    self.assertIn(f"FGSM {figures('FGSM, 2 devices')[0]:.2f}x", readme)
+
+
 if __name__ == "__main__":
   absltest.main()
