@@ -43,12 +43,13 @@ every evaluator and attack of the suite uses it. Training keeps flax's
 `nn.Conv`: there the input gradients of strided layers are a small part of
 the step (no measurable gain) and the trained numbers stay as they were.
 
-What it buys (benchmarks/attacks_results.md, "2026-12-02"): the changed
-layers' input gradients take 1.4-2.7x less wall time and 1.4-2.3x less CPU
-time; a whole PGD step of ResNet-20 at 32 px ~5 % less CPU time. Where the
-other cores are idle (one XLA device) PGD runs up to ~1.1x faster; in the
-launchers' two-device process, whose two devices keep both cores busy, the
-gain is that CPU time, within the run-to-run noise.
+What it buys (benchmarks/attacks_results.md, "2026-12-02", 2-core EPYC):
+the changed layers' input gradients run 1.2-4.3x faster (wall) and take
+0.9-3.9x less CPU time, the grey stem most; PGD-10 in the launchers'
+two-device process 1.1x faster at the default study's shapes (ResNet-8,
+16x16x1) and 1.03x at ResNet-20 / 32x32x3, where these layers are ~2 % of
+a PGD step's CPU time and the old form's idle core was used by the other
+device anyway.
 """
 
 import functools
