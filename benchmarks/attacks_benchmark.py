@@ -64,6 +64,7 @@ PGD_STEPS = 10
 # library and times nothing worth keeping.
 SMOKE_IMAGE_SIZE = 8
 SMOKE_PGD_STEPS = 2
+SMOKE_SWEEP_EPS = (0.0, 8 / 255)  # Fewer programs for the per-eps loop.
 
 
 def _load():
@@ -539,8 +540,9 @@ def main():
   parser.add_argument("--workdir", default="", help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.smoke:
-    global IMAGE_SIZE, PGD_STEPS
+    global IMAGE_SIZE, PGD_STEPS, SWEEP_EPS
     IMAGE_SIZE, PGD_STEPS = SMOKE_IMAGE_SIZE, SMOKE_PGD_STEPS
+    SWEEP_EPS = SMOKE_SWEEP_EPS
     args.batch_size, args.chunk_sizes, args.repeats = 8, [4], 1
     args.fori_repeats, args.wait_idle_s, args.torch_python = 1, 0, ""
   if args.torch_worker:
