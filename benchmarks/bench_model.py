@@ -1,5 +1,6 @@
 """The random CIFAR/digits-style model and batch the one-process A/B
-benchmarks share (attack_stages_benchmark.py, train_option_benchmark.py).
+benchmarks share (attack_stages_benchmark.py, train_option_benchmark.py,
+input_grad_benchmark.py).
 
 Import it after `sys.path` holds the repository (the scripts do that).
 """
@@ -13,6 +14,14 @@ def add_flags(parser, *, arch, size, channels):
   parser.add_argument("--width", type=int, default=16)
   parser.add_argument("--size", type=int, default=size)
   parser.add_argument("--channels", type=int, default=channels)
+
+
+def add_attack_flags(parser):
+  """--examples, --eps, --steps, --rounds of the attack A/B scripts."""
+  parser.add_argument("--examples", type=int, default=200)
+  parser.add_argument("--eps", default="0.02,0.05")
+  parser.add_argument("--steps", type=int, default=10)
+  parser.add_argument("--rounds", type=int, default=8)
 
 
 def model_and_batch(args, n: int):

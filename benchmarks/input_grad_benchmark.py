@@ -38,10 +38,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   bench_model.add_flags(parser, arch="resnet8", size=16, channels=1)
-  parser.add_argument("--examples", type=int, default=200)
-  parser.add_argument("--eps", default="0.02,0.05")
-  parser.add_argument("--steps", type=int, default=10)
-  parser.add_argument("--rounds", type=int, default=8)
+  bench_model.add_attack_flags(parser)
   parser.add_argument("--layers", action="store_true",
                       help="time the changed convolutions one by one.")
   parser.add_argument("--batch", type=int, default=128,

@@ -81,14 +81,24 @@ def is_nhwc(dimension_numbers) -> bool:
   return tuple(dimension_numbers) == _NHWC
 
 
-def _supported(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
-               feature_group_count, batch_group_count,
-               preferred_element_type) -> bool:
+def supported(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
+              feature_group_count, batch_group_count,
+              preferred_element_type) -> bool:
+  """Whether a convolution is one the CPU reformulations handle: NHWC /
+  HWIO, 2-D, no dilation, no groups, no preferred element type (also used
+  by `robustjax.models.input_grad`)."""
   dilated = any(d != 1 for d in (lhs_dilation or ()) + (rhs_dilation or ()))
   return (lhs.ndim == 4 and rhs.ndim == 4 and is_nhwc(dimension_numbers)
           and not dilated and feature_group_count == 1
-          and batch_group_count == 1 and preferred_element_type is None
-          and rhs.shape[0] * rhs.shape[1] <= MAX_TAPS)
+          and batch_group_count == 1 and preferred_element_type is None)
+
+
+def explicit_pads(padding, lhs, rhs, strides) -> Tuple[Tuple[int, int], ...]:
+  """`padding` ("SAME", "VALID" or pairs) as int (lo, hi) pairs, NHWC/HWIO."""
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides,
+                                  padding)
+  return tuple((int(lo), int(hi)) for lo, hi in padding)
 
 
 def _kernel_grad_by_taps(x, dy, kernel_shape, strides, pads, precision):
@@ -251,17 +261,13 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int],
       feature_group_count=feature_group_count,
       batch_group_count=batch_group_count, precision=precision,
       preferred_element_type=preferred_element_type)
-  if not _supported(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
-                    feature_group_count, batch_group_count,
-                    preferred_element_type):
+  if not supported(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
+                   feature_group_count, batch_group_count,
+                   preferred_element_type) or (
+                       rhs.shape[0] * rhs.shape[1] > MAX_TAPS):
     return plain(lhs, rhs)
   strides = tuple(int(s) for s in window_strides)
-  if isinstance(padding, str):
-    pads = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides,
-                               padding)
-  else:
-    pads = padding
-  pads = tuple((int(lo), int(hi)) for lo, hi in pads)
+  pads = explicit_pads(padding, lhs, rhs, strides)
   if isinstance(precision, list):
     precision = tuple(precision)
   fast = _cpu_conv(strides, pads, precision, ynn_convolutions_enabled())

@@ -53,7 +53,7 @@ device anyway.
 """
 
 import functools
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -66,7 +66,7 @@ from robustjax.models import conv as conv_lib
 # computed as one matrix product + col2im (grey: 1, RGB: 3).
 FEW_CHANNELS = 4
 
-Padding = Union[str, Sequence[Tuple[int, int]]]
+Padding = conv_lib.Padding
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
@@ -197,12 +197,6 @@ def _conv_fn(in_hw, strides, pads, precision):
   return f
 
 
-def _explicit_pads(padding: Padding, in_hw, kernel_hw, strides):
-  if isinstance(padding, str):
-    padding = lax.padtype_to_pads(in_hw, kernel_hw, strides, padding)
-  return tuple((int(lo), int(hi)) for lo, hi in padding)
-
-
 def conv_general_dilated(lhs, rhs, window_strides: Sequence[int],
                          padding: Padding,
                          lhs_dilation: Optional[Sequence[int]] = None,
@@ -217,23 +211,19 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int],
   Same arguments and forward result as `lax.conv_general_dilated`; see the
   module docstring for the input gradient.
   """
-  plain = functools.partial(
-      lax.conv_general_dilated, window_strides=window_strides,
-      padding=padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
-      dimension_numbers=dimension_numbers,
-      feature_group_count=feature_group_count,
-      batch_group_count=batch_group_count, precision=precision,
-      preferred_element_type=preferred_element_type)
   strides = tuple(int(s) for s in window_strides)
-  dilated = any(d != 1 for d in (lhs_dilation or ()) + (rhs_dilation or ()))
-  if (jax.default_backend() != "cpu" or lhs.ndim != 4 or rhs.ndim != 4
-      or dilated
-      or not conv_lib.is_nhwc(dimension_numbers) or feature_group_count != 1
-      or batch_group_count != 1 or preferred_element_type is not None
+  if (jax.default_backend() != "cpu"
+      or not conv_lib.supported(lhs, rhs, lhs_dilation, rhs_dilation,
+                                dimension_numbers, feature_group_count,
+                                batch_group_count, preferred_element_type)
       or (max(strides) == 1 and rhs.shape[2] > FEW_CHANNELS)):
-    return plain(lhs, rhs)  # Unsupported, or lax's gradient is fine.
+    # Unsupported, or lax's input gradient is fine.
+    return lax.conv_general_dilated(
+        lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+        dimension_numbers, feature_group_count, batch_group_count, precision,
+        preferred_element_type)
   in_hw = tuple(int(d) for d in lhs.shape[1:3])
-  pads = _explicit_pads(padding, in_hw, rhs.shape[:2], strides)
+  pads = conv_lib.explicit_pads(padding, lhs, rhs, strides)
   if isinstance(precision, list):
     precision = tuple(precision)
   return _conv_fn(in_hw, strides, pads, precision)(lhs, rhs)
