@@ -108,6 +108,38 @@ class BenchmarkSmokeTest(absltest.TestCase):
     for row in rows:  # Within float rounding of lax's input gradient.
       self.assertLess(float(row.split("|")[-2]), 1e-5, row)
 
+  def test_conv_ops_benchmark(self):
+    stdout = self._smoke("conv_ops_benchmark.py")
+    rows = [l for l in stdout.splitlines() if l.startswith("| 3x3 16->16")]
+    self.assertEqual([r.split("|")[2].strip() for r in rows],
+                     ["fwd", "dx", "dw", "bwd"])
+    for row in rows:  # Ours only (no torch in the test venv): a positive ms.
+      self.assertGreater(float(row.split("|")[3]), 0.0, row)
+    self.assertIn("| fwd + bwd |", stdout)
+
+
+class CommittedConvOpsResultsTest(absltest.TestCase):
+  """train_results.md's per-convolution totals come from the committed JSON."""
+
+  def test_totals_tables_match_the_raw_numbers(self):
+    import importlib.util  # pylint: disable=g-import-not-at-top
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+      path = os.path.join(ROOT, "benchmarks", "conv_ops_benchmark.py")
+      spec = importlib.util.spec_from_file_location("conv_ops_benchmark", path)
+      bench = importlib.util.module_from_spec(spec)
+      spec.loader.exec_module(bench)
+    finally:
+      sys.path.pop(0)
+    with open(os.path.join(ROOT, "benchmarks", "train_results.md")) as f:
+      doc = f.read()
+    for name in ("cifar", "digits"):
+      with open(os.path.join(ROOT, "benchmarks",
+                             f"conv_ops_results_{name}.json")) as f:
+        table = bench._markdown(json.load(f))  # pylint: disable=protected-access
+      totals = table[table.index("| per training step"):]
+      self.assertIn(totals, doc, name)
+
 
 class CommittedTrainResultsTest(absltest.TestCase):
   """The headline training table and README figures come from the JSON."""

@@ -7,6 +7,8 @@
   embedded `digits` data are built there once, on first use, then shared by
   every test and by the launcher subprocesses (which inherit the variable).
 * JAX's persistent compilation cache lives in the same temporary folder.
+  The suite runs in two pytest-xdist worker processes (`-n 2` in the README
+  command and .ci/run); each has its own session folder, data and cache.
   On a CPU most of a tiny training run is XLA compilation (~10 s for
   ResNet-8's init + train step + eval); the many short runs of the tests
   compile the same programs, so with the cache each one after the first
@@ -30,8 +32,16 @@ SESSION_DIR = tempfile.mkdtemp(prefix="robustjax_tests_")
 atexit.register(shutil.rmtree, SESSION_DIR, ignore_errors=True)
 DATA_DIR = os.path.join(SESSION_DIR, "tfds")
 os.environ["TFDS_DATA_DIR"] = DATA_DIR
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
-                      os.path.join(SESSION_DIR, "jax_cache"))
+# A cache folder the user set is kept; the default one is per process. Under
+# pytest-xdist the workers inherit the controller's environment, and JAX's
+# cache writes entries non-atomically (a worker could read another's
+# half-written file), so each worker gets its own folder: the marker says the
+# variable was set here, not by the user.
+if (os.environ.get("_ROBUSTJAX_TESTS_DEFAULT_CACHE")
+    or "JAX_COMPILATION_CACHE_DIR" not in os.environ):
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(SESSION_DIR,
+                                                         "jax_cache")
+  os.environ["_ROBUSTJAX_TESTS_DEFAULT_CACHE"] = "1"
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["TEST_TMPDIR"] = os.path.join(SESSION_DIR, "absltest")
