@@ -119,9 +119,9 @@ class BenchmarkSmokeTest(absltest.TestCase):
 
 
 class CommittedConvOpsResultsTest(absltest.TestCase):
-  """train_results.md's per-convolution totals come from the committed JSON."""
+  """Per-convolution totals and run K's README figures come from the JSON."""
 
-  def test_totals_tables_match_the_raw_numbers(self):
+  def test_totals_tables_and_readme_match_the_raw_numbers(self):
     import importlib.util  # pylint: disable=g-import-not-at-top
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     try:
@@ -133,12 +133,42 @@ class CommittedConvOpsResultsTest(absltest.TestCase):
       sys.path.pop(0)
     with open(os.path.join(ROOT, "benchmarks", "train_results.md")) as f:
       doc = f.read()
+    ratios = {}
     for name in ("cifar", "digits"):
       with open(os.path.join(ROOT, "benchmarks",
                              f"conv_ops_results_{name}.json")) as f:
         table = bench._markdown(json.load(f))  # pylint: disable=protected-access
       totals = table[table.index("| per training step"):]
       self.assertIn(totals, doc, name)
+      ratios[name] = {row.split("|")[1].strip(): row.split("|")[-2].strip()
+                      for row in totals.splitlines()[2:]}
+    # README's sentence on run K and on the per-convolution totals.
+    with open(os.path.join(ROOT, "README.md")) as f:
+      readme = " ".join(f.read().split())
+    self.assertIn(f"take {ratios['cifar']['fwd + bwd']}x / "
+                  f"{ratios['digits']['fwd + bwd']}x of PyTorch's time", readme)
+    self.assertIn(f"kernel gradients {ratios['cifar']['dw']}x / "
+                  f"{ratios['digits']['dw']}x", readme)
+    path = os.path.join(ROOT, "benchmarks", "train_benchmark.py")
+    spec = importlib.util.spec_from_file_location("train_benchmark", path)
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    with open(os.path.join(ROOT, "benchmarks",
+                           "train_results_run_k.json")) as f:
+      report = json.load(f)
+    variants = [v for v in report["info"] if v != "torch"]
+    whats = [f"{s}/{k}" for s in train.SCENARIOS for k in ("train", "eval")]
+    rows = {}
+    for row in train._markdown(report, variants, whats, True).splitlines():  # pylint: disable=protected-access
+      cells = [c.strip() for c in row.split("|")]
+      if len(cells) > 5 and cells[1].endswith(("train (32px, batch 128)",
+                                               "train (16px, batch 64)")):
+        rows[(cells[1].split()[0], cells[2].split()[0])] = cells
+    cifar_ours, cifar_torch = rows[("cifar", "default")], rows[("cifar",
+                                                                "PyTorch")]
+    self.assertEqual(cifar_ours[5], rows[("digits", "default")][5])
+    self.assertIn(f"{cifar_ours[5]} at both shapes ({cifar_ours[4]} vs "
+                  f"{cifar_torch[4]} img/s at 32 px)", readme)
 
 
 class CommittedTrainResultsTest(absltest.TestCase):
