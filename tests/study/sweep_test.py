@@ -4,7 +4,7 @@ The runner logic (points, grouping, resume, failures) is tested with fake
 trainers; one end-to-end run trains a tiny 2-point vmapped sweep through the
 launcher and reruns it to check that finished points are skipped.
 
-  python -m pytest tests/sweep_test.py
+  python -m pytest tests/study/sweep_test.py
 """
 
 import json
