@@ -32,11 +32,11 @@ SESSION_DIR = tempfile.mkdtemp(prefix="robustjax_tests_")
 atexit.register(shutil.rmtree, SESSION_DIR, ignore_errors=True)
 DATA_DIR = os.path.join(SESSION_DIR, "tfds")
 os.environ["TFDS_DATA_DIR"] = DATA_DIR
-# A cache folder the user set is kept; the default one is per process. Under
-# pytest-xdist the workers inherit the controller's environment, and JAX's
-# cache writes entries non-atomically (a worker could read another's
-# half-written file), so each worker gets its own folder: the marker says the
-# variable was set here, not by the user.
+# A cache folder the user set is kept (and then shared by the workers); the
+# default one is per process. Under pytest-xdist the workers inherit the
+# controller's environment, and JAX's cache writes entries non-atomically (a
+# worker could read another's half-written file), so each worker gets its own
+# folder: the marker says the variable was set here, not by the user.
 if (os.environ.get("_ROBUSTJAX_TESTS_DEFAULT_CACHE")
     or "JAX_COMPILATION_CACHE_DIR" not in os.environ):
   os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(SESSION_DIR,
