@@ -20,7 +20,6 @@ came from this script (then a /tmp copy).
 import argparse
 import os
 import sys
-import time
 
 import bench_model  # benchmarks/, the script's own folder.
 
@@ -40,7 +39,6 @@ def main():
   import jax.numpy as jnp
   import numpy as np
   from robustjax import models
-  from robustjax import timing
   from robustjax.robustness import attacks
   from robustjax.robustness.evaluators import attack as attack_eval
   # pylint: enable=g-import-not-at-top
@@ -57,27 +55,14 @@ def main():
       apply_fn, variables, images, labels, jax.random.key(1), eps, attack,
       n, mesh, staged=staged)) for name, staged in (("one program", False),
                                                     ("staged", True))}
-  timing.compile_seconds()  # Installs the listener.
-  outputs, compile_s = {}, {}
-  for name, run in runs.items():
-    before = timing.compile_seconds()
-    outputs[name] = run()
-    compile_s[name] = timing.compile_seconds() - before
+  outputs, compile_s, seconds = bench_model.time_alternately(runs,
+                                                              args.rounds)
   same = np.array_equal(*outputs.values())
-  seconds = {name: [] for name in runs}
-  for r in range(args.rounds):
-    for name in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
-      start = time.perf_counter()
-      runs[name]()
-      seconds[name].append(time.perf_counter() - start)
   ratios = [a / b for a, b in zip(seconds["staged"], seconds["one program"])]
   print(f"{args.arch} w{args.width} {args.size}px x{args.channels}, {n} examples x "
         f"{len(eps)} eps, PGD-{args.steps}, {mesh.devices.size} device(s); "
         f"bit-identical: {same}")
-  for name in runs:
-    print(f"{name:12s} compile {compile_s[name]:5.2f}s  s/attack "
-          f"{np.median(seconds[name]):6.3f}  "
-          f"{[round(s, 3) for s in seconds[name]]}")
+  bench_model.print_runs(compile_s, seconds, 12)
   print(f"staged / one program time per round: median "
         f"{np.median(ratios):.3f} {[round(x, 3) for x in ratios]}")
 

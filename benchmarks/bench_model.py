@@ -1,9 +1,11 @@
-"""The random CIFAR/digits-style model and batch the one-process A/B
-benchmarks share (attack_stages_benchmark.py, train_option_benchmark.py,
-input_grad_benchmark.py).
+"""What the one-process A/B benchmarks share (attack_stages_benchmark.py,
+train_option_benchmark.py, input_grad_benchmark.py): the random
+CIFAR/digits-style model and batch, and the alternating timing of two runs.
 
 Import it after `sys.path` holds the repository (the scripts do that).
 """
+
+import time
 
 import numpy as np
 
@@ -35,3 +37,36 @@ def model_and_batch(args, n: int):
   images = rng.integers(0, 256, (n, args.size, args.size, ch), np.uint8)
   labels = rng.integers(0, 10, (n,), np.int32)
   return model, images, labels
+
+
+def time_alternately(runs, rounds: int):
+  """First call, then alternating timed calls, of the A/B scripts' runs.
+
+  `runs` maps a name to a zero-argument function. Each is called once
+  (its output as numpy, its compile seconds from `robustjax.timing`), then
+  `rounds` times, every other round in reverse order, blocking on the
+  result. Returns (outputs, compile seconds, seconds per round) by name.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from robustjax import timing  # pylint: disable=g-import-not-at-top
+  timing.compile_seconds()  # Installs the listener.
+  outputs, compile_s = {}, {}
+  for name, run in runs.items():
+    before = timing.compile_seconds()
+    outputs[name] = np.asarray(run())
+    compile_s[name] = timing.compile_seconds() - before
+  seconds = {name: [] for name in runs}
+  for r in range(rounds):
+    for name in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
+      start = time.perf_counter()
+      jax.block_until_ready(runs[name]())
+      seconds[name].append(time.perf_counter() - start)
+  return outputs, compile_s, seconds
+
+
+def print_runs(compile_s, seconds, width: int):
+  """One line per run: compile seconds, median and every round's s/attack."""
+  for name in seconds:
+    print(f"{name:{width}s} compile {compile_s[name]:5.2f}s  s/attack "
+          f"{np.median(seconds[name]):6.3f}  "
+          f"{[round(s, 3) for s in seconds[name]]}")

@@ -52,7 +52,6 @@ def main():
   import jax.numpy as jnp
   import numpy as np
   from robustjax import models
-  from robustjax import timing
   from robustjax.robustness import attacks
   from robustjax.robustness.evaluators import attack as attack_eval
   # pylint: enable=g-import-not-at-top
@@ -72,27 +71,14 @@ def main():
   runs = {name: (lambda fn=fn: attack_eval.adversarial_images(
       fn, variables, images, labels, jax.random.key(1), eps, attack, n,
       mesh)) for name, fn in fns.items()}
-  timing.compile_seconds()  # Installs the listener.
-  outputs, compile_s = {}, {}
-  for name, run in runs.items():
-    before = timing.compile_seconds()
-    outputs[name] = np.asarray(run())
-    compile_s[name] = timing.compile_seconds() - before
+  outputs, compile_s, seconds = bench_model.time_alternately(runs,
+                                                              args.rounds)
   same = float(np.mean(outputs["input_grad"] == outputs["lax"]))
-  seconds = {name: [] for name in runs}
-  for r in range(args.rounds):
-    for name in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
-      start = time.perf_counter()
-      jax.block_until_ready(runs[name]())
-      seconds[name].append(time.perf_counter() - start)
   ratios = [b / a for a, b in zip(seconds["input_grad"], seconds["lax"])]
   print(f"{args.arch} w{args.width} {args.size}px x{args.channels}, {n} "
         f"examples x {len(eps)} eps, PGD-{args.steps}, {mesh.devices.size} "
         f"device(s); adversarial pixels bit-identical: {same:.6f}")
-  for name in runs:
-    print(f"{name:10s} compile {compile_s[name]:5.2f}s  s/attack "
-          f"{np.median(seconds[name]):6.3f}  "
-          f"{[round(s, 3) for s in seconds[name]]}")
+  bench_model.print_runs(compile_s, seconds, 10)
   print(f"speed-up (lax time / input_grad time) per round: median "
         f"{np.median(ratios):.3f} {[round(x, 3) for x in ratios]}")
 

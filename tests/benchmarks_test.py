@@ -7,6 +7,7 @@ noticing, plus invariants the scripts print (the variants compute the same
 numbers). Tiny shapes, one step; PyTorch is not needed.
 """
 
+import importlib.util
 import json
 import os
 import re
@@ -16,6 +17,20 @@ import sys
 from absl.testing import absltest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load_benchmark(name: str):
+  """Imports `benchmarks/<name>.py` (its folder on sys.path while loading,
+  for the scripts that import their neighbours)."""
+  spec = importlib.util.spec_from_file_location(
+      name, os.path.join(ROOT, "benchmarks", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+  try:
+    spec.loader.exec_module(module)
+  finally:
+    sys.path.pop(0)
+  return module
 
 
 class BenchmarkSmokeTest(absltest.TestCase):
@@ -122,15 +137,7 @@ class CommittedConvOpsResultsTest(absltest.TestCase):
   """Per-convolution totals and run K's README figures come from the JSON."""
 
   def test_totals_tables_and_readme_match_the_raw_numbers(self):
-    import importlib.util  # pylint: disable=g-import-not-at-top
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    try:
-      path = os.path.join(ROOT, "benchmarks", "conv_ops_benchmark.py")
-      spec = importlib.util.spec_from_file_location("conv_ops_benchmark", path)
-      bench = importlib.util.module_from_spec(spec)
-      spec.loader.exec_module(bench)
-    finally:
-      sys.path.pop(0)
+    bench = _load_benchmark("conv_ops_benchmark")
     with open(os.path.join(ROOT, "benchmarks", "train_results.md")) as f:
       doc = f.read()
     ratios = {}
@@ -149,10 +156,7 @@ class CommittedConvOpsResultsTest(absltest.TestCase):
                   f"{ratios['digits']['fwd + bwd']}x of PyTorch's time", readme)
     self.assertIn(f"kernel gradients {ratios['cifar']['dw']}x / "
                   f"{ratios['digits']['dw']}x", readme)
-    path = os.path.join(ROOT, "benchmarks", "train_benchmark.py")
-    spec = importlib.util.spec_from_file_location("train_benchmark", path)
-    train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train)
+    train = _load_benchmark("train_benchmark")
     with open(os.path.join(ROOT, "benchmarks",
                            "train_results_run_k.json")) as f:
       report = json.load(f)
@@ -175,12 +179,8 @@ class CommittedTrainResultsTest(absltest.TestCase):
   """The headline training table and README figures come from the JSON."""
 
   def test_run_g_table_and_readme_match_the_raw_numbers(self):
-    import importlib.util  # pylint: disable=g-import-not-at-top
     import statistics  # pylint: disable=g-import-not-at-top
-    path = os.path.join(ROOT, "benchmarks", "train_benchmark.py")
-    spec = importlib.util.spec_from_file_location("train_benchmark", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load_benchmark("train_benchmark")
     with open(os.path.join(ROOT, "benchmarks",
                            "train_results_run_g.json")) as f:
       report = json.load(f)
@@ -209,12 +209,8 @@ class CommittedAttackResultsTest(absltest.TestCase):
   """Run J's table and README's PGD figures come from the JSON."""
 
   def test_run_j_table_and_readme_match_the_raw_numbers(self):
-    import importlib.util  # pylint: disable=g-import-not-at-top
     import statistics  # pylint: disable=g-import-not-at-top
-    path = os.path.join(ROOT, "benchmarks", "attacks_benchmark.py")
-    spec = importlib.util.spec_from_file_location("attacks_benchmark", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load_benchmark("attacks_benchmark")
     with open(os.path.join(ROOT, "benchmarks",
                            "attacks_results_default_run_j.json")) as f:
       report = json.load(f)
