@@ -106,6 +106,54 @@ def _serve(runners, info):
 # Ours (JAX venv).
 
 
+def train_step(size, channels, batch, conv, rng, train_mesh):
+  """ResNet-20 (width 16) and its train step as the trainer jits it.
+
+  Returns the model, host copies of its variables (the step donates its
+  state's buffers), the jitted (not yet compiled) step, the replicated
+  state, the sharded batch drawn from `rng` (uint8 images, int labels) and
+  the step's XLA compiler options. Also used by train_probes.py. Import
+  after `sys.path` holds the repository and JAX is configured.
+  """
+  # pylint: disable=g-import-not-at-top
+  import jax
+  import jax.numpy as jnp
+  import ml_collections
+  import numpy as np
+  from robustjax import models
+  from robustjax import parallel
+  from robustjax.train import optim
+  from robustjax.train import state as state_lib
+  from robustjax.train import trainer
+  # pylint: enable=g-import-not-at-top
+  model = models.get_model("resnet20", num_classes=10, width=16,
+                           mean=(MEAN,) * channels, std=(STD,) * channels,
+                           conv=conv)
+  images = rng.integers(0, 256, (batch, size, size, channels), np.uint8)
+  labels = rng.integers(0, 10, (batch,), np.int32)
+  variables = jax.device_get(model.init(
+      jax.random.key(0), jnp.zeros((1, size, size, channels))))
+  cfg = ml_collections.ConfigDict(dict(
+      name="sgd", learning_rate=LR, momentum=MOMENTUM, nesterov=True,
+      weight_decay=WEIGHT_DECAY, schedule="cosine", warmup_steps=0,
+      grad_clip_norm=0.0))
+  tx = optim.make(cfg, 10_000)
+  state = parallel.replicate(train_mesh, state_lib.create(
+      variables["params"], variables["batch_stats"], tx,
+      jax.random.PRNGKey(0)))
+  # As the trainer (`trainer._jitted_step`): XLA:CPU options for a step
+  # with large activations in a configured process, else None.
+  options = parallel.train_step_compiler_options(
+      batch // train_mesh.devices.size * size * size * 16,
+      train_mesh.devices.flat[0].platform)
+  # As the trainer compiles it by default (`trainer._jitted_step`).
+  step = trainer.jit_step(
+      model, lambda lg, lb, x, a: trainer.cross_entropy(lg, lb), tx,
+      train_mesh, crop_padding=0, flip=False, options=options)
+  return (model, variables, step, state,
+          parallel.shard_batch(train_mesh, images, labels), options)
+
+
 def _ours_worker(args):
   """Builds the trainer's step and the evaluator's forward per scenario."""
   # pylint: disable=g-import-not-at-top
@@ -129,13 +177,9 @@ def _ours_worker(args):
   import flax.linen as nn
   import jax
   import jax.numpy as jnp
-  import ml_collections
   import numpy as np
   from robustjax import models
   from robustjax.models import conv as conv_lib
-  from robustjax.train import optim
-  from robustjax.train import state as state_lib
-  from robustjax.train import trainer
   # pylint: enable=g-import-not-at-top
 
   mesh, train_mesh = parallel.make_mesh(), parallel.train_mesh()
@@ -145,34 +189,10 @@ def _ours_worker(args):
                            jax=jax.__version__, compile_s={}, flops={})
   rng = np.random.default_rng(0)
   for name, (size, channels, batch) in SCENARIOS.items():
-    kwargs = dict(conv=conv_lib.Conv) if fast_conv else dict(conv=nn.Conv)
-    model = models.get_model("resnet20", num_classes=10, width=16,
-                             mean=(MEAN,) * channels, std=(STD,) * channels,
-                             **kwargs)
-    images = rng.integers(0, 256, (batch, size, size, channels), np.uint8)
-    labels = rng.integers(0, 10, (batch,), np.int32)
-    # Host copies: the train step donates (deletes) its state's buffers.
-    variables = jax.device_get(model.init(
-        jax.random.key(0), jnp.zeros((1, size, size, channels))))
-    cfg = ml_collections.ConfigDict(dict(
-        name="sgd", learning_rate=LR, momentum=MOMENTUM, nesterov=True,
-        weight_decay=WEIGHT_DECAY, schedule="cosine", warmup_steps=0,
-        grad_clip_norm=0.0))
-    tx = optim.make(cfg, 10_000)
-    state = parallel.replicate(train_mesh, state_lib.create(
-        variables["params"], variables["batch_stats"], tx,
-        jax.random.PRNGKey(0)))
-    # As the trainer (`trainer._jitted_step`): XLA:CPU options for a step
-    # with large activations in a configured process, else None.
-    options = parallel.train_step_compiler_options(
-        batch // train_mesh.devices.size * size * size * 16,
-        train_mesh.devices.flat[0].platform)
+    conv = conv_lib.Conv if fast_conv else nn.Conv
+    model, variables, step, state, (x, y), options = train_step(
+        size, channels, batch, conv, rng, train_mesh)
     info.setdefault("train_compiler_options", {})[name] = options
-    # As the trainer compiles it by default (`trainer._jitted_step`).
-    step = trainer.jit_step(
-        model, lambda lg, lb, x, a: trainer.cross_entropy(lg, lb), tx,
-        train_mesh, crop_padding=0, flip=False, options=options)
-    x, y = parallel.shard_batch(train_mesh, images, labels)
     start = time.perf_counter()
     step = step.lower(state, x, y, None).compile()
     info["compile_s"][f"{name}/train"] = time.perf_counter() - start

@@ -132,6 +132,17 @@ class BenchmarkSmokeTest(absltest.TestCase):
       self.assertGreater(float(row.split("|")[3]), 0.0, row)
     self.assertIn("| fwd + bwd |", stdout)
 
+  def test_train_probes(self):
+    stdout = self._run("train_probes.py", "taps", "--smoke")
+    self.assertRegex(stdout, r"\(8, 8, 4, 4, 3, 1\) lax: wall [0-9.]+ cpu "
+                     r"[0-9.]+  taps: wall [0-9.]+")
+    stdout = self._run("train_probes.py", "hlo", "--smoke")
+    fusions = int(re.search(r"batch 8: (\d+) fusions", stdout).group(1))
+    counts = [int(l.split()[0]) for l in stdout.splitlines()
+              if re.match(r"^\s+\d+  ", l)]
+    self.assertEqual(sum(counts), fusions)
+    self.assertIn("transpose", stdout)
+
 
 class CommittedConvOpsResultsTest(absltest.TestCase):
   """Per-convolution totals and run K's README figures come from the JSON."""
