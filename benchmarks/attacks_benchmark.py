@@ -205,14 +205,24 @@ def _export_for_torch(variables, images, labels, path):
   np.savez(path, images=np.asarray(images), labels=np.asarray(labels), **flat)
 
 
+# The GLIBC_TUNABLES the user started the benchmark with, kept across its
+# restart with `parallel.huge_pages_environ()`.
+_USER_TUNABLES = "_ATTACKS_BENCHMARK_USER_GLIBC_TUNABLES"
+
+
 class _TorchWorker:
   """The torch venv's worker process; times one attack run per request."""
 
   def __init__(self, torch_python, workdir):
+    env = dict(os.environ)
+    if _USER_TUNABLES in env:  # Undo our restart's GLIBC_TUNABLES.
+      env["GLIBC_TUNABLES"] = env.pop(_USER_TUNABLES)
+      if not env["GLIBC_TUNABLES"]:
+        del env["GLIBC_TUNABLES"]
     self._proc = subprocess.Popen(
         [torch_python, os.path.abspath(__file__), "--torch_worker",
          f"--workdir={workdir}"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     self.info = json.loads(self._proc.stdout.readline())
 
   def time(self, attack, chunk):
@@ -239,6 +249,13 @@ def _jax_main(args):
   """Runs every measurement and prints a markdown report."""
   # pylint: disable=g-import-not-at-top
   from robustjax import parallel
+  if args.host_devices in ("auto", "one") and args.huge_pages:
+    environ = parallel.huge_pages_environ()  # As the launchers restart.
+    if environ is not None:
+      # torchattacks runs in the user's environment (`_TorchWorker`).
+      environ[_USER_TUNABLES] = os.environ.get("GLIBC_TUNABLES", "")
+      sys.stdout.flush()
+      os.execve(sys.executable, sys.orig_argv, environ)
   if args.host_devices in ("auto", "per_core"):  # The launchers' default.
     parallel.configure_host_devices()
   elif args.host_devices == "one":  # --cpu_devices=1.
@@ -278,7 +295,8 @@ def _jax_main(args):
       cpu=_cpu_name(), cores=os.cpu_count(), python=platform.python_version(),
       jax=jax.__version__, backend=jax.default_backend(),
       devices=jax.device_count(), xla_flags=os.environ.get("XLA_FLAGS", ""),
-      conv="models.conv.Conv" if args.fast_conv else "nn.Conv"),
+      conv="models.conv.Conv" if args.fast_conv else "nn.Conv",
+      glibc_tunables=os.environ.get("GLIBC_TUNABLES", "")),
                 load_start=os.getloadavg(), rows=[])
 
   worker = None
@@ -515,6 +533,12 @@ def main():
                       "other flag (1: JAX's defaults). Batches are split "
                       "over every device, as the attack evaluator does; "
                       "with >1 device a one-device PGD row is added.")
+  parser.add_argument("--huge_pages", default=True,
+                      action=argparse.BooleanOptionalAction,
+                      help="with auto/one: restart with "
+                      "parallel.huge_pages_environ(), as the launchers do "
+                      "(--cpu_huge_pages); --no-huge_pages: glibc's "
+                      "defaults.")
   parser.add_argument("--fast_conv", action="store_true",
                       help="robustjax.models.conv.Conv instead of flax's "
                       "nn.Conv (the models' default).")

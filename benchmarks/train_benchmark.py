@@ -43,6 +43,11 @@ XLA flags at start-up):
   activations (`parallel.train_step_compiler_options`, YNNPACK elementwise
   fusions; it applies to the cifar scenario only), i.e. the default until
   2026-12-01 evening.
+* `no_huge_pages`: `default` without the launchers' restart with
+  `parallel.huge_pages_environ()` (GLIBC_TUNABLES=glibc.malloc.hugetlb=1:
+  XLA:CPU's large per-call buffers on transparent huge pages), i.e. the
+  default until 2026-12-02 midday; `default` gets that environment where
+  the launchers would restart with it.
 * with `--ablations`: `fast_conv` (`default` + `robustjax.models.conv.Conv`)
   and `per_core_no_flags` (one device per core, no XLA flag).
 
@@ -98,8 +103,11 @@ def _serve(runners, info):
     run = runners[request["what"]]
     cpu, start = _cpu_seconds(), time.perf_counter()
     run(request["reps"])
-    print(json.dumps(dict(seconds=time.perf_counter() - start,
-                          cpu_seconds=_cpu_seconds() - cpu)), flush=True)
+    print(json.dumps(dict(
+        seconds=time.perf_counter() - start, cpu_seconds=_cpu_seconds() - cpu,
+        # The worker's peak resident memory so far (Linux: KiB).
+        max_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)),
+          flush=True)
 
 
 # ----------------------------------------------------------------------------
@@ -164,6 +172,8 @@ def _ours_worker(args):
   elif args.variant == "no_eltwise":
     parallel.configure_host_devices()
     parallel.ELTWISE_FUSION_MIN_ELEMENTS = 1 << 62  # Never reached.
+  elif args.variant == "no_huge_pages":
+    parallel.configure_host_devices()
   elif args.variant == "one_device":
     parallel.configure_host_devices(num_devices=1)
   elif args.variant == "per_core":  # Training sharded over every device too.
@@ -186,7 +196,9 @@ def _ours_worker(args):
   fast_conv = args.variant == "fast_conv"
   runners, info = {}, dict(devices=jax.device_count(),
                            xla_flags=os.environ.get("XLA_FLAGS", ""),
-                           jax=jax.__version__, compile_s={}, flops={})
+                           jax=jax.__version__, compile_s={}, flops={},
+                           glibc_tunables=os.environ.get("GLIBC_TUNABLES",
+                                                         ""))
   rng = np.random.default_rng(0)
   for name, (size, channels, batch) in SCENARIOS.items():
     conv = conv_lib.Conv if fast_conv else nn.Conv
@@ -372,7 +384,8 @@ def _cpu_name():
 
 def _clean_env():
   env = dict(os.environ)
-  for k in ("XLA_FLAGS", "JAX_COMPILATION_CACHE_DIR", "JAX_NUM_CPU_DEVICES"):
+  for k in ("XLA_FLAGS", "JAX_COMPILATION_CACHE_DIR", "JAX_NUM_CPU_DEVICES",
+            "GLIBC_TUNABLES"):
     env.pop(k, None)
   env["JAX_PLATFORMS"] = "cpu"
   return env
@@ -389,6 +402,10 @@ def main():
                       help="eval batches per timed run.")
   parser.add_argument("--ablations", action="store_true",
                       help="also time `default` minus each of its parts.")
+  parser.add_argument("--variants", default="",
+                      help="comma-separated subset of our variants to time "
+                      "(default: all but the ablations); e.g. "
+                      "default,no_huge_pages for a longer A/B.")
   parser.add_argument("--output", default="", help="also write JSON here.")
   parser.add_argument("--smoke", action="store_true",
                       help="tiny shapes, one round of one step, `default` "
@@ -404,17 +421,25 @@ def main():
   if args.worker == "torch":
     return _torch_worker(args)
 
-  variants = ["before", "default", "no_eltwise", "one_device", "per_core"]
+  variants = ["before", "default", "no_huge_pages", "no_eltwise",
+              "one_device", "per_core"]
   if args.smoke:
     variants = ["default"]
+  elif args.variants:
+    variants = args.variants.split(",")
   elif args.ablations:
     variants += ["fast_conv", "per_core_no_flags"]
   me = [sys.executable, os.path.abspath(__file__)]
   load_start = os.getloadavg()
   workers = {}
+  sys.path.insert(0, REPO)
+  from robustjax import parallel  # pylint: disable=g-import-not-at-top
   for v in variants:
+    env = _clean_env()
+    if v not in ("before", "no_huge_pages"):  # As the launchers restart.
+      env = parallel.huge_pages_environ(env) or env
     workers[v] = _Worker(me + ["--worker=ours", f"--variant={v}"] +
-                         (["--smoke"] if args.smoke else []), _clean_env())
+                         (["--smoke"] if args.smoke else []), env)
     print(v, json.dumps(workers[v].info), flush=True)
   if args.torch_python:
     workers["torch"] = _Worker([args.torch_python, os.path.abspath(__file__),
@@ -447,9 +472,21 @@ def main():
       json.dump(report, f, indent=1)
 
 
+def ab_speedups(report, a, b, whats):
+  """{what: (wall, CPU)} medians over rounds of b's time / a's time."""
+  out = {}
+  for what in whats:
+    pairs = list(zip(report["runs"][f"{a}|{what}"],
+                     report["runs"][f"{b}|{what}"]))
+    out[what] = tuple(statistics.median(y[k] / x[k] for x, y in pairs)
+                      for k in ("seconds", "cpu_seconds"))
+  return out
+
+
 def _markdown(report, variants, whats, with_torch):
   """The report as markdown tables."""
   info = report["info"]
+  first = info["default"] if "default" in info else info[variants[0]]
   peak = max([info[v]["matmul_gflops"] for v in variants] +
              ([info["torch"]["matmul_gflops"]] if with_torch else []))
   lines = [
@@ -487,12 +524,12 @@ def _markdown(report, variants, whats, with_torch):
           f"{compile_s} | {median:.1f} | {vs_torch} | {vs_before} | "
           f"{cpu:.2f} | {100 * median * flops / 1e9 / peak:.0f} % | "
           f"{min(loads):.1f}-{max(loads):.1f} |")
-  lines += ["", f"matmul peak (2048^2 float32): XLA {info['default']['matmul_gflops']:.1f} GFLOP/s"
+  lines += ["", f"matmul peak (2048^2 float32): XLA {first['matmul_gflops']:.1f} GFLOP/s"
             + (f", torch {info['torch']['matmul_gflops']:.1f} GFLOP/s"
                if with_torch else "") + f"; peak used: {peak:.1f}",
             "forward MFLOP / image (XLA cost analysis): " + ", ".join(
                 f"{k} {v / 1e6:.1f}" for k, v in
-                info["default"]["flops"].items()) +
+                first["flops"].items()) +
             " (training counted as 3x)",
             "machine: " + json.dumps(report["machine"]),
             "ours: " + json.dumps({v: dict(devices=info[v]["devices"],
@@ -500,6 +537,18 @@ def _markdown(report, variants, whats, with_torch):
                                    for v in variants}),
             f"load average at start / end: {report['load_start']} / "
             f"{report['load_end']}"]
+  if len(variants) == 2:  # An A/B (`--variants=a,b`): a's speed-up over b.
+    a, b = variants
+    lines.append(f"per-round speed-up of {a} over {b} (median of per-round "
+                 "ratios, wall / CPU time): " + ", ".join(
+                     f"{what} {x:.2f}x / {y:.2f}x" for what, (x, y) in
+                     ab_speedups(report, a, b, whats).items()))
+  rss = {w: max(r.get("max_rss_mb", 0) for k, runs in report["runs"].items()
+                if k.startswith(f"{w}|") for r in runs)
+         for w in variants + (["torch"] if with_torch else [])}
+  if all(rss.values()):  # Reports from before 2026-12-02 midday have none.
+    lines.append("peak resident memory per worker process (both scenarios), "
+                 "MB: " + ", ".join(f"{w} {v:.0f}" for w, v in rss.items()))
   return "\n".join(lines)
 
 

@@ -31,6 +31,15 @@ flags.DEFINE_integer(
     "Of those CPU devices, how many a training step uses (default 1: no "
     "all-reduce; XLA:CPU's in-process all-reduce aborted a training run on "
     "a loaded 2-core machine, BUILD.md). -1: all of them.")
+flags.DEFINE_bool(
+    "cpu_huge_pages", True,
+    "In a CPU-only process on Linux (glibc >= 2.35, transparent huge pages "
+    "in 'madvise' mode), restart the launcher once with GLIBC_TUNABLES="
+    "glibc.malloc.hugetlb=1 so XLA:CPU's large per-call buffers are backed by "
+    "huge pages instead of being page-faulted in 4 KiB at a time on every "
+    "call (robustjax.parallel.huge_pages_environ): a ResNet-20 train step at "
+    "32x32x3 / batch 128 ~1.3x faster. A glibc.malloc.hugetlb setting of "
+    "your own wins.")
 flags.DEFINE_bool("distributed", False,
                   "Call jax.distributed.initialize() (multi-host TPU VM / "
                   "multi-node GPU; coordinator from the environment).")
@@ -63,6 +72,24 @@ def load_config():
     _fatal(f"Config error: {e}")
 
 
+def _restart_with_huge_pages() -> None:
+  """Restarts this launcher with `parallel.huge_pages_environ()`, if any.
+
+  Only a process whose main program is a script of launch/ restarts (never
+  a test runner or notebook that imported a launcher).
+  """
+  main_file = getattr(sys.modules.get("__main__"), "__file__", "") or ""
+  if os.path.dirname(os.path.abspath(main_file)) != os.path.dirname(
+      os.path.abspath(__file__)):
+    return
+  environ = parallel.huge_pages_environ()
+  if environ is None:
+    return
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os.execve(sys.executable, sys.orig_argv, environ)
+
+
 def setup(workdir: str = ""):
   """Logging, multi-host init and the resolved config of a launcher.
 
@@ -72,6 +99,8 @@ def setup(workdir: str = ""):
   Returns:
     The validated `--config`.
   """
+  if flags.FLAGS.cpu_huge_pages:
+    _restart_with_huge_pages()  # Before any work: the run starts afresh.
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(progress.QuietLibraries())
   config = load_config()
@@ -90,10 +119,12 @@ def setup(workdir: str = ""):
     # Persistent compilation cache: a rerun or resume skips XLA compiles.
     jax.config.update("jax_compilation_cache_dir",
                       os.path.join(os.path.abspath(workdir), "jax_cache"))
-  logging.info("JAX %s: process %d/%d, %d local / %d global devices (%s).",
+  logging.info("JAX %s: process %d/%d, %d local / %d global devices (%s)%s.",
                jax.__version__, jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count(),
-               jax.devices()[0].device_kind)
+               jax.devices()[0].device_kind,
+               f"; GLIBC_TUNABLES={os.environ['GLIBC_TUNABLES']}"
+               if os.environ.get("GLIBC_TUNABLES") else "")
   return config
 
 

@@ -22,6 +22,8 @@ import functools
 import importlib.metadata
 import importlib.util
 import os
+import platform
+import sys
 from typing import Dict, Optional, Sequence, Tuple
 
 from absl import logging
@@ -76,6 +78,20 @@ _YNN_ELTWISE_TYPES = ("LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
 # and 2^20 (16x16, batch 256: 1.06x; 32x32, batch 128 = 2^21: 1.29x).
 ELTWISE_FUSION_MIN_ELEMENTS = 1 << 20
 
+# The glibc tunable of `huge_pages_environ`. XLA:CPU allocates every
+# program's temporary buffer (~500 MB for a ResNet-20 train step at 32x32x3
+# / batch 128) and its large outputs afresh on each call. glibc maps an
+# allocation that large anew (from a worker thread's arena: anything over
+# its 64 MB heaps) and unmaps it when freed, so each step page-faulted
+# ~123k fresh 4 KiB pages, which the kernel zeroes first: ~30 % of the
+# process's CPU time (`perf record`, 2026-12-02, benchmarks/train_results.md).
+# With this tunable (glibc >= 2.35) malloc asks for transparent huge pages
+# (`madvise(MADV_HUGEPAGE)`) on those mappings: ~700 faults per step.
+# (mallopt settings that keep the memory in one arena's heap removed the
+# faults too, but the one arena slowed compiles and multi-threaded steps.)
+HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
+_THP_ENABLED = "/sys/kernel/mm/transparent_hugepage/enabled"
+
 # CPU devices `train_mesh()` uses in a one-process CPU run; None: all. Set
 # by `configure_host_devices` (only when it created the devices itself).
 _cpu_train_devices: Optional[int] = None
@@ -108,6 +124,63 @@ def cpu_only_process() -> bool:
   if importlib.util.find_spec("jax_plugins") is not None:
     return False
   return not importlib.metadata.entry_points(group="jax_plugins")
+
+
+def _thp_mode(path: str = _THP_ENABLED) -> str:
+  """The kernel's transparent huge page mode ("always", "madvise", "never")."""
+  try:
+    with open(path) as f:
+      text = f.read()
+  except OSError:
+    return ""
+  modes = [m[1:-1] for m in text.split() if m.startswith("[")]
+  return modes[0] if modes else ""
+
+
+def huge_pages_environ(environ: Optional[Dict[str, str]] = None,
+                       thp_mode: Optional[str] = None
+                       ) -> Optional[Dict[str, str]]:
+  """The environment to restart a CPU process with, for huge-page buffers.
+
+  XLA:CPU allocates each program's temporary buffer and large outputs anew
+  on every call, and glibc maps allocations that large afresh, so every
+  call page-faults them in again, 4 KiB at a time (a ResNet-20 train step
+  at 32x32x3 / batch 128: ~123k faults, ~30 % of its CPU time). glibc's
+  tunable `glibc.malloc.hugetlb=1` (glibc >= 2.35) makes malloc ask for
+  transparent huge pages on those mappings (~700 faults per step). Tunables
+  are read when a process starts, so the launchers restart themselves once
+  with this environment (`launch/common.py`, `--cpu_huge_pages`).
+
+  Args:
+    environ: the current environment (default `os.environ`).
+    thp_mode: the kernel's THP mode; default: read from sysfs.
+
+  Returns:
+    A copy of `environ` with the tunable added to `GLIBC_TUNABLES`, or None
+    where it would change nothing or is not wanted: not Linux with glibc
+    >= 2.35, THP not in `madvise` mode (`always` already gives huge pages,
+    `never` none), a `glibc.malloc.hugetlb` setting already there (the
+    user's choice), or a process that may use an accelerator
+    (`cpu_only_process()` is False).
+  """
+  environ = dict(os.environ if environ is None else environ)
+  if not sys.platform.startswith("linux"):
+    return None
+  libc, version = platform.libc_ver()
+  try:
+    major_minor = tuple(int(v) for v in version.split(".")[:2])
+  except ValueError:
+    return None
+  if libc != "glibc" or major_minor < (2, 35):
+    return None
+  if (thp_mode if thp_mode is not None else _thp_mode()) != "madvise":
+    return None
+  tunables = environ.get("GLIBC_TUNABLES", "")
+  if "glibc.malloc.hugetlb" in tunables or not cpu_only_process():
+    return None
+  environ["GLIBC_TUNABLES"] = ":".join(
+      t for t in (tunables, HUGE_PAGES_TUNABLE) if t)
+  return environ
 
 
 def configure_host_devices(num_devices: Optional[int] = None,

@@ -189,6 +189,41 @@ class CommittedConvOpsResultsTest(absltest.TestCase):
 class CommittedTrainResultsTest(absltest.TestCase):
   """The headline training table and README figures come from the JSON."""
 
+  def test_huge_pages_table_and_readme_match_the_raw_numbers(self):
+    bench = _load_benchmark("train_benchmark")
+    whats = [f"{s}/{k}" for s in bench.SCENARIOS for k in ("train", "eval")]
+    cells = {}
+    for run in ("p", "q"):
+      with open(os.path.join(ROOT, "benchmarks",
+                             f"train_results_run_{run}.json")) as f:
+        report = json.load(f)
+      speedup = bench.ab_speedups(report, "default", "no_huge_pages", whats)
+      vs_torch = {w: bench.ab_speedups(report, w, "torch", whats)
+                  for w in ("default", "no_huge_pages")}
+      rss = [max(r["max_rss_mb"] for k, runs in report["runs"].items()
+                 if k.startswith(f"{w}|") for r in runs)
+             for w in ("default", "no_huge_pages", "torch")]
+      cells[run] = (
+          [f"{speedup[w][0]:.2f}x / {speedup[w][1]:.2f}x" for w in
+           ("cifar/train", "digits/train", "cifar/eval", "digits/eval")] +
+          [f"{vs_torch['default']['cifar/train'][0]:.2f}x",
+           f"{vs_torch['no_huge_pages']['cifar/train'][0]:.2f}x",
+           f"{vs_torch['default']['digits/train'][0]:.2f}x",
+           " / ".join(f"{v:.0f}" for v in rss)])
+    with open(os.path.join(ROOT, "benchmarks", "train_results.md")) as f:
+      doc = f.read()
+    table = doc[doc.index("| (median of per-round ratios) | run P | run Q |"):]
+    rows = [r for r in table.splitlines()[2:] if r.startswith("|")][:8]
+    self.assertLen(rows, 8)
+    for i, row in enumerate(rows):
+      got = [c.strip() for c in row.split("|")[2:4]]
+      self.assertEqual(got, [cells["p"][i], cells["q"][i]], row)
+    with open(os.path.join(ROOT, "README.md")) as f:
+      readme = " ".join(f.read().split())
+    self.assertIn(
+        f"{cells['p'][0].split(' / ')[0]} / {cells['q'][0].split(' / ')[0]} "
+        f"faster at 32 px, {cells['p'][4]} / {cells['q'][4]} PyTorch", readme)
+
   def test_run_g_table_and_readme_match_the_raw_numbers(self):
     import statistics  # pylint: disable=g-import-not-at-top
     bench = _load_benchmark("train_benchmark")

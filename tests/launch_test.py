@@ -10,6 +10,7 @@ import tomllib
 from absl.testing import absltest
 
 from robustjax import io
+from robustjax import parallel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -68,6 +69,11 @@ class TrainLauncherTest(absltest.TestCase):
     self.assertIn("8", os.listdir(os.path.join(workdir, "checkpoints")))
     log = open(os.path.join(workdir, "log.txt")).read()  # The run's log.
     self.assertIn("starts logging to", log)
+    # On a machine where it helps, the launcher restarted itself with huge
+    # pages for XLA:CPU's buffers (--cpu_huge_pages) and says so.
+    huge = parallel.huge_pages_environ()
+    if huge is not None:
+      self.assertIn(f"GLIBC_TUNABLES={huge['GLIBC_TUNABLES']}", log)
     self.assertIn("Done: results in", log)
 
   def test_required_flags(self):

@@ -19,6 +19,7 @@ step data-parallel; results must agree within float tolerance.
 import copy
 import json
 import os
+import platform
 import socket
 import subprocess
 import sys
@@ -401,6 +402,91 @@ out = {"devices": len(jax.devices()), "logits": np.asarray(logits).ravel(),
 print(json.dumps({k: v if isinstance(v, int) else v.tolist()
                   for k, v in out.items()}))
 """
+
+
+# Page faults per call of a program whose 64 MB output is allocated anew on
+# every call (after warm-up calls), in a process with the environment given.
+_PAGE_FAULTS_PROBE = """
+import json, resource, sys
+sys.path.insert(0, sys.argv[1])
+from robustjax import parallel
+parallel.configure_host_devices()
+import jax
+import jax.numpy as jnp
+x = jnp.ones((1 << 24,), jnp.float32)  # 64 MB.
+double = jax.jit(lambda x: x * 2.0)
+def faults():
+  return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for i in range(8):
+  if i == 4:
+    start = faults()
+  y = double(x).block_until_ready()
+  del y
+print(json.dumps(dict(faults_per_call=(faults() - start) / 4,
+                      pages=(1 << 26) // resource.getpagesize())))
+"""
+
+
+def _page_faults_probe(env):
+  env = dict(env, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  out = subprocess.run(
+      [sys.executable, "-c", _PAGE_FAULTS_PROBE, REPO],
+      env=env, cwd=REPO, capture_output=True, text=True, check=True)
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+class HugePagesTest(absltest.TestCase):
+  """`parallel.huge_pages_environ` (what the launchers restart with)."""
+
+  def _glibc_235(self):
+    libc, version = platform.libc_ver()
+    return (sys.platform.startswith("linux") and libc == "glibc" and
+            tuple(int(v) for v in version.split(".")[:2]) >= (2, 35))
+
+  def test_environment(self):
+    from robustjax import parallel
+    if not self._glibc_235():
+      self.assertIsNone(parallel.huge_pages_environ({}, thp_mode="madvise"))
+      self.skipTest("the glibc tunable needs Linux with glibc >= 2.35; "
+                    f"here: {sys.platform}, {platform.libc_ver()}")
+    tunable = parallel.HUGE_PAGES_TUNABLE
+    env = parallel.huge_pages_environ({"A": "1"}, thp_mode="madvise")
+    self.assertEqual(env, {"A": "1", "GLIBC_TUNABLES": tunable})
+    # Other tunables are kept; a hugetlb setting of the user's wins.
+    env = parallel.huge_pages_environ(
+        {"GLIBC_TUNABLES": "glibc.malloc.tcache_count=0"}, thp_mode="madvise")
+    self.assertEqual(env["GLIBC_TUNABLES"],
+                     f"glibc.malloc.tcache_count=0:{tunable}")
+    self.assertIsNone(parallel.huge_pages_environ(
+        {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, thp_mode="madvise"))
+    # THP "always" gives huge pages already, "never" none at all.
+    for mode in ("always", "never", ""):
+      self.assertIsNone(parallel.huge_pages_environ({}, thp_mode=mode), mode)
+
+  def test_thp_mode_is_read_from_sysfs(self):
+    from robustjax import parallel
+    path = self.create_tempfile(
+        content="always [madvise] never\n").full_path
+    self.assertEqual(parallel._thp_mode(path), "madvise")
+    self.assertEqual(parallel._thp_mode(path + ".missing"), "")
+
+  def test_huge_pages_stop_the_page_faults(self):
+    from robustjax import parallel
+    env = parallel.huge_pages_environ()
+    if env is None:
+      self.skipTest("huge_pages_environ() changes nothing here (needs "
+                    "Linux, glibc >= 2.35, THP mode madvise; this machine: "
+                    f"{platform.libc_ver()}, THP {parallel._thp_mode()!r})")
+    # glibc maps a 64 MB buffer afresh and unmaps it when freed, so every
+    # call faults its pages in again: 4 KiB pages, or 2 MiB huge pages.
+    plain = dict(os.environ)
+    plain.pop("GLIBC_TUNABLES", None)
+    fresh = _page_faults_probe(plain)
+    self.assertGreater(fresh["faults_per_call"], fresh["pages"] / 2)
+    huge = _page_faults_probe(env)
+    # (The mapping's unaligned ends still take 4 KiB pages: ~550 here.)
+    self.assertLess(huge["faults_per_call"], huge["pages"] / 10)
 
 
 class ConfigureHostDevicesTest(absltest.TestCase):

@@ -115,6 +115,8 @@ class StudyTest(absltest.TestCase):
     # The XLA flags are recorded: they move float rounding.
     env = json.load(open(os.path.join(self.workdir, "environment.json")))
     self.assertEqual(env["xla_flags"], os.environ.get("XLA_FLAGS", ""))
+    self.assertEqual(env["glibc_tunables"],
+                     os.environ.get("GLIBC_TUNABLES", ""))
 
   def test_report_only_rerun_reproduces_the_report_byte_for_byte(self):
     workdir = os.path.join(self.root, "report_only")
