@@ -75,12 +75,14 @@ def load_config():
 def _restart_with_huge_pages() -> None:
   """Restarts this launcher with `parallel.huge_pages_environ()`, if any.
 
-  Only a process whose main program is a script of launch/ restarts (never
-  a test runner or notebook that imported a launcher).
+  Only a process whose main program is a script of launch/ or one of the
+  `robustjax-*` console scripts restarts (never a test runner or notebook
+  that imported a launcher).
   """
   main_file = getattr(sys.modules.get("__main__"), "__file__", "") or ""
-  if os.path.dirname(os.path.abspath(main_file)) != os.path.dirname(
-      os.path.abspath(__file__)):
+  if (os.path.dirname(os.path.abspath(main_file)) != os.path.dirname(
+      os.path.abspath(__file__))
+      and not os.path.basename(main_file).startswith("robustjax-")):
     return
   environ = parallel.huge_pages_environ()
   if environ is None:
