@@ -252,16 +252,15 @@ class CommittedTrainResultsTest(absltest.TestCase):
 
 
 class CommittedAttackResultsTest(absltest.TestCase):
-  """Run J's table and README's PGD figures come from the JSON."""
+  """Runs J and R: tables and README's PGD figures come from the JSON."""
 
-  def test_run_j_table_and_readme_match_the_raw_numbers(self):
-    import statistics  # pylint: disable=g-import-not-at-top
+  def _report_and_its_table(self, run):
+    """The run's JSON; asserts its batch-256 table is in attacks_results.md."""
     bench = _load_benchmark("attacks_benchmark")
     with open(os.path.join(ROOT, "benchmarks",
-                           "attacks_results_default_run_j.json")) as f:
+                           f"attacks_results_default_{run}.json")) as f:
       report = json.load(f)
-    n = 256
-    table = [line for line in bench._markdown(report, n).splitlines()
+    table = [line for line in bench._markdown(report, 256).splitlines()
              if line.startswith("| ") and "|---" not in line
              and "eps sweep" not in line]
     with open(os.path.join(ROOT, "benchmarks", "attacks_results.md")) as f:
@@ -269,6 +268,12 @@ class CommittedAttackResultsTest(absltest.TestCase):
     self.assertLen(table, 1 + len(report["rows"]))
     for row in table:
       self.assertIn(row, results_md)
+    return report
+
+  def test_run_j_table_and_readme_match_the_raw_numbers(self):
+    import statistics  # pylint: disable=g-import-not-at-top
+    n = 256
+    report = self._report_and_its_table("run_j")
 
     def figures(label):
       row = [r for r in report["rows"]
@@ -288,6 +293,19 @@ class CommittedAttackResultsTest(absltest.TestCase):
                   f"`models.input_grad`), timed in the same rounds, made "
                   f"{lax_ratio:.2f}x", readme)
     self.assertIn(f"FGSM {figures('FGSM, 2 devices')[0]:.2f}x", readme)
+
+  def test_run_r_table_and_readme_match_the_raw_numbers(self):
+    import statistics  # pylint: disable=g-import-not-at-top
+    report = self._report_and_its_table("run_r")
+    self.assertEqual(report["machine"]["glibc_tunables"],
+                     "glibc.malloc.hugetlb=1")
+    row = [r for r in report["rows"]
+           if r["label"] == "PGD-10 unrolled, 2 devices" and r["chunk"] == 256]
+    ratio = statistics.median(t["seconds"] / o["seconds"]
+                              for o, t in zip(row[0]["ours"], row[0]["torch"]))
+    with open(os.path.join(ROOT, "README.md")) as f:
+      readme = " ".join(f.read().split())
+    self.assertIn(f"a slow hour) {ratio:.2f}x", readme)
 
 
 if __name__ == "__main__":
