@@ -38,7 +38,8 @@ flags.DEFINE_bool(
     "glibc.malloc.hugetlb=1 so XLA:CPU's large per-call buffers are backed by "
     "huge pages instead of being page-faulted in 4 KiB at a time on every "
     "call (robustjax.parallel.huge_pages_environ): a ResNet-20 train step at "
-    "32x32x3 / batch 128 ~1.3x faster. A glibc.malloc.hugetlb setting of "
+    "32x32x3 / batch 128 1.10-1.16x faster (benchmarks/train_results.md). A "
+    "glibc.malloc.hugetlb setting of "
     "your own wins.")
 flags.DEFINE_bool("distributed", False,
                   "Call jax.distributed.initialize() (multi-host TPU VM / "

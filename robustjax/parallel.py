@@ -86,7 +86,7 @@ ELTWISE_FUSION_MIN_ELEMENTS = 1 << 20
 # ~123k fresh 4 KiB pages, which the kernel zeroes first: ~30 % of the
 # process's CPU time (`perf record`, 2026-12-02, benchmarks/train_results.md).
 # With this tunable (glibc >= 2.35) malloc asks for transparent huge pages
-# (`madvise(MADV_HUGEPAGE)`) on those mappings: ~700 faults per step.
+# (`madvise(MADV_HUGEPAGE)`) on those mappings: ~650 faults per step.
 # (mallopt settings that keep the memory in one arena's heap removed the
 # faults too, but the one arena slowed compiles and multi-threaded steps.)
 HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
@@ -147,7 +147,7 @@ def huge_pages_environ(environ: Optional[Dict[str, str]] = None,
   call page-faults them in again, 4 KiB at a time (a ResNet-20 train step
   at 32x32x3 / batch 128: ~123k faults, ~30 % of its CPU time). glibc's
   tunable `glibc.malloc.hugetlb=1` (glibc >= 2.35) makes malloc ask for
-  transparent huge pages on those mappings (~700 faults per step). Tunables
+  transparent huge pages on those mappings (~650 faults per step). Tunables
   are read when a process starts, so the launchers restart themselves once
   with this environment (`launch/common.py`, `--cpu_huge_pages`).
 
