@@ -167,13 +167,12 @@ def _ours_worker(args):
   # pylint: disable=g-import-not-at-top
   sys.path.insert(0, REPO)
   from robustjax import parallel
-  if args.variant in ("default", "fast_conv"):
+  # no_huge_pages: the same process, started without the environment.
+  if args.variant in ("default", "fast_conv", "no_huge_pages"):
     parallel.configure_host_devices()
   elif args.variant == "no_eltwise":
     parallel.configure_host_devices()
     parallel.ELTWISE_FUSION_MIN_ELEMENTS = 1 << 62  # Never reached.
-  elif args.variant == "no_huge_pages":
-    parallel.configure_host_devices()
   elif args.variant == "one_device":
     parallel.configure_host_devices(num_devices=1)
   elif args.variant == "per_core":  # Training sharded over every device too.
@@ -507,10 +506,8 @@ def _markdown(report, variants, whats, with_torch):
                               for r in runs) * 1e3
       loads = [r["load"] for r in runs]
 
-      def ratio(other, runs=runs):
-        return statistics.median(
-            o["seconds"] / r["seconds"]
-            for r, o in zip(runs, report["runs"][f"{other}|{what}"]))
+      def ratio(other, w=w, what=what):
+        return ab_speedups(report, w, other, [what])[what][0]
       vs_torch = (f"{ratio('torch'):.2f}x" if with_torch and w != "torch"
                   else "-")
       vs_before = (f"{ratio('before'):.2f}x" if "before" in variants and
