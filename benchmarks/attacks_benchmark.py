@@ -205,9 +205,10 @@ def _export_for_torch(variables, images, labels, path):
   np.savez(path, images=np.asarray(images), labels=np.asarray(labels), **flat)
 
 
-# The GLIBC_TUNABLES the user started the benchmark with, kept across its
-# restart with `parallel.huge_pages_environ()`.
-_USER_TUNABLES = "_ATTACKS_BENCHMARK_USER_GLIBC_TUNABLES"
+# The variables the benchmark's restart with `parallel.cpu_malloc_environ()`
+# changed, as the user had them (JSON; null: unset), so torchattacks runs in
+# the user's environment.
+_USER_ENV = "_ATTACKS_BENCHMARK_USER_ENV"
 
 
 class _TorchWorker:
@@ -215,10 +216,11 @@ class _TorchWorker:
 
   def __init__(self, torch_python, workdir):
     env = dict(os.environ)
-    if _USER_TUNABLES in env:  # Undo our restart's GLIBC_TUNABLES.
-      env["GLIBC_TUNABLES"] = env.pop(_USER_TUNABLES)
-      if not env["GLIBC_TUNABLES"]:
-        del env["GLIBC_TUNABLES"]
+    for k, v in json.loads(env.pop(_USER_ENV, "{}")).items():
+      if v is None:  # Undo our restart's allocator.
+        env.pop(k, None)
+      else:
+        env[k] = v
     self._proc = subprocess.Popen(
         [torch_python, os.path.abspath(__file__), "--torch_worker",
          f"--workdir={workdir}"],
@@ -249,11 +251,13 @@ def _jax_main(args):
   """Runs every measurement and prints a markdown report."""
   # pylint: disable=g-import-not-at-top
   from robustjax import parallel
-  if args.host_devices in ("auto", "one") and args.huge_pages:
-    environ = parallel.huge_pages_environ()  # As the launchers restart.
+  if args.host_devices in ("auto", "one"):
+    environ = parallel.cpu_malloc_environ(args.cpu_malloc)  # As launchers.
     if environ is not None:
       # torchattacks runs in the user's environment (`_TorchWorker`).
-      environ[_USER_TUNABLES] = os.environ.get("GLIBC_TUNABLES", "")
+      environ[_USER_ENV] = json.dumps(
+          {k: os.environ.get(k) for k in environ
+           if environ[k] != os.environ.get(k)})
       sys.stdout.flush()
       os.execve(sys.executable, sys.orig_argv, environ)
   if args.host_devices in ("auto", "per_core"):  # The launchers' default.
@@ -296,7 +300,8 @@ def _jax_main(args):
       jax=jax.__version__, backend=jax.default_backend(),
       devices=jax.device_count(), xla_flags=os.environ.get("XLA_FLAGS", ""),
       conv="models.conv.Conv" if args.fast_conv else "nn.Conv",
-      glibc_tunables=os.environ.get("GLIBC_TUNABLES", "")),
+      glibc_tunables=os.environ.get("GLIBC_TUNABLES", ""),
+      malloc=parallel.cpu_malloc_in_use()),
                 load_start=os.getloadavg(), rows=[])
 
   worker = None
@@ -533,12 +538,12 @@ def main():
                       "other flag (1: JAX's defaults). Batches are split "
                       "over every device, as the attack evaluator does; "
                       "with >1 device a one-device PGD row is added.")
-  parser.add_argument("--huge_pages", default=True,
-                      action=argparse.BooleanOptionalAction,
+  parser.add_argument("--cpu_malloc", default="mimalloc",
+                      choices=("mimalloc", "glibc_huge_pages", "system"),
                       help="with auto/one: restart with "
-                      "parallel.huge_pages_environ(), as the launchers do "
-                      "(--cpu_huge_pages); --no-huge_pages: glibc's "
-                      "defaults.")
+                      "parallel.cpu_malloc_environ(CPU_MALLOC), as the "
+                      "launchers do (--cpu_malloc); system: the allocator "
+                      "the benchmark was started with.")
   parser.add_argument("--fast_conv", action="store_true",
                       help="robustjax.models.conv.Conv instead of flax's "
                       "nn.Conv (the models' default).")

@@ -43,11 +43,14 @@ XLA flags at start-up):
   activations (`parallel.train_step_compiler_options`, YNNPACK elementwise
   fusions; it applies to the cifar scenario only), i.e. the default until
   2026-12-01 evening.
-* `no_huge_pages`: `default` without the launchers' restart with
-  `parallel.huge_pages_environ()` (GLIBC_TUNABLES=glibc.malloc.hugetlb=1:
+* `glibc_huge_pages`: `default` restarted with glibc's malloc and
+  GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (`--cpu_malloc=glibc_huge_pages`:
   XLA:CPU's large per-call buffers on transparent huge pages), i.e. the
-  default until 2026-12-02 midday; `default` gets that environment where
-  the launchers would restart with it.
+  default from 2026-12-02 midday to afternoon; `default` gets mimalloc
+  (`parallel.cpu_malloc_environ()`) where the launchers would restart with
+  it.
+* `no_huge_pages`: `default` with glibc's malloc as it is
+  (`--cpu_malloc=system`), i.e. the default until 2026-12-02 midday.
 * with `--ablations`: `fast_conv` (`default` + `robustjax.models.conv.Conv`)
   and `per_core_no_flags` (one device per core, no XLA flag).
 
@@ -167,8 +170,10 @@ def _ours_worker(args):
   # pylint: disable=g-import-not-at-top
   sys.path.insert(0, REPO)
   from robustjax import parallel
-  # no_huge_pages: the same process, started without the environment.
-  if args.variant in ("default", "fast_conv", "no_huge_pages"):
+  # glibc_huge_pages, no_huge_pages: the same process, started with another
+  # allocator (main()).
+  if args.variant in ("default", "fast_conv", "glibc_huge_pages",
+                      "no_huge_pages"):
     parallel.configure_host_devices()
   elif args.variant == "no_eltwise":
     parallel.configure_host_devices()
@@ -197,7 +202,8 @@ def _ours_worker(args):
                            xla_flags=os.environ.get("XLA_FLAGS", ""),
                            jax=jax.__version__, compile_s={}, flops={},
                            glibc_tunables=os.environ.get("GLIBC_TUNABLES",
-                                                         ""))
+                                                         ""),
+                           malloc=parallel.cpu_malloc_in_use())
   rng = np.random.default_rng(0)
   for name, (size, channels, batch) in SCENARIOS.items():
     conv = conv_lib.Conv if fast_conv else nn.Conv
@@ -342,6 +348,7 @@ def _torch_worker(args):
     best = min(best, time.perf_counter() - start)
   _serve(runners, dict(torch=torch.__version__,
                        threads=torch.get_num_threads(),
+                       ld_preload=os.environ.get("LD_PRELOAD", ""),
                        matmul_gflops=2 * 2048**3 / best / 1e9))
 
 
@@ -384,8 +391,10 @@ def _cpu_name():
 def _clean_env():
   env = dict(os.environ)
   for k in ("XLA_FLAGS", "JAX_COMPILATION_CACHE_DIR", "JAX_NUM_CPU_DEVICES",
-            "GLIBC_TUNABLES"):
+            "GLIBC_TUNABLES", "LD_PRELOAD"):
     env.pop(k, None)
+  for k in [k for k in env if k.startswith("MIMALLOC_")]:
+    env.pop(k)
   env["JAX_PLATFORMS"] = "cpu"
   return env
 
@@ -394,6 +403,11 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--torch_python", default="",
                       help="python of a venv with torch; empty: skip it.")
+  parser.add_argument("--torch_malloc", default="system",
+                      choices=("system", "mimalloc"),
+                      help="the allocator of the PyTorch worker: glibc as a "
+                      "user runs it, or our mimalloc preload (to see "
+                      "whether PyTorch gains from it too).")
   parser.add_argument("--rounds", type=int, default=5)
   parser.add_argument("--train_reps", type=int, default=5,
                       help="train steps per timed run.")
@@ -420,7 +434,7 @@ def main():
   if args.worker == "torch":
     return _torch_worker(args)
 
-  variants = ["before", "default", "no_huge_pages", "no_eltwise",
+  variants = ["before", "default", "glibc_huge_pages", "no_eltwise",
               "one_device", "per_core"]
   if args.smoke:
     variants = ["default"]
@@ -435,8 +449,9 @@ def main():
   from robustjax import parallel  # pylint: disable=g-import-not-at-top
   for v in variants:
     env = _clean_env()
-    if v not in ("before", "no_huge_pages"):  # As the launchers restart.
-      env = parallel.huge_pages_environ(env) or env
+    malloc = {"before": "system", "no_huge_pages": "system",
+              "glibc_huge_pages": "glibc_huge_pages"}.get(v, "mimalloc")
+    env = parallel.cpu_malloc_environ(malloc, env) or env  # As launchers do.
     workers[v] = _Worker(me + ["--worker=ours", f"--variant={v}"] +
                          (["--smoke"] if args.smoke else []), env)
     print(v, json.dumps(workers[v].info), flush=True)
@@ -444,7 +459,9 @@ def main():
     workers["torch"] = _Worker([args.torch_python, os.path.abspath(__file__),
                                 "--worker=torch"] +
                                (["--smoke"] if args.smoke else []),
-                               _clean_env())
+                               parallel.cpu_malloc_environ(
+                                   args.torch_malloc, _clean_env())
+                               or _clean_env())
     print("torch", json.dumps(workers["torch"].info), flush=True)
   whats = [f"{s}/{k}" for s in SCENARIOS for k in ("train", "eval")]
   runs = {(w, what): [] for w in workers for what in whats}

@@ -31,16 +31,17 @@ flags.DEFINE_integer(
     "Of those CPU devices, how many a training step uses (default 1: no "
     "all-reduce; XLA:CPU's in-process all-reduce aborted a training run on "
     "a loaded 2-core machine, BUILD.md). -1: all of them.")
-flags.DEFINE_bool(
-    "cpu_huge_pages", True,
-    "In a CPU-only process on Linux (glibc >= 2.35, transparent huge pages "
-    "in 'madvise' mode), restart the launcher once with GLIBC_TUNABLES="
-    "glibc.malloc.hugetlb=1 so XLA:CPU's large per-call buffers are backed by "
-    "huge pages instead of being page-faulted in 4 KiB at a time on every "
-    "call (robustjax.parallel.huge_pages_environ): a ResNet-20 train step at "
-    "32x32x3 / batch 128 1.10-1.16x faster (benchmarks/train_results.md). A "
-    "glibc.malloc.hugetlb setting of "
-    "your own wins.")
+flags.DEFINE_enum(
+    "cpu_malloc", "mimalloc", parallel.CPU_MALLOCS,
+    "In a CPU-only process on Linux, restart the launcher once with a memory "
+    "allocator that does not page-fault XLA:CPU's large per-call buffers in "
+    "afresh on every call (robustjax.parallel.cpu_malloc_environ). mimalloc: "
+    "preloaded, freed memory kept for reuse (a ResNet-20 train step at "
+    "32x32x3 / batch 128 ~1.3x faster than glibc_huge_pages, at ~1.6x the "
+    "peak memory; benchmarks/train_results.md); falls back to "
+    "glibc_huge_pages where mimalloc is not installed. glibc_huge_pages: "
+    "glibc with GLIBC_TUNABLES=glibc.malloc.hugetlb=1. system: no restart. "
+    "An allocator in your own LD_PRELOAD wins.")
 flags.DEFINE_bool("distributed", False,
                   "Call jax.distributed.initialize() (multi-host TPU VM / "
                   "multi-node GPU; coordinator from the environment).")
@@ -73,8 +74,8 @@ def load_config():
     _fatal(f"Config error: {e}")
 
 
-def _restart_with_huge_pages() -> None:
-  """Restarts this launcher with `parallel.huge_pages_environ()`, if any.
+def _restart_with_cpu_malloc(malloc: str) -> None:
+  """Restarts this launcher with `parallel.cpu_malloc_environ()`, if any.
 
   Only a process whose main program is a script of launch/ or one of the
   `robustjax-*` console scripts restarts (never a test runner or notebook
@@ -85,7 +86,7 @@ def _restart_with_huge_pages() -> None:
       os.path.abspath(__file__))
       and not os.path.basename(main_file).startswith("robustjax-")):
     return
-  environ = parallel.huge_pages_environ()
+  environ = parallel.cpu_malloc_environ(malloc)
   if environ is None:
     return
   sys.stdout.flush()
@@ -102,8 +103,7 @@ def setup(workdir: str = ""):
   Returns:
     The validated `--config`.
   """
-  if flags.FLAGS.cpu_huge_pages:
-    _restart_with_huge_pages()  # Before any work: the run starts afresh.
+  _restart_with_cpu_malloc(flags.FLAGS.cpu_malloc)  # Before any work.
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(progress.QuietLibraries())
   config = load_config()
@@ -122,12 +122,11 @@ def setup(workdir: str = ""):
     # Persistent compilation cache: a rerun or resume skips XLA compiles.
     jax.config.update("jax_compilation_cache_dir",
                       os.path.join(os.path.abspath(workdir), "jax_cache"))
-  logging.info("JAX %s: process %d/%d, %d local / %d global devices (%s)%s.",
+  logging.info("JAX %s: process %d/%d, %d local / %d global devices (%s); "
+               "malloc: %s.",
                jax.__version__, jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count(),
-               jax.devices()[0].device_kind,
-               f"; GLIBC_TUNABLES={os.environ['GLIBC_TUNABLES']}"
-               if os.environ.get("GLIBC_TUNABLES") else "")
+               jax.devices()[0].device_kind, parallel.cpu_malloc_in_use())
   return config
 
 

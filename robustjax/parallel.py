@@ -92,6 +92,25 @@ ELTWISE_FUSION_MIN_ELEMENTS = 1 << 20
 HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
 _THP_ENABLED = "/sys/kernel/mm/transparent_hugepage/enabled"
 
+# The allocator a CPU process restarts with by default (`cpu_malloc_environ`,
+# `--cpu_malloc`). Huge pages (above) cut the faults of glibc's fresh
+# mappings, but every call still maps, zeroes and unmaps its buffers again.
+# mimalloc (PyPI `cmeel-mimalloc`, a dependency on Linux) keeps freed memory
+# in per-thread pools and hands it out again: with purging off (freed pages
+# stay committed: the next call reuses them without a fault) and huge OS
+# pages allowed, the ResNet-20 train step at 32x32x3 / batch 128 ran
+# 1.3-1.4x faster than with glibc's huge pages, at ~1.6x the peak resident
+# memory; a purge delay of 100 or 1000 ms (mimalloc's default is 10) lost
+# most of the gain, and jemalloc (not on PyPI) was slower than glibc
+# (benchmarks/train_results.md, 2026-12-02 afternoon).
+MIMALLOC_DISTRIBUTION = "cmeel-mimalloc"
+MIMALLOC_OPTIONS = (("MIMALLOC_PURGE_DELAY", "-1"),
+                    ("MIMALLOC_ALLOW_LARGE_OS_PAGES", "1"))
+# `cpu_malloc_environ` choices: mimalloc (falls back to glibc_huge_pages
+# where it is not installed), glibc with huge pages (`huge_pages_environ`),
+# or the process's allocator untouched.
+CPU_MALLOCS = ("mimalloc", "glibc_huge_pages", "system")
+
 # CPU devices `train_mesh()` uses in a one-process CPU run; None: all. Set
 # by `configure_host_devices` (only when it created the devices itself).
 _cpu_train_devices: Optional[int] = None
@@ -181,6 +200,98 @@ def huge_pages_environ(environ: Optional[Dict[str, str]] = None,
   environ["GLIBC_TUNABLES"] = ":".join(
       t for t in (tunables, HUGE_PAGES_TUNABLE) if t)
   return environ
+
+
+def mimalloc_library() -> Optional[str]:
+  """The path of the installed mimalloc shared library, or None."""
+  try:
+    files = importlib.metadata.files(MIMALLOC_DISTRIBUTION) or ()
+  except importlib.metadata.PackageNotFoundError:
+    return None
+  names = sorted((f for f in files if f.name.startswith("libmimalloc.so")),
+                 key=lambda f: len(f.name))
+  for f in names:
+    path = os.path.abspath(str(f.locate()))
+    if os.path.isfile(path):
+      return path
+  return None
+
+
+def cpu_malloc_environ(malloc: str = "mimalloc",
+                       environ: Optional[Dict[str, str]] = None,
+                       thp_mode: Optional[str] = None
+                       ) -> Optional[Dict[str, str]]:
+  """The environment to restart a CPU process with, for a faster allocator.
+
+  XLA:CPU allocates each program's temporary buffer (~500 MB for a ResNet-20
+  train step at 32x32x3 / batch 128) and its large outputs anew on every
+  call. glibc's malloc maps allocations that large afresh and unmaps them
+  when freed, so each call page-faulted its buffers in again, 4 KiB at a
+  time, zeroed (~30 % of that step's CPU time). The allocator is chosen
+  when a process starts (`LD_PRELOAD`, `GLIBC_TUNABLES`), so the launchers
+  restart themselves once with this environment (`launch/common.py`,
+  `--cpu_malloc`).
+
+  Args:
+    malloc: one of `CPU_MALLOCS`. "mimalloc": preload mimalloc with
+      `MIMALLOC_OPTIONS` (options you set yourself win); where it is not
+      installed, as "glibc_huge_pages". "glibc_huge_pages":
+      `huge_pages_environ`. "system": no change.
+    environ: the current environment (default `os.environ`).
+    thp_mode: the kernel's THP mode (for the glibc fallback); default: sysfs.
+
+  Returns:
+    A copy of `environ` to restart with, or None where nothing is to change:
+    "system", not Linux, a process that may use an accelerator
+    (`cpu_only_process()` is False), an `LD_PRELOAD` that already names an
+    allocator (ours after the restart, or your own jemalloc / tcmalloc),
+    or, for glibc, whatever `huge_pages_environ` rules out.
+
+  Raises:
+    ValueError: `malloc` is not one of `CPU_MALLOCS`.
+  """
+  if malloc not in CPU_MALLOCS:
+    raise ValueError(f"Unknown CPU allocator {malloc!r}; use one of "
+                     f"{', '.join(CPU_MALLOCS)}.")
+  environ = dict(os.environ if environ is None else environ)
+  if (malloc == "system" or not sys.platform.startswith("linux")
+      or not cpu_only_process()):
+    return None
+  preload = environ.get("LD_PRELOAD", "")
+  if "malloc" in preload:  # jemalloc, tcmalloc, mimalloc: already chosen.
+    return None
+  library = mimalloc_library() if malloc == "mimalloc" else None
+  if library is None:
+    return huge_pages_environ(environ, thp_mode)
+  environ["LD_PRELOAD"] = ":".join(p for p in (library, preload) if p)
+  for name, value in MIMALLOC_OPTIONS:
+    environ.setdefault(name, value)
+  return environ
+
+
+def cpu_malloc_in_use(environ: Optional[Dict[str, str]] = None) -> str:
+  """The allocator a process started with `environ` uses, in words.
+
+  E.g. "mimalloc 3.4.3 (MIMALLOC_PURGE_DELAY=-1 ...)", "glibc
+  (GLIBC_TUNABLES=glibc.malloc.hugetlb=1)" or "glibc". It moves speed and
+  memory, never numbers (logged by the launchers, recorded in a study's
+  environment.json).
+  """
+  environ = os.environ if environ is None else environ
+  preload = [p for p in environ.get("LD_PRELOAD", "").replace(" ", ":")
+             .split(":") if "malloc" in os.path.basename(p)]
+  if preload:
+    name = os.path.basename(preload[0]).split(".")[0].removeprefix("lib")
+    if name == "mimalloc":
+      try:
+        name += " " + importlib.metadata.version(MIMALLOC_DISTRIBUTION)
+      except importlib.metadata.PackageNotFoundError:
+        pass
+    options = " ".join(f"{k}={v}" for k, v in sorted(environ.items())
+                       if k.startswith(name.split()[0].upper() + "_"))
+    return f"{name} ({options})" if options else name
+  tunables = environ.get("GLIBC_TUNABLES", "")
+  return f"glibc (GLIBC_TUNABLES={tunables})" if tunables else "glibc"
 
 
 def configure_host_devices(num_devices: Optional[int] = None,

@@ -69,11 +69,10 @@ class TrainLauncherTest(absltest.TestCase):
     self.assertIn("8", os.listdir(os.path.join(workdir, "checkpoints")))
     log = open(os.path.join(workdir, "log.txt")).read()  # The run's log.
     self.assertIn("starts logging to", log)
-    # On a machine where it helps, the launcher restarted itself with huge
-    # pages for XLA:CPU's buffers (--cpu_huge_pages) and says so.
-    huge = parallel.huge_pages_environ()
-    if huge is not None:
-      self.assertIn(f"GLIBC_TUNABLES={huge['GLIBC_TUNABLES']}", log)
+    # On a machine where it helps, the launcher restarted itself with
+    # another allocator for XLA:CPU's buffers (--cpu_malloc) and says which.
+    restart = parallel.cpu_malloc_environ()
+    self.assertIn(f"malloc: {parallel.cpu_malloc_in_use(restart)}.", log)
     self.assertIn("Done: results in", log)
 
   def test_required_flags(self):

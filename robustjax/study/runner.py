@@ -77,11 +77,12 @@ def environment() -> dict:
     pass
   # XLA flags move float rounding (e.g. parallel.CPU_ONLY_XLA_FLAGS), so
   # bit-identical numbers need the same flags as well as the same machine.
-  # GLIBC_TUNABLES (parallel.huge_pages_environ) moves speed, not numbers.
+  # The allocator (parallel.cpu_malloc_environ) moves speed and memory, not
+  # numbers.
   return {"machine": machine, "jax": jax.__version__,
           "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
           "xla_flags": os.environ.get("XLA_FLAGS", ""),
-          "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}
+          "malloc": parallel.cpu_malloc_in_use()}
 
 
 def record_key(model_id: str, seed: int, cell_key: str) -> str:

@@ -15,6 +15,7 @@ from absl.testing import absltest
 
 from configs import default
 from robustjax import io
+from robustjax import parallel
 from robustjax.study import grid
 from robustjax.study import journal as journal_lib
 from robustjax.study import runner
@@ -115,8 +116,7 @@ class StudyTest(absltest.TestCase):
     # The XLA flags are recorded: they move float rounding.
     env = json.load(open(os.path.join(self.workdir, "environment.json")))
     self.assertEqual(env["xla_flags"], os.environ.get("XLA_FLAGS", ""))
-    self.assertEqual(env["glibc_tunables"],
-                     os.environ.get("GLIBC_TUNABLES", ""))
+    self.assertEqual(env["malloc"], parallel.cpu_malloc_in_use())
 
   def test_report_only_rerun_reproduces_the_report_byte_for_byte(self):
     workdir = os.path.join(self.root, "report_only")
