@@ -189,40 +189,63 @@ class CommittedConvOpsResultsTest(absltest.TestCase):
 class CommittedTrainResultsTest(absltest.TestCase):
   """The headline training table and README figures come from the JSON."""
 
-  def test_huge_pages_table_and_readme_match_the_raw_numbers(self):
+  def _ab_table(self, runs, a, b):
+    """Checks train_results.md's A/B table of `runs` (a over b) vs the JSON.
+
+    Returns:
+      {run: the table's eight cells, as recomputed}.
+    """
     bench = _load_benchmark("train_benchmark")
     whats = [f"{s}/{k}" for s in bench.SCENARIOS for k in ("train", "eval")]
     cells = {}
-    for run in ("p", "q"):
+    for run in runs:
       with open(os.path.join(ROOT, "benchmarks",
                              f"train_results_run_{run}.json")) as f:
         report = json.load(f)
-      speedup = bench.ab_speedups(report, "default", "no_huge_pages", whats)
+      speedup = bench.ab_speedups(report, a, b, whats)
       vs_torch = {w: bench.ab_speedups(report, w, "torch", whats)
-                  for w in ("default", "no_huge_pages")}
-      rss = [max(r["max_rss_mb"] for k, runs in report["runs"].items()
-                 if k.startswith(f"{w}|") for r in runs)
-             for w in ("default", "no_huge_pages", "torch")]
+                  for w in (a, b)}
+      rss = [max(r["max_rss_mb"] for k, v in report["runs"].items()
+                 if k.startswith(f"{w}|") for r in v)
+             for w in (a, b, "torch")]
       cells[run] = (
           [f"{speedup[w][0]:.2f}x / {speedup[w][1]:.2f}x" for w in
            ("cifar/train", "digits/train", "cifar/eval", "digits/eval")] +
-          [f"{vs_torch['default']['cifar/train'][0]:.2f}x",
-           f"{vs_torch['no_huge_pages']['cifar/train'][0]:.2f}x",
-           f"{vs_torch['default']['digits/train'][0]:.2f}x",
+          [f"{vs_torch[a]['cifar/train'][0]:.2f}x",
+           f"{vs_torch[b]['cifar/train'][0]:.2f}x",
+           f"{vs_torch[a]['digits/train'][0]:.2f}x",
            " / ".join(f"{v:.0f}" for v in rss)])
     with open(os.path.join(ROOT, "benchmarks", "train_results.md")) as f:
       doc = f.read()
-    table = doc[doc.index("| (median of per-round ratios) | run P | run Q |"):]
+    header = ("| (median of per-round ratios) | " +
+              " | ".join(f"run {r.upper()}" for r in runs) + " |")
+    table = doc[doc.index(header):]
     rows = [r for r in table.splitlines()[2:] if r.startswith("|")][:8]
     self.assertLen(rows, 8)
     for i, row in enumerate(rows):
-      got = [c.strip() for c in row.split("|")[2:4]]
-      self.assertEqual(got, [cells["p"][i], cells["q"][i]], row)
+      got = [c.strip() for c in row.split("|")[2:2 + len(runs)]]
+      self.assertEqual(got, [cells[r][i] for r in runs], row)
+    return cells
+
+  def test_huge_pages_table_and_readme_match_the_raw_numbers(self):
+    cells = self._ab_table(("p", "q"), "default", "no_huge_pages")
     with open(os.path.join(ROOT, "README.md")) as f:
       readme = " ".join(f.read().split())
     self.assertIn(
         f"{cells['p'][0].split(' / ')[0]} / {cells['q'][0].split(' / ')[0]} "
         f"faster at 32 px, {cells['p'][4]} / {cells['q'][4]} PyTorch", readme)
+
+  def test_mimalloc_table_and_readme_match_the_raw_numbers(self):
+    cells = self._ab_table(("s", "t"), "default", "glibc_huge_pages")
+    with open(os.path.join(ROOT, "README.md")) as f:
+      readme = " ".join(f.read().split())
+    self.assertIn(
+        f"**{cells['s'][4]} / {cells['t'][4]} PyTorch eager** at 32x32x3 / "
+        f"batch 128 and {cells['s'][6]} / {cells['t'][6]} at the digits "
+        "shape", readme)
+    self.assertIn(
+        f"{cells['s'][0].split(' / ')[0]} / {cells['t'][0].split(' / ')[0]} "
+        "faster than with glibc's huge pages", readme)
 
   def test_run_g_table_and_readme_match_the_raw_numbers(self):
     import statistics  # pylint: disable=g-import-not-at-top
@@ -306,6 +329,18 @@ class CommittedAttackResultsTest(absltest.TestCase):
     with open(os.path.join(ROOT, "README.md")) as f:
       readme = " ".join(f.read().split())
     self.assertIn(f"a slow hour) {ratio:.2f}x", readme)
+
+  def test_run_v_table_and_readme_match_the_raw_numbers(self):
+    import statistics  # pylint: disable=g-import-not-at-top
+    report = self._report_and_its_table("run_v")
+    self.assertStartsWith(report["machine"]["malloc"], "mimalloc")
+    row = [r for r in report["rows"]
+           if r["label"] == "PGD-10 unrolled, 2 devices" and r["chunk"] == 256]
+    ratio = statistics.median(t["seconds"] / o["seconds"]
+                              for o, t in zip(row[0]["ours"], row[0]["torch"]))
+    with open(os.path.join(ROOT, "README.md")) as f:
+      readme = " ".join(f.read().split())
+    self.assertIn(f"with mimalloc) {ratio:.2f}x", readme)
 
 
 if __name__ == "__main__":
