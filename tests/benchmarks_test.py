@@ -247,6 +247,37 @@ class CommittedTrainResultsTest(absltest.TestCase):
         f"{cells['s'][0].split(' / ')[0]} / {cells['t'][0].split(' / ')[0]} "
         "faster than with glibc's huge pages", readme)
 
+  def test_allocator_survey_table_matches_the_raw_numbers(self):
+    bench = _load_benchmark("train_benchmark")
+    whats = ("cifar/train", "digits/train", "cifar/eval", "digits/eval")
+    with open(os.path.join(ROOT, "benchmarks", "train_results.md")) as f:
+      doc = f.read()
+    table = doc[doc.index("| allocator | run | speed-up over glibc"):]
+    rows = [r for r in table.splitlines()[2:] if r.startswith("|")]
+    # The survey's temporary variants, in the table's order.
+    variants = [(1, "jemalloc"), (1, "mimalloc"), (2, "mim_p100"),
+                (2, "mim_p1000"), (1, "mimalloc_nopurge"),
+                (2, "mimalloc_nopurge"), (2, "mim_large")]
+    self.assertLen(rows[:len(variants)], len(variants))
+    reports = {}
+    for n in (1, 2):
+      with open(os.path.join(ROOT, "benchmarks",
+                             f"train_results_allocators_{n}.json")) as f:
+        reports[n] = json.load(f)
+
+    def peak(report, who):
+      return max(r["max_rss_mb"] for k, v in report["runs"].items()
+                 if k.startswith(f"{who}|") for r in v)
+
+    for (n, variant), row in zip(variants, rows):
+      speedup = bench.ab_speedups(reports[n], variant, "default", whats)
+      cells = [c.strip() for c in row.split("|")[2:5]]
+      self.assertEqual(cells, [
+          str(n), " / ".join(f"{speedup[w][0]:.2f}" for w in whats),
+          f"{peak(reports[n], variant):.0f}"], row)
+    self.assertIn(f"(glibc: {peak(reports[1], 'default'):.0f} / "
+                  f"{peak(reports[2], 'default'):.0f})", doc)
+
   def test_run_g_table_and_readme_match_the_raw_numbers(self):
     import statistics  # pylint: disable=g-import-not-at-top
     bench = _load_benchmark("train_benchmark")
