@@ -269,29 +269,50 @@ def cpu_malloc_environ(malloc: str = "mimalloc",
   return environ
 
 
-def cpu_malloc_in_use(environ: Optional[Dict[str, str]] = None) -> str:
+def _library_mapped(stem: str, maps: str = "/proc/self/maps"
+                    ) -> Optional[bool]:
+  """Whether a library `stem`.* is mapped in this process (None: unknown)."""
+  try:
+    with open(maps) as f:
+      return f"/{stem}." in f.read()
+  except OSError:
+    return None
+
+
+def cpu_malloc_in_use(environ: Optional[Dict[str, str]] = None,
+                      maps: str = "/proc/self/maps") -> str:
   """The allocator a process started with `environ` uses, in words.
 
   E.g. "mimalloc 3.4.3 (MIMALLOC_PURGE_DELAY=-1 ...)", "glibc
   (GLIBC_TUNABLES=glibc.malloc.hugetlb=1)" or "glibc". It moves speed and
   memory, never numbers (logged by the launchers, recorded in a study's
-  environment.json).
+  environment.json). For this process (`environ` None) a preload that the
+  dynamic loader could not load (it only warns) is reported as such.
+
+  Args:
+    environ: the environment; default this process's.
+    maps: this process's memory map (Linux), to see the preload loaded.
   """
-  environ = os.environ if environ is None else environ
+  own = environ is None
+  environ = os.environ if own else environ
+  tunables = environ.get("GLIBC_TUNABLES", "")
+  glibc = f"glibc (GLIBC_TUNABLES={tunables})" if tunables else "glibc"
   preload = [p for p in environ.get("LD_PRELOAD", "").replace(" ", ":")
              .split(":") if "malloc" in os.path.basename(p)]
-  if preload:
-    name = os.path.basename(preload[0]).split(".")[0].removeprefix("lib")
-    if name == "mimalloc":
-      try:
-        name += " " + importlib.metadata.version(MIMALLOC_DISTRIBUTION)
-      except importlib.metadata.PackageNotFoundError:
-        pass
-    options = " ".join(f"{k}={v}" for k, v in sorted(environ.items())
-                       if k.startswith(name.split()[0].upper() + "_"))
-    return f"{name} ({options})" if options else name
-  tunables = environ.get("GLIBC_TUNABLES", "")
-  return f"glibc (GLIBC_TUNABLES={tunables})" if tunables else "glibc"
+  if not preload:
+    return glibc
+  stem = os.path.basename(preload[0]).split(".")[0]
+  if own and _library_mapped(stem, maps) is False:
+    return f"{glibc}; {preload[0]} in LD_PRELOAD did not load"
+  name = stem.removeprefix("lib")
+  if name == "mimalloc":
+    try:
+      name += " " + importlib.metadata.version(MIMALLOC_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+      pass
+  options = " ".join(f"{k}={v}" for k, v in sorted(environ.items())
+                     if k.startswith(stem.removeprefix("lib").upper() + "_"))
+  return f"{name} ({options})" if options else name
 
 
 def configure_host_devices(num_devices: Optional[int] = None,

@@ -564,6 +564,21 @@ class CpuMallocTest(absltest.TestCase):
     self.assertRegex(parallel.cpu_malloc_in_use(env),
                      r"^mimalloc( \S+)? \(MIMALLOC_PURGE_DELAY=-1\)$")
 
+  def test_in_use_says_when_the_preload_did_not_load(self):
+    from unittest import mock
+    from robustjax import parallel
+    maps = self.create_tempfile(content=(
+        "7f00-7f01 r-xp 0 08:01 1 /usr/lib/x86_64-linux-gnu/libc.so.6\n"))
+    env = {"LD_PRELOAD": "/p/libmimalloc.so.3", "MIMALLOC_PURGE_DELAY": "-1"}
+    with mock.patch.dict(os.environ, env):
+      self.assertEqual(
+          parallel.cpu_malloc_in_use(maps=maps.full_path),
+          "glibc; /p/libmimalloc.so.3 in LD_PRELOAD did not load")
+      maps.write_text(maps.read_text() +
+                      "7f02-7f03 r-xp 0 08:01 2 /p/libmimalloc.so.3.4\n")
+      self.assertStartsWith(parallel.cpu_malloc_in_use(maps=maps.full_path),
+                            "mimalloc")
+
   def test_mimalloc_stops_the_page_faults_and_keeps_the_numbers(self):
     from robustjax import parallel
     self._linux_cpu()
