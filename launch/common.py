@@ -37,8 +37,8 @@ flags.DEFINE_enum(
     "allocator that does not page-fault XLA:CPU's large per-call buffers in "
     "afresh on every call (robustjax.parallel.cpu_malloc_environ). mimalloc: "
     "preloaded, freed memory kept for reuse (a ResNet-20 train step at "
-    "32x32x3 / batch 128 ~1.3x faster than glibc_huge_pages, at ~1.6x the "
-    "peak memory; benchmarks/train_results.md); falls back to "
+    "32x32x3 / batch 128 1.22-1.36x faster than glibc_huge_pages, at "
+    "1.3-1.7x the peak memory; benchmarks/train_results.md); falls back to "
     "glibc_huge_pages where mimalloc is not installed. glibc_huge_pages: "
     "glibc with GLIBC_TUNABLES=glibc.malloc.hugetlb=1. system: no restart. "
     "An allocator in your own LD_PRELOAD wins.")
