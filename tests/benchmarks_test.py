@@ -348,29 +348,27 @@ class CommittedAttackResultsTest(absltest.TestCase):
                   f"{lax_ratio:.2f}x", readme)
     self.assertIn(f"FGSM {figures('FGSM, 2 devices')[0]:.2f}x", readme)
 
-  def test_run_r_table_and_readme_match_the_raw_numbers(self):
+  def _pgd_ratio_and_readme(self, report):
+    """Run's median PGD-10 (2 devices, batch 256) ratio; README, flattened."""
     import statistics  # pylint: disable=g-import-not-at-top
+    row = [r for r in report["rows"]
+           if r["label"] == "PGD-10 unrolled, 2 devices" and r["chunk"] == 256]
+    ratio = statistics.median(t["seconds"] / o["seconds"]
+                              for o, t in zip(row[0]["ours"], row[0]["torch"]))
+    with open(os.path.join(ROOT, "README.md")) as f:
+      return ratio, " ".join(f.read().split())
+
+  def test_run_r_table_and_readme_match_the_raw_numbers(self):
     report = self._report_and_its_table("run_r")
     self.assertEqual(report["machine"]["glibc_tunables"],
                      "glibc.malloc.hugetlb=1")
-    row = [r for r in report["rows"]
-           if r["label"] == "PGD-10 unrolled, 2 devices" and r["chunk"] == 256]
-    ratio = statistics.median(t["seconds"] / o["seconds"]
-                              for o, t in zip(row[0]["ours"], row[0]["torch"]))
-    with open(os.path.join(ROOT, "README.md")) as f:
-      readme = " ".join(f.read().split())
+    ratio, readme = self._pgd_ratio_and_readme(report)
     self.assertIn(f"a slow hour) {ratio:.2f}x", readme)
 
   def test_run_v_table_and_readme_match_the_raw_numbers(self):
-    import statistics  # pylint: disable=g-import-not-at-top
     report = self._report_and_its_table("run_v")
     self.assertStartsWith(report["machine"]["malloc"], "mimalloc")
-    row = [r for r in report["rows"]
-           if r["label"] == "PGD-10 unrolled, 2 devices" and r["chunk"] == 256]
-    ratio = statistics.median(t["seconds"] / o["seconds"]
-                              for o, t in zip(row[0]["ours"], row[0]["torch"]))
-    with open(os.path.join(ROOT, "README.md")) as f:
-      readme = " ".join(f.read().split())
+    ratio, readme = self._pgd_ratio_and_readme(report)
     self.assertIn(f"with mimalloc) {ratio:.2f}x", readme)
 
 
