@@ -142,6 +142,11 @@ class BenchmarkSmokeTest(absltest.TestCase):
               if re.match(r"^\s+\d+  ", l)]
     self.assertEqual(sum(counts), fusions)
     self.assertIn("transpose", stdout)
+    # The probe checks the space-to-depth form's values and input gradients
+    # against lax's before it times them.
+    stdout = self._run("train_probes.py", "s2d", "--smoke")
+    self.assertRegex(stdout, r"lax dx: wall [0-9.]+ cpu [0-9.]+  s2d fwd: "
+                     r"wall [0-9.]+ cpu [0-9.]+  s2d dx: wall [0-9.]+")
 
 
 class CommittedConvOpsResultsTest(absltest.TestCase):
