@@ -43,6 +43,7 @@ torch lazily: the torch venv has no jax and the core venv no torch.
 import argparse
 import functools
 import json
+import math
 import os
 import platform
 import resource
@@ -476,6 +477,27 @@ def _cpu_name():
   return platform.processor()
 
 
+def median_interval(values, level=0.95):
+  """Distribution-free interval of the median: (lo, hi, coverage).
+
+  The order statistics x_(k) <= median <= x_(n+1-k) for the largest k with
+  P(Binomial(n, 1/2) < k) <= (1 - level) / 2; coverage is the interval's
+  exact probability (>= level when n allows, the whole range otherwise).
+  """
+  x = sorted(values)
+  n = len(x)
+  cdf, k = 0.0, 0  # cdf = P(B <= k - 1).
+  while True:
+    p_k = math.comb(n, k) / 2.0**n
+    if cdf + p_k > (1.0 - level) / 2.0 or k + 1 > n - k:
+      break
+    cdf += p_k
+    k += 1
+  k = max(k, 1)
+  coverage = 1.0 - 2.0 * sum(math.comb(n, i) for i in range(k)) / 2.0**n
+  return x[k - 1], x[n - k], coverage
+
+
 def _markdown(report, n):
   """Formats the report as markdown tables."""
   def stats(runs):
@@ -502,6 +524,16 @@ def _markdown(report, n):
       cells += ["-", "-", f"{cpu:.1f} / -"]
     cells.append(f"{min(loads):.1f}-{max(loads):.1f}")
     lines.append("| " + " | ".join(cells) + " |")
+  for row in report["rows"]:
+    if row["torch"]:
+      ratios = [t["seconds"] / o["seconds"]
+                for o, t in zip(row["ours"], row["torch"])]
+      lo, hi, coverage = median_interval(ratios)
+      lines.append(f"- {row['label']}, batch {row['chunk']}: ours / torch "
+                   f"per round, {len(ratios)} rounds: median "
+                   f"{statistics.median(ratios):.2f}, {coverage:.1%} "
+                   f"interval of the median {lo:.2f}-{hi:.2f} (order "
+                   f"statistics); rounds {min(ratios):.2f}-{max(ratios):.2f}")
   lines += ["", "| eps sweep (PGD-10, 5 eps, compile included) | seconds | "
             "img x eps / s | accuracy per eps | load before/after |",
             "|---|---|---|---|---|"]

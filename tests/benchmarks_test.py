@@ -310,71 +310,118 @@ class CommittedTrainResultsTest(absltest.TestCase):
                   readme)
 
 
-class CommittedAttackResultsTest(absltest.TestCase):
-  """Runs J and R: tables and README's PGD figures come from the JSON."""
+class MedianIntervalTest(absltest.TestCase):
+  """The order-statistics interval the attack tables print per row."""
 
-  def _report_and_its_table(self, run):
-    """The run's JSON; asserts its batch-256 table is in attacks_results.md."""
+  def test_known_ranks_and_exact_coverage(self):
+    import itertools  # pylint: disable=g-import-not-at-top
+    interval = _load_benchmark("attacks_benchmark").median_interval
+    # Textbook ranks of the 95 % interval of a median: n = 9 -> 2nd and
+    # 8th, n = 21 -> 6th and 16th; below n = 6 the whole range.
+    for n, (lo, hi) in ((5, (1, 5)), (6, (1, 6)), (9, (2, 8)),
+                        (21, (6, 16))):
+      got = interval(range(n, 0, -1))  # Unsorted input.
+      self.assertEqual(got[:2], (lo, hi), n)
+    # Coverage by enumeration: the median of a continuous distribution lies
+    # in [x_(k), x_(n+1-k)] unless k or more of n fair signs fall on one
+    # side; count the sign patterns for n = 9.
+    n, k = 9, 2
+    inside = sum(k <= sum(signs) <= n - k
+                 for signs in itertools.product((0, 1), repeat=n))
+    self.assertAlmostEqual(interval(range(n))[2], inside / 2**n)
+    self.assertGreaterEqual(interval(range(n))[2], 0.95)
+    self.assertEqual(interval([1.5])[:2], (1.5, 1.5))
+
+
+class CommittedAttackResultsTest(absltest.TestCase):
+  """Runs J-X: tables and README's PGD figures come from the JSON."""
+
+  def _report_and_its_table(self, run, intervals=False):
+    """The run's JSON; asserts its batch-256 table (and with `intervals` the
+    per-row interval lines under it) is in attacks_results.md."""
     bench = _load_benchmark("attacks_benchmark")
     with open(os.path.join(ROOT, "benchmarks",
                            f"attacks_results_default_{run}.json")) as f:
       report = json.load(f)
-    table = [line for line in bench._markdown(report, 256).splitlines()
+    lines = bench._markdown(report, 256).splitlines()  # pylint: disable=protected-access
+    table = [line for line in lines
              if line.startswith("| ") and "|---" not in line
              and "eps sweep" not in line]
     with open(os.path.join(ROOT, "benchmarks", "attacks_results.md")) as f:
       results_md = f.read()
     self.assertLen(table, 1 + len(report["rows"]))
-    for row in table:
+    interval_lines = [line for line in lines if line.startswith("- ")]
+    self.assertLen(interval_lines, sum(bool(r["torch"])
+                                       for r in report["rows"]))
+    for row in table + (interval_lines if intervals else []):
       self.assertIn(row, results_md)
     return report
 
+  def _pgd_ratios(self, report, label="PGD-10 unrolled, 2 devices"):
+    row = [r for r in report["rows"] if r["label"] == label
+           and r["chunk"] == 256][0]
+    return [t["seconds"] / o["seconds"]
+            for o, t in zip(row["ours"], row["torch"])]
+
+  def _readme(self):
+    with open(os.path.join(ROOT, "README.md")) as f:
+      return " ".join(f.read().split())
+
   def test_run_j_table_and_readme_match_the_raw_numbers(self):
     import statistics  # pylint: disable=g-import-not-at-top
-    n = 256
     report = self._report_and_its_table("run_j")
-
-    def figures(label):
-      row = [r for r in report["rows"]
-             if r["label"] == label and r["chunk"] == n][0]
-      median = lambda runs: n / statistics.median(r["seconds"] for r in runs)
-      ratio = statistics.median(t["seconds"] / o["seconds"]
-                                for o, t in zip(row["ours"], row["torch"]))
-      return ratio, median(row["ours"]), median(row["torch"])
-
-    with open(os.path.join(ROOT, "README.md")) as f:
-      readme = " ".join(f.read().split())
-    ratio, ours, torch = figures("PGD-10 unrolled, 2 devices")
-    self.assertIn(f"PGD-10 L∞ **{ratio:.2f}x** torchattacks ({ours:.1f} vs "
-                  f"{torch:.1f} img/s", readme)
-    lax_ratio = figures("PGD-10 unrolled, lax input gradients, 2 devices")[0]
+    readme = self._readme()
+    ratio = statistics.median(self._pgd_ratios(report))
+    self.assertIn(f"run J (the one with a lax row) {ratio:.2f}x", readme)
+    lax_ratio = statistics.median(self._pgd_ratios(
+        report, "PGD-10 unrolled, lax input gradients, 2 devices"))
     self.assertIn(f"lax's input gradients (the code before "
                   f"`models.input_grad`), timed in the same rounds, made "
                   f"{lax_ratio:.2f}x", readme)
-    self.assertIn(f"FGSM {figures('FGSM, 2 devices')[0]:.2f}x", readme)
 
-  def _pgd_ratio_and_readme(self, report):
-    """Run's median PGD-10 (2 devices, batch 256) ratio; README, flattened."""
+  def test_runs_r_v_w_readme_figures(self):
     import statistics  # pylint: disable=g-import-not-at-top
-    row = [r for r in report["rows"]
-           if r["label"] == "PGD-10 unrolled, 2 devices" and r["chunk"] == 256]
-    ratio = statistics.median(t["seconds"] / o["seconds"]
-                              for o, t in zip(row[0]["ours"], row[0]["torch"]))
-    with open(os.path.join(ROOT, "README.md")) as f:
-      return ratio, " ".join(f.read().split())
-
-  def test_run_r_table_and_readme_match_the_raw_numbers(self):
+    readme = self._readme()
     report = self._report_and_its_table("run_r")
     self.assertEqual(report["machine"]["glibc_tunables"],
                      "glibc.malloc.hugetlb=1")
-    ratio, readme = self._pgd_ratio_and_readme(report)
+    ratio = statistics.median(self._pgd_ratios(report))
     self.assertIn(f"a slow hour) {ratio:.2f}x", readme)
+    for run, intervals in (("run_v", False), ("run_w", True)):
+      report = self._report_and_its_table(run, intervals)
+      self.assertStartsWith(report["machine"]["malloc"], "mimalloc")
+      ratio = statistics.median(self._pgd_ratios(report))
+      self.assertIn(f"run {run[-1].upper()} {ratio:.2f}x", readme)
 
-  def test_run_v_table_and_readme_match_the_raw_numbers(self):
-    report = self._report_and_its_table("run_v")
+  def test_run_x_and_the_pooled_rounds(self):
+    import statistics  # pylint: disable=g-import-not-at-top
+    interval = _load_benchmark("attacks_benchmark").median_interval
+    report = self._report_and_its_table("run_x", intervals=True)
     self.assertStartsWith(report["machine"]["malloc"], "mimalloc")
-    ratio, readme = self._pgd_ratio_and_readme(report)
-    self.assertIn(f"with mimalloc) {ratio:.2f}x", readme)
+    ratios = self._pgd_ratios(report)
+    lo, hi, coverage = interval(ratios)
+    row = [r for r in report["rows"]
+           if r["label"] == "PGD-10 unrolled, 2 devices"][0]
+    img_s = lambda runs: 256 / statistics.median(r["seconds"] for r in runs)
+    fgsm = statistics.median(self._pgd_ratios(report, "FGSM, 2 devices"))
+    self.assertIn(
+        f"PGD-10 L∞ **{statistics.median(ratios):.2f}x** torchattacks "
+        f"({img_s(row['ours']):.1f} vs {img_s(row['torch']):.1f} img/s), the "
+        f"median of {len(ratios)} per-round ratios, {coverage:.1%}".replace(
+            "%", " %") + f" interval of the median {lo:.2f}-{hi:.2f}; FGSM "
+        f"{fgsm:.2f}x", self._readme())
+    pooled = []
+    for run in ("run_v", "run_w", "run_x"):
+      with open(os.path.join(ROOT, "benchmarks",
+                             f"attacks_results_default_{run}.json")) as f:
+        pooled += self._pgd_ratios(json.load(f))
+    lo, hi, coverage = interval(pooled)
+    with open(os.path.join(ROOT, "benchmarks", "attacks_results.md")) as f:
+      results_md = " ".join(f.read().split())
+    self.assertIn(
+        f"All {len(pooled)} rounds on this code (runs V, W, X) together: "
+        f"median {statistics.median(pooled):.2f}x, {coverage:.1%}".replace(
+            "%", " %") + f" interval {lo:.2f}-{hi:.2f}", results_md)
 
 
 if __name__ == "__main__":
