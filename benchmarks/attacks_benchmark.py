@@ -43,7 +43,6 @@ torch lazily: the torch venv has no jax and the core venv no torch.
 import argparse
 import functools
 import json
-import math
 import os
 import platform
 import resource
@@ -52,6 +51,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import bench_model  # benchmarks/, the script's own folder.
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -477,27 +478,6 @@ def _cpu_name():
   return platform.processor()
 
 
-def median_interval(values, level=0.95):
-  """Distribution-free interval of the median: (lo, hi, coverage).
-
-  The order statistics x_(k) <= median <= x_(n+1-k) for the largest k with
-  P(Binomial(n, 1/2) < k) <= (1 - level) / 2; coverage is the interval's
-  exact probability (>= level when n allows, the whole range otherwise).
-  """
-  x = sorted(values)
-  n = len(x)
-  cdf, k = 0.0, 0  # cdf = P(B <= k - 1).
-  while True:
-    p_k = math.comb(n, k) / 2.0**n
-    if cdf + p_k > (1.0 - level) / 2.0 or k + 1 > n - k:
-      break
-    cdf += p_k
-    k += 1
-  k = max(k, 1)
-  coverage = 1.0 - 2.0 * sum(math.comb(n, i) for i in range(k)) / 2.0**n
-  return x[k - 1], x[n - k], coverage
-
-
 def _markdown(report, n):
   """Formats the report as markdown tables."""
   def stats(runs):
@@ -528,7 +508,7 @@ def _markdown(report, n):
     if row["torch"]:
       ratios = [t["seconds"] / o["seconds"]
                 for o, t in zip(row["ours"], row["torch"])]
-      lo, hi, coverage = median_interval(ratios)
+      lo, hi, coverage = bench_model.median_interval(ratios)
       lines.append(f"- {row['label']}, batch {row['chunk']}: ours / torch "
                    f"per round, {len(ratios)} rounds: median "
                    f"{statistics.median(ratios):.2f}, {coverage:.1%} "

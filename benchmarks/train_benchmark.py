@@ -74,6 +74,8 @@ import subprocess
 import sys
 import time
 
+import bench_model  # benchmarks/, the script's own folder.
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCENARIOS = {  # name: (image size, channels, train batch)
     "cifar": (32, 3, 128),
@@ -488,15 +490,17 @@ def main():
       json.dump(report, f, indent=1)
 
 
+def round_ratios(report, a, b, what, key="seconds"):
+  """Per round, b's time per rep / a's (a's speed-up over b)."""
+  return [(y[key] / y["reps"]) / (x[key] / x["reps"]) for x, y in zip(
+      report["runs"][f"{a}|{what}"], report["runs"][f"{b}|{what}"])]
+
+
 def ab_speedups(report, a, b, whats):
   """{what: (wall, CPU)} medians over rounds of b's time / a's time."""
-  out = {}
-  for what in whats:
-    pairs = list(zip(report["runs"][f"{a}|{what}"],
-                     report["runs"][f"{b}|{what}"]))
-    out[what] = tuple(statistics.median(y[k] / x[k] for x, y in pairs)
+  return {what: tuple(statistics.median(round_ratios(report, a, b, what, k))
                       for k in ("seconds", "cpu_seconds"))
-  return out
+          for what in whats}
 
 
 def _markdown(report, variants, whats, with_torch):
@@ -538,6 +542,15 @@ def _markdown(report, variants, whats, with_torch):
           f"{compile_s} | {median:.1f} | {vs_torch} | {vs_before} | "
           f"{cpu:.2f} | {100 * median * flops / 1e9 / peak:.0f} % | "
           f"{min(loads):.1f}-{max(loads):.1f} |")
+  if with_torch:  # Each ratio to PyTorch with the interval of its median.
+    for what in whats:
+      for w in variants:
+        ratios = round_ratios(report, w, "torch", what)
+        lo, hi, coverage = bench_model.median_interval(ratios)
+        lines.append(
+            f"- {what}, {w} / PyTorch per round, {len(ratios)} rounds: "
+            f"median {statistics.median(ratios):.2f}, {coverage:.1%} "
+            f"interval of the median {lo:.2f}-{hi:.2f} (order statistics)")
   lines += ["", f"matmul peak (2048^2 float32): XLA {first['matmul_gflops']:.1f} GFLOP/s"
             + (f", torch {info['torch']['matmul_gflops']:.1f} GFLOP/s"
                if with_torch else "") + f"; peak used: {peak:.1f}",

@@ -315,7 +315,7 @@ class MedianIntervalTest(absltest.TestCase):
 
   def test_known_ranks_and_exact_coverage(self):
     import itertools  # pylint: disable=g-import-not-at-top
-    interval = _load_benchmark("attacks_benchmark").median_interval
+    interval = _load_benchmark("bench_model").median_interval
     # Textbook ranks of the 95 % interval of a median: n = 9 -> 2nd and
     # 8th, n = 21 -> 6th and 16th; below n = 6 the whole range.
     for n, (lo, hi) in ((5, (1, 5)), (6, (1, 6)), (9, (2, 8)),
@@ -395,7 +395,7 @@ class CommittedAttackResultsTest(absltest.TestCase):
 
   def test_run_x_and_the_pooled_rounds(self):
     import statistics  # pylint: disable=g-import-not-at-top
-    interval = _load_benchmark("attacks_benchmark").median_interval
+    interval = _load_benchmark("bench_model").median_interval
     report = self._report_and_its_table("run_x", intervals=True)
     self.assertStartsWith(report["machine"]["malloc"], "mimalloc")
     ratios = self._pgd_ratios(report)
