@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 
@@ -245,12 +246,45 @@ class CommittedTrainResultsTest(absltest.TestCase):
     with open(os.path.join(ROOT, "README.md")) as f:
       readme = " ".join(f.read().split())
     self.assertIn(
-        f"**{cells['s'][4]} / {cells['t'][4]} PyTorch eager** at 32x32x3 / "
+        f"{cells['s'][4]} / {cells['t'][4]} PyTorch eager at 32x32x3 / "
         f"batch 128 and {cells['s'][6]} / {cells['t'][6]} at the digits "
         "shape", readme)
     self.assertIn(
         f"{cells['s'][0].split(' / ')[0]} / {cells['t'][0].split(' / ')[0]} "
         "faster than with glibc's huge pages", readme)
+
+  def test_run_y_table_intervals_and_readme_match_the_raw_numbers(self):
+    bench = _load_benchmark("train_benchmark")
+    interval = _load_benchmark("bench_model").median_interval
+    with open(os.path.join(ROOT, "benchmarks",
+                           "train_results_run_y.json")) as f:
+      report = json.load(f)
+    whats = [f"{s}/{k}" for s in bench.SCENARIOS for k in ("train", "eval")]
+    lines = bench._markdown(report, ["default"], whats, True).splitlines()  # pylint: disable=protected-access
+    with open(os.path.join(ROOT, "benchmarks", "train_results.md")) as f:
+      doc = f.read()
+    shown = [l for l in lines if l.startswith(("| ", "- "))]
+    self.assertLen(shown, 1 + 2 * len(whats) + len(whats))
+    for line in shown:
+      self.assertIn(line, doc)
+
+    def figures(what):
+      ratios = bench.round_ratios(report, "default", "torch", what)
+      lo, hi, coverage = interval(ratios)
+      return statistics.median(ratios), lo, hi, coverage
+
+    with open(os.path.join(ROOT, "README.md")) as f:
+      readme = " ".join(f.read().split())
+    c, d = figures("cifar/train"), figures("digits/train")
+    self.assertIn(
+        f"at **{c[0]:.2f}x PyTorch eager** at 32x32x3 / batch 128 "
+        f"({c[3]:.1%}".replace("%", " %") + f" interval of the median "
+        f"per-round ratio {c[1]:.2f}-{c[2]:.2f}) and {d[0]:.2f}x at the "
+        f"digits shape (16x16x1 / batch 64; {d[1]:.2f}-{d[2]:.2f}); "
+        f"inference (batch 500, split over both devices) "
+        f"{figures('cifar/eval')[0]:.2f}x / {figures('digits/eval')[0]:.2f}x",
+        readme)
+    self.assertGreater(c[1], 1.0)  # The headline's "whole interval above".
 
   def test_allocator_survey_table_matches_the_raw_numbers(self):
     bench = _load_benchmark("train_benchmark")
