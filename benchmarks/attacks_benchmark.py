@@ -478,6 +478,12 @@ def _cpu_name():
   return platform.processor()
 
 
+def round_ratios(row):
+  """Per round, torchattacks' time / ours (our speed-up) for a report row."""
+  return [t["seconds"] / o["seconds"]
+          for o, t in zip(row["ours"], row["torch"])]
+
+
 def _markdown(report, n):
   """Formats the report as markdown tables."""
   def stats(runs):
@@ -496,8 +502,7 @@ def _markdown(report, n):
              f"{best:.1f} / {median:.1f}"]
     if row["torch"]:
       t_best, t_median, t_cpu = stats(row["torch"])
-      ratio = statistics.median(t["seconds"] / o["seconds"] for o, t in zip(
-          row["ours"], row["torch"]))
+      ratio = statistics.median(round_ratios(row))
       cells += [f"{t_best:.1f} / {t_median:.1f}", f"{ratio:.2f}",
                 f"{cpu:.1f} / {t_cpu:.1f}"]
     else:
@@ -506,8 +511,7 @@ def _markdown(report, n):
     lines.append("| " + " | ".join(cells) + " |")
   for row in report["rows"]:
     if row["torch"]:
-      ratios = [t["seconds"] / o["seconds"]
-                for o, t in zip(row["ours"], row["torch"])]
+      ratios = round_ratios(row)
       lo, hi, coverage = bench_model.median_interval(ratios)
       lines.append(f"- {row['label']}, batch {row['chunk']}: ours / torch "
                    f"per round, {len(ratios)} rounds: median "

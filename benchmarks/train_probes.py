@@ -19,6 +19,7 @@ the ops they contain: whether the layout transposes carry BatchNorm
 
 import argparse
 import collections
+import itertools
 import json
 import math
 import os
@@ -156,15 +157,10 @@ def _space_to_depth_conv(x, w):
   blocks = xp.reshape(n, hb, 2, wb, 2, c).transpose(0, 1, 3, 2, 4, 5)
   blocks = blocks.reshape(n, hb, wb, 4 * c)
   kernel = jnp.zeros((2, 2, 2, 2, c, 2, 2, o), w.dtype)  # bi bj dy dx c a b o
-  for bi in range(2):
-    for bj in range(2):
-      for dy in range(2):
-        for dx in range(2):
-          for a in range(2):
-            for b in range(2):
-              u, v = 2 * bi + dy - a, 2 * bj + dx - b
-              if 0 <= u <= 2 and 0 <= v <= 2:
-                kernel = kernel.at[bi, bj, dy, dx, :, a, b, :].set(w[u, v])
+  for bi, bj, dy, dx, a, b in itertools.product(range(2), repeat=6):
+    u, v = 2 * bi + dy - a, 2 * bj + dx - b  # The 3x3 tap, if any.
+    if 0 <= u <= 2 and 0 <= v <= 2:
+      kernel = kernel.at[bi, bj, dy, dx, :, a, b, :].set(w[u, v])
   kernel = kernel.reshape(2, 2, 4 * c, 4 * o)
   out = jax.lax.conv_general_dilated(
       blocks, kernel, (1, 1), "VALID",

@@ -318,7 +318,6 @@ class CommittedTrainResultsTest(absltest.TestCase):
                   f"{peak(reports[2], 'default'):.0f})", doc)
 
   def test_run_g_table_and_readme_match_the_raw_numbers(self):
-    import statistics  # pylint: disable=g-import-not-at-top
     bench = _load_benchmark("train_benchmark")
     with open(os.path.join(ROOT, "benchmarks",
                            "train_results_run_g.json")) as f:
@@ -345,7 +344,7 @@ class CommittedTrainResultsTest(absltest.TestCase):
 
 
 class MedianIntervalTest(absltest.TestCase):
-  """The order-statistics interval the attack tables print per row."""
+  """The order-statistics interval the PyTorch benchmarks print per ratio."""
 
   def test_known_ranks_and_exact_coverage(self):
     import itertools  # pylint: disable=g-import-not-at-top
@@ -391,18 +390,19 @@ class CommittedAttackResultsTest(absltest.TestCase):
       self.assertIn(row, results_md)
     return report
 
+  def _row(self, report, label="PGD-10 unrolled, 2 devices"):
+    return [r for r in report["rows"] if r["label"] == label
+            and r["chunk"] == 256][0]
+
   def _pgd_ratios(self, report, label="PGD-10 unrolled, 2 devices"):
-    row = [r for r in report["rows"] if r["label"] == label
-           and r["chunk"] == 256][0]
-    return [t["seconds"] / o["seconds"]
-            for o, t in zip(row["ours"], row["torch"])]
+    return _load_benchmark("attacks_benchmark").round_ratios(
+        self._row(report, label))
 
   def _readme(self):
     with open(os.path.join(ROOT, "README.md")) as f:
       return " ".join(f.read().split())
 
   def test_run_j_table_and_readme_match_the_raw_numbers(self):
-    import statistics  # pylint: disable=g-import-not-at-top
     report = self._report_and_its_table("run_j")
     readme = self._readme()
     ratio = statistics.median(self._pgd_ratios(report))
@@ -414,7 +414,6 @@ class CommittedAttackResultsTest(absltest.TestCase):
                   f"{lax_ratio:.2f}x", readme)
 
   def test_runs_r_v_w_readme_figures(self):
-    import statistics  # pylint: disable=g-import-not-at-top
     readme = self._readme()
     report = self._report_and_its_table("run_r")
     self.assertEqual(report["machine"]["glibc_tunables"],
@@ -428,14 +427,12 @@ class CommittedAttackResultsTest(absltest.TestCase):
       self.assertIn(f"run {run[-1].upper()} {ratio:.2f}x", readme)
 
   def test_run_x_and_the_pooled_rounds(self):
-    import statistics  # pylint: disable=g-import-not-at-top
     interval = _load_benchmark("bench_model").median_interval
     report = self._report_and_its_table("run_x", intervals=True)
     self.assertStartsWith(report["machine"]["malloc"], "mimalloc")
     ratios = self._pgd_ratios(report)
     lo, hi, coverage = interval(ratios)
-    row = [r for r in report["rows"]
-           if r["label"] == "PGD-10 unrolled, 2 devices"][0]
+    row = self._row(report)
     img_s = lambda runs: 256 / statistics.median(r["seconds"] for r in runs)
     fgsm = statistics.median(self._pgd_ratios(report, "FGSM, 2 devices"))
     self.assertIn(
