@@ -20,9 +20,10 @@ charges the training to "train"), so the stages add up to the total.
 
 import collections
 import contextlib
+import sys
 import threading
 import time
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Optional
 
 import jax
 
@@ -56,6 +57,21 @@ def compile_seconds() -> float:
       jax.monitoring.register_event_duration_secs_listener(_listener)
       _installed[0] = True
     return _total[0]
+
+
+def peak_rss_mb() -> Optional[float]:
+  """This process's peak resident memory so far, in MiB (None: unknown).
+
+  `getrusage`'s high-water mark: kilobytes on Linux, bytes on macOS; it
+  survives `execve`, so a launcher that restarted itself (the CPU
+  allocator) reports the peak of both images.
+  """
+  try:
+    import resource  # pylint: disable=g-import-not-at-top (not on Windows)
+  except ImportError:
+    return None
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  return round(peak / (1 << 20 if sys.platform == "darwin" else 1 << 10), 1)
 
 
 class Stages:

@@ -29,8 +29,9 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import time
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from absl import logging
 import jax
@@ -64,6 +65,24 @@ SHIFTS = ("clean", "domain", "corruption", "adversarial")
 REPORT_EVERY_S = 300.0  # Partial report period while the grid runs.
 
 
+def code_version() -> Optional[str]:
+  """The git commit of the robustjax code that runs ('-dirty' if edited).
+
+  None when the package is not in a git checkout (e.g. a wheel install)
+  or git is missing.
+  """
+  here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  git = lambda *a: subprocess.run(("git", "-C", here) + a, check=True,
+                                  capture_output=True, text=True,
+                                  timeout=30).stdout.strip()
+  try:
+    commit = git("rev-parse", "--short=7", "HEAD")
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return commit + ("-dirty" if dirty else "")
+
+
 def environment() -> dict:
   """The machine a study ran on (numbers are bit-identical only on one)."""
   machine = platform.processor() or platform.machine()
@@ -82,7 +101,7 @@ def environment() -> dict:
   return {"machine": machine, "jax": jax.__version__,
           "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
           "xla_flags": os.environ.get("XLA_FLAGS", ""),
-          "malloc": parallel.cpu_malloc_in_use()}
+          "malloc": parallel.cpu_malloc_in_use(), "code": code_version()}
 
 
 def record_key(model_id: str, seed: int, cell_key: str) -> str:
@@ -228,7 +247,7 @@ def log_times(workdir: str, times: timing.Stages, **extra) -> None:
     io.append_jsonl(os.path.join(workdir, TIMING), [
         {**times.as_dict(), **extra,
          "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-         **environment()}])
+         "peak_rss_mb": timing.peak_rss_mb(), **environment()}])
 
 
 def write_outputs(workdir: str, journal) -> str:

@@ -7,9 +7,18 @@ replaces the text between `<!-- results:begin -->` and
 `<!-- results:end -->` in the README with tables computed from the study's
 journal (rows + per-example results) in `--results` (a folder or a bucket
 URL): the claims' verdicts with their pooled effects and 95 % intervals, and
-the model table (means over seeds) and the runtime by stage (from
-`timing.jsonl`). `tests/readme_test.py` regenerates the
-block and fails when the README disagrees with the committed results.
+the model table (means over seeds), the runtime by stage (from
+`timing.jsonl`) and the runtime of every timed run of the study, on every
+machine (the ledger `runtimes.jsonl`, robustjax/study/runtimes.py).
+`tests/readme_test.py` regenerates the block and fails when the README
+disagrees with the committed results.
+
+To add a timed run (e.g. README command (1) on another machine type) to the
+ledger and regenerate the block:
+
+  python -m robustjax.study.summary --results=docs/results/default \
+      --add_run=workdirs/default --source="README command (1), fresh clone" \
+      --readme=README.md
 """
 
 import argparse
@@ -23,6 +32,7 @@ from robustjax.study import claims as claims_lib
 from robustjax.study import journal as journal_lib
 from robustjax.study import report as report_lib
 from robustjax.study import runner
+from robustjax.study import runtimes
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
@@ -93,7 +103,8 @@ def block(results: str) -> str:
           "the pooled paired-bootstrap interval excludes zero "
           "(robustjax/study/claims.py).", "",
           "Models (means over seeds; accuracy in %):", "",
-          report_lib.model_table(rows), "", runtime(results), "", END]
+          report_lib.model_table(rows), "", runtime(results), "",
+          runtimes.table(results), "", END]
   return "\n".join(out)
 
 
@@ -117,7 +128,19 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--results", required=True)
   parser.add_argument("--readme", default="README.md")
+  parser.add_argument("--add_run", default=None, metavar="WORKDIR",
+                      help="first add this finished study workdir's timing "
+                      f"to the ledger {runtimes.LEDGER} in --results")
+  parser.add_argument("--source", default="README command (1)",
+                      help="with --add_run: how the run was made")
   args = parser.parse_args()
+  if args.add_run:
+    try:
+      record = runtimes.record_of(args.add_run, args.results, args.source)
+      runtimes.add(args.results, record)
+    except ValueError as e:
+      parser.error(str(e))
+    print(f"Added to {runtimes.LEDGER}: {record}")
   update_readme(args.readme, args.results)
 
 
