@@ -49,8 +49,9 @@ def read(results: str) -> List[dict]:
 def compare_results(new: str, committed: str) -> str:
   """'identical', or 'N of M rows differ' (two results.csv texts).
 
-  Rows are matched on (model, seed, shift, name, level); a row differs when
-  any other field does (usually the accuracy) or when only one side has it.
+  Rows are matched on (model, seed, shift, name, level), whatever their
+  order; a row differs when any other field does (usually the accuracy) or
+  when only one side has it.
   """
   if new == committed:
     return "identical"
@@ -60,6 +61,8 @@ def compare_results(new: str, committed: str) -> str:
           for text in (new, committed)]
   moved = sum(rows[0].get(k) != rows[1].get(k)
               for k in set(rows[0]) | set(rows[1]))
+  if not moved:  # The same rows in another order.
+    return "identical"
   return f"{moved} of {len(rows[1])} rows differ"
 
 

@@ -19,6 +19,7 @@ from robustjax import parallel
 from robustjax.study import grid
 from robustjax.study import journal as journal_lib
 from robustjax.study import runner
+from robustjax.study import runtimes
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
@@ -117,6 +118,47 @@ class StudyTest(absltest.TestCase):
     env = json.load(open(os.path.join(self.workdir, "environment.json")))
     self.assertEqual(env["xla_flags"], os.environ.get("XLA_FLAGS", ""))
     self.assertEqual(env["malloc"], parallel.cpu_malloc_in_use())
+    self.assertEqual(env["code"], runner.code_version())
+    # Each run segment records the process's peak memory.
+    segment = io.read_jsonl(os.path.join(self.workdir, runner.TIMING))[0]
+    self.assertGreater(segment["peak_rss_mb"], 50)
+
+  def test_runtime_ledger_record_of_the_finished_run(self):
+    # The run compared with itself, then with "committed" results in which
+    # one accuracy moved, then unfinished: what --add_run would record.
+    segments = io.read_jsonl(os.path.join(self.workdir, runner.TIMING))
+    record = runtimes.record_of(self.workdir, self.workdir, "test run")
+    self.assertEqual(record["results"], "identical")
+    self.assertEqual(record["segments"], len(segments))
+    self.assertAlmostEqual(record["wall_s"], sum(
+        s["total"]["wall_s"] for s in segments), places=2)
+    self.assertEqual((record["machine"], record["code"], record["source"]),
+                     (segments[-1]["machine"], runner.code_version(),
+                      "test run"))
+    self.assertEqual(record["peak_rss_mb"], segments[-1]["peak_rss_mb"])
+    committed = os.path.join(self.root, "ledger_committed")
+    shutil.copytree(self.workdir, committed)
+    csv_path = os.path.join(committed, "results.csv")
+    with open(csv_path) as f:
+      lines = f.read().splitlines(True)
+    header = lines[0].strip().split(",")
+    fields = lines[1].rstrip("\n").split(",")
+    acc = header.index("accuracy")
+    fields[acc] = str(1.0 - float(fields[acc]))
+    lines[1] = ",".join(fields) + "\n"
+    with open(csv_path, "w") as f:
+      f.writelines(lines)
+    self.assertEqual(
+        runtimes.record_of(self.workdir, committed, "x")["results"],
+        f"1 of {len(self.rows)} rows differ")
+    unfinished = os.path.join(self.root, "ledger_unfinished")
+    shutil.copytree(self.workdir, unfinished)
+    progress = os.path.join(unfinished, "progress.json")
+    total = json.load(open(progress))["cells_total"]
+    io.write_json(progress, {"cells_total": total + 1})
+    with self.assertRaisesRegex(ValueError, f"not finished \\({total} of "
+                                f"{total + 1} cells\\): re-run"):
+      runtimes.record_of(unfinished, self.workdir, "x")
 
   def test_report_only_rerun_reproduces_the_report_byte_for_byte(self):
     workdir = os.path.join(self.root, "report_only")
