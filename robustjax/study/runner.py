@@ -68,14 +68,20 @@ REPORT_EVERY_S = 300.0  # Partial report period while the grid runs.
 def code_version() -> Optional[str]:
   """The git commit of the robustjax code that runs ('-dirty' if edited).
 
-  None when the package is not in a git checkout (e.g. a wheel install)
-  or git is missing.
+  None when the package is not robustjax's own git checkout (e.g. a wheel
+  install) or git is missing.
   """
-  here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  here = os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))))  # The folder holding robustjax/.
   git = lambda *a: subprocess.run(("git", "-C", here) + a, check=True,
                                   capture_output=True, text=True,
                                   timeout=30).stdout.strip()
   try:
+    # Only robustjax's own checkout (not a repository that happens to
+    # contain an installed copy).
+    top = git("rev-parse", "--show-toplevel")
+    if os.path.realpath(top) != os.path.realpath(here):
+      return None
     commit = git("rev-parse", "--short=7", "HEAD")
     dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
   except (OSError, subprocess.SubprocessError):

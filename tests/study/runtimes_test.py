@@ -6,6 +6,7 @@ comparison, the ledger file, the table, the refusals, the committed ledger.
 """
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -13,6 +14,7 @@ import tempfile
 from absl.testing import absltest
 
 from robustjax import io
+from robustjax.study import runner
 from robustjax.study import runtimes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
@@ -122,6 +124,34 @@ class LedgerTest(absltest.TestCase):
     self.assertIn("has no timing.jsonl", proc.stderr.splitlines()[-1])
     self.assertFalse(os.path.exists(os.path.join(self.results,
                                                  runtimes.LEDGER)))
+
+
+class CodeVersionTest(absltest.TestCase):
+
+  def test_commit_of_this_checkout_and_none_elsewhere(self):
+    if not os.path.isdir(os.path.join(ROOT, ".git")):
+      self.skipTest("not a git checkout: nothing to compare with")
+    head = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short=7",
+                           "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    code = runner.code_version()
+    self.assertIn(code, (head, head + "-dirty"))
+    # A copy of the package inside another repository has no version: that
+    # repository's commit says nothing about the code.
+    outer = tempfile.mkdtemp()
+    subprocess.run(["git", "init", "-q", outer], check=True)
+    shutil.copytree(os.path.join(ROOT, "robustjax"),
+                    os.path.join(outer, "sub", "robustjax"))
+    proc = subprocess.run(
+        [sys.executable, "-c", "from robustjax.study import runner; "
+         "print(runner.__file__, runner.code_version())"],
+        cwd=os.path.join(outer, "sub"), capture_output=True, text=True,
+        timeout=300, env={**os.environ, "PYTHONPATH": os.path.join(outer,
+                                                                   "sub")})
+    self.assertEqual(proc.returncode, 0, proc.stderr)
+    path, version = proc.stdout.split()
+    self.assertTrue(path.startswith(outer), path)
+    self.assertEqual(version, "None")
 
 
 class CommittedLedgerTest(absltest.TestCase):
