@@ -25,6 +25,7 @@ TensorBoard event files (object stores cannot append).
 cells; `launch/evaluate.py` evaluates one saved model (`evaluate_saved`).
 """
 
+import contextlib
 import json
 import os
 import platform
@@ -203,6 +204,11 @@ def _transfer_keys(config, shifts) -> List[str]:
   return [f"adversarial/{transfer.transfer_name(n)}" for n in a.names]
 
 
+def _source_key(spec, seed: int) -> str:
+  """Names a transfer source: its model id and seed."""
+  return f"{spec.model_id}|s{seed}"
+
+
 def _cells_for(spec, seed, pending, seed_cells, models, config):
   """The cells of `pending` keys for one model (transfer cells bound to its
   float original as the source)."""
@@ -212,7 +218,7 @@ def _cells_for(spec, seed, pending, seed_cells, models, config):
     source = models.get(source_spec, seed)
     out += [c for c in transfer.cells(
         [c for c in seed_cells if c.shift == "adversarial"],
-        f"{source_spec.model_id}|s{seed}", source.apply_fn, source.variables,
+        _source_key(source_spec, seed), source.apply_fn, source.variables,
         config.evals.batch_size) if c.key in pending]
   return out
 
@@ -316,20 +322,29 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
   report_lib.write_progress(workdir, total)
   last_report = time.time()
   for seed in seeds:
+    transfer.forget()  # Sources of earlier seeds are not used again.
     for spec in specs:
       pending = todo[(spec.model_id, seed)]
       if not pending:
         continue
       model = models.get(spec, seed)
       header = _header(spec, seed, model.metadata)
-      for cell in _cells_for(spec, seed, pending, cells[seed], models,
-                             config):
-        with times.stage(f"evaluate/{cell.shift}"):
-          rows = run_cell(journal, record_key(spec.model_id, seed, cell.key),
-                          cell, model, header)
-        bar.update(1)
-        bar.write(f"{spec.model_id} s{seed} {cell.key}: " + ", ".join(
-            f"{100 * r['accuracy']:.1f}%" for r in rows))
+      # A float original's white-box images are its compressed models'
+      # transfer attacks: kept, so the original is attacked once.
+      keep = (transfer.keep_source_images(_source_key(spec, seed),
+                                          model.apply_fn, model.variables)
+              if transfer_keys and spec.method == "original" else
+              contextlib.nullcontext())
+      with keep:
+        for cell in _cells_for(spec, seed, pending, cells[seed], models,
+                               config):
+          with times.stage(f"evaluate/{cell.shift}"):
+            rows = run_cell(journal, record_key(spec.model_id, seed,
+                                                cell.key), cell, model,
+                            header)
+          bar.update(1)
+          bar.write(f"{spec.model_id} s{seed} {cell.key}: " + ", ".join(
+              f"{100 * r['accuracy']:.1f}%" for r in rows))
       models.release(spec, seed)
       if time.time() - last_report > REPORT_EVERY_S:
         with times.stage("report"):

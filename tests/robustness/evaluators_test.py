@@ -375,6 +375,35 @@ class CompileOnceTest(absltest.TestCase):
     for w, t, c in zip(white, crossed, cells):
       np.testing.assert_array_equal(t, w, err_msg=c.name)
 
+  def test_kept_source_images_spare_the_second_attack(self):
+    # What the study runner does for a float original: its white-box cells
+    # inside keep_source_images, then another model's transfer cells from
+    # it; they find the images, and equal transfer cells that attack the
+    # source themselves.
+    src = (models.inference_fn(TinyNet(8)), _variables(8, 4))
+    other = (models.inference_fn(TinyNet(8)), _variables(8, 5))
+    cells = [c for c in evaluators.build(_evals(), TEST, TARGETS, SEED)
+             if isinstance(c, attack_eval.AttackCell)]
+    transfer.forget()
+    attacks_run = mock.patch.object(attack_eval, "adversarial_images",
+                                    wraps=attack_eval.adversarial_images)
+    with attacks_run as spy:
+      [c.run(*other) for c in cells]  # Another model: nothing kept.
+      with transfer.keep_source_images("src", *src):
+        [c.run(*other) for c in cells]  # Not the source: nothing kept.
+        self.assertEqual(spy.call_count, 2 * len(cells))
+        [c.run(*src) for c in cells]
+      self.assertEqual(spy.call_count, 3 * len(cells))
+      tcells = transfer.cells(cells, "src", *src, cells[0].batch_size)
+      kept = [c.run(*other).correct for c in tcells]
+      self.assertEqual(spy.call_count, 3 * len(cells))  # No new attack.
+      transfer.forget()
+      fresh = [c.run(*other).correct for c in tcells]
+      self.assertEqual(spy.call_count, 4 * len(cells))
+    for k, f, c in zip(kept, fresh, cells):
+      np.testing.assert_array_equal(k, f, err_msg=c.name)
+    self.assertEqual(attack_eval._KEEP_FOR, [])  # The context is closed.
+
 
 _WORKER = """
 import sys

@@ -31,8 +31,15 @@ CPU device per core (the launchers' default) PGD-10 ran 1.1-1.3x faster
 than on one device on a 2-core CPU, at the default study's shapes and at
 ResNet-20, 32 px, batch 256 (there 1.36x and 1.53x torchattacks in two
 runs; benchmarks/attacks_results.md, run F).
+
+Inside `keep_images(apply_fn, variables, store)` the attack cells run on
+that model hand their adversarial images to `store`: a study's transfer
+cells (`transfer.keep_source_images`) then reuse its float original's
+white-box images instead of attacking it again (the same program on the
+same inputs: the same images).
 """
 
+import contextlib
 import dataclasses
 import math
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
@@ -161,7 +168,9 @@ def robust_correct(apply_fn: Callable, variables: Any, images, labels,
                    attack: attacks.Attack, chunk_size: Optional[int] = None,
                    mesh: Optional[jax.sharding.Mesh] = None,
                    clean_batch_size: Optional[int] = None,
-                   staged: bool = False) -> np.ndarray:
+                   staged: bool = False,
+                   on_images: Optional[Callable[[np.ndarray], None]] = None
+                   ) -> np.ndarray:
   """Whether each example survives `attack`, for every radius of `eps_grid`.
 
   Compiled once per (apply_fn, attack, shapes) and cached, so reuse the same
@@ -195,6 +204,8 @@ def robust_correct(apply_fn: Callable, variables: Any, images, labels,
       (benchmarks/compile_results.md); the same images up to float
       rounding. Worth it when a model's attack is a chunk or two
       (`evals.attacks.staged`).
+    on_images: called with the adversarial images of the radii > 0
+      (`adversarial_images` of those radii), if any.
 
   Returns:
     numpy bool [len(eps_grid), n]. Independent of `chunk_size` and `mesh`.
@@ -219,6 +230,8 @@ def robust_correct(apply_fn: Callable, variables: Any, images, labels,
     return out
   adv = adversarial_images(apply_fn, variables, images, labels, key,
                            eps_grid[~zero], attack, chunk, mesh, staged)
+  if on_images is not None:
+    on_images(adv)
   out[~zero] = base.clean_correct_levels(apply_fn, variables, adv, labels,
                                          batch, mesh)
   return out
@@ -309,7 +322,32 @@ class AttackCell(base.Cell):
   def correct(self, apply_fn: Callable, variables: Any,
               mesh: jax.sharding.Mesh = None) -> np.ndarray:
     """bool [num_eps, n]: example i still correct under attack at each eps."""
+    store = next((s for f, v, s in _KEEP_FOR
+                  if f is apply_fn and v is variables), None)
     return robust_correct(apply_fn, variables, self.split.images,
                           self.split.labels, self.rng, self.levels,
                           self.attack, self.chunk_size, mesh,
-                          self.batch_size, self.staged)
+                          self.batch_size, self.staged,
+                          on_images=store and (lambda adv: store(self, adv)))
+
+
+_KEEP_FOR = []  # (apply_fn, variables, store) of the open `keep_images`.
+
+
+@contextlib.contextmanager
+def keep_images(apply_fn: Callable, variables: Any,
+                store: Callable[["AttackCell", np.ndarray], None]):
+  """Attack cells run inside on this model give `store` their images.
+
+  Args:
+    apply_fn, variables: the model (matched by identity: the very objects
+      the cells are run with).
+    store: `store(cell, images)`, images float32 [num eps > 0, n, ...] as
+      `adversarial_images` returns them for the cell's radii above 0.
+  """
+  entry = (apply_fn, variables, store)
+  _KEEP_FOR.append(entry)
+  try:
+    yield
+  finally:  # By identity: `==` on two variables trees would compare arrays.
+    del _KEEP_FOR[next(i for i, e in enumerate(_KEEP_FOR) if e is entry)]
