@@ -54,12 +54,13 @@ from robustjax.robustness.evaluators import transfer
 from robustjax.study import grid as grid_lib
 from robustjax.study import journal as journal_lib
 from robustjax.study import report as report_lib
+from robustjax.study import runtimes
 from robustjax.study import tb
 
 RESULTS = report_lib.RESULTS
 JOURNAL = report_lib.JOURNAL
 ENVIRONMENT = report_lib.ENVIRONMENT
-TIMING = "timing.jsonl"  # One line per run segment: wall / compile by stage.
+TIMING = runtimes.TIMING  # One line per run segment: wall / compile by stage.
 ROW_FIELDS = ("model_id", "seed", "arch", "method", "setting", "size_bits",
               "sparsity", "shift", "name", "level", "accuracy", "n")
 SHIFTS = ("clean", "domain", "corruption", "adversarial")

@@ -20,9 +20,9 @@ and `tests/readme_test.py` fails when they disagree.
 Records (one JSON object per line): `finished`, `machine`, `devices`,
 `malloc`, `code` (the commit that ran; None where unknown), `source` (how
 the run was made), `committed_in` (records taken from git history: the
-commit that committed the run's timing.jsonl), `segments`, `wall_s`, `compile_s`, `peak_rss_mb` (None
-where the run did not record it), `results` ('identical' or 'N of M rows
-differ').
+commit that committed the run's timing.jsonl), `segments`, `wall_s`,
+`compile_s`, `peak_rss_mb` (None where the run did not record it),
+`results` ('identical' or 'N of M rows differ').
 """
 
 import csv
@@ -35,7 +35,7 @@ from robustjax import io
 from robustjax.study import report as report_lib
 
 LEDGER = "runtimes.jsonl"
-TIMING = "timing.jsonl"  # = runner.TIMING (runner imports jax; this does not).
+TIMING = "timing.jsonl"  # A study's own timing, one line per run segment.
 CONFIG = "config.json"
 RESULTS_CSV = "results.csv"
 SHOWN = 8  # Newest runs the README table shows; the ledger keeps them all.
@@ -96,6 +96,10 @@ def record_of(workdir: str, results: str, source: str) -> dict:
                      "committed study only: run its config.")
   status = report_lib.completeness(
       workdir, io.read_jsonl(os.path.join(workdir, report_lib.RESULTS)))
+  if status["complete"] is None:
+    raise ValueError(f"{workdir} has no {report_lib.PROGRESS}, so whether "
+                     "its study finished is unknown: pass the --workdir of "
+                     "a launch/study.py run.")
   if not status["complete"]:
     raise ValueError(f"The study in {workdir} is not finished "
                      f"({status['cells_done']} of {status['cells_total']} "

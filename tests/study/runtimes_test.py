@@ -112,6 +112,11 @@ class LedgerTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, "ran another config than .* "
                                 r"\(fields batch_size differ\)"):
       runtimes.record_of(workdir, self.results, "x")
+    io.write_json(os.path.join(self.results, "config.json"),
+                  {"seed": 0, "batch_size": 64})
+    with self.assertRaisesRegex(ValueError, "has no progress.json, so "
+                                "whether its study finished is unknown"):
+      runtimes.record_of(workdir, self.results, "x")
 
   def test_command_line_error_is_one_line_and_writes_nothing(self):
     workdir = tempfile.mkdtemp()
