@@ -6,6 +6,7 @@
   PYTHONPATH=. python benchmarks/train_probes.py hlo      # transposes in the compiled step
   PYTHONPATH=. python benchmarks/train_probes.py trace    # profiler thunk times of the step
   PYTHONPATH=. python benchmarks/train_probes.py s2d      # 3x3 conv: lax vs space-to-depth
+  PYTHONPATH=. python benchmarks/train_probes.py evalbatch  # eval: batch size, bf16
 
 Each runs in a process set up as the launchers set it up
 (`parallel.configure_host_devices()`), programs on the first device, as
@@ -14,7 +15,11 @@ printed) over alternating rounds; `--smoke` shrinks every shape (tests).
 `hlo` compiles the trainer's ResNet-20 step (32x32x3, batch 128, as
 train_benchmark.py) and classifies the fusions of its entry computation by
 the ops they contain: whether the layout transposes carry BatchNorm
-(`rsqrt`) or ReLU (`maximum` / `select`) work.
+(`rsqrt`) or ReLU (`maximum` / `select`) work. `evalbatch` times the
+study's evaluation path (`evaluators.base.clean_correct`: batches sharded
+over every device) at the default study's shape for several batch sizes,
+float32 and bfloat16 (computation dtype; float32 parameters), and says how
+far bfloat16's logits are from float32's.
 """
 
 import argparse
@@ -194,6 +199,47 @@ def s2d(args):
                            for g, (w, c) in times.items()), flush=True)
 
 
+def evalbatch(args):
+  """Evaluation img/s by batch size and dtype (ResNet-8, 16x16x1 digits)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from robustjax import models  # pylint: disable=g-import-not-at-top
+  from robustjax import parallel  # pylint: disable=g-import-not-at-top
+  from robustjax.models import factory  # pylint: disable=g-import-not-at-top
+  from robustjax.robustness.evaluators import base  # pylint: disable=g-import-not-at-top
+  n, batches = (64, (16, 32)) if args.smoke else (6000, (250, 500, 1000, 2000))
+  rng = np.random.default_rng(0)
+  x = rng.random((n, 16, 16, 1), dtype=np.float32)
+  y = rng.integers(0, 10, n).astype(np.int32)
+  mesh = parallel.make_mesh()
+  print(f"devices: {jax.device_count()}, {n} images", flush=True)
+  for width in ((4,) if args.smoke else (8, 16)):
+    spec = dict(name="resnet8", width=width, num_classes=10, dataset="digits")
+    fns, logits = {}, {}
+    for dt, dtype in (("f32", jnp.float32), ("bf16", jnp.bfloat16)):
+      module = factory.build_from_spec(spec, dtype=dtype)
+      v = jax.jit(module.init)(jax.random.key(0), jnp.zeros((1, 16, 16, 1)))
+      fn = models.inference_fn(module)
+      logits[dt] = np.asarray(jax.jit(fn)(v, x[:256]), np.float32)
+      checked = len(logits[dt])
+      for bs in batches:
+        fns[f"{dt} batch {bs}"] = (
+            lambda fn=fn, v=v, bs=bs: base.clean_correct(fn, v, x, y, bs,
+                                                         mesh))
+    times = _time(fns, (), args.rounds, reps=1)
+    for name, (wall, cpu) in times.items():
+      print(f"resnet8:{width} {name}: {n / wall * 1e3:.0f} img/s, wall "
+            f"{wall:.1f} ms cpu {cpu:.1f} ms", flush=True)
+    err = np.abs(logits["bf16"] - logits["f32"]).max()
+    agree = (logits["bf16"].argmax(-1) == logits["f32"].argmax(-1)).mean()
+    print(f"resnet8:{width} bf16 vs f32 logits (random init, {checked} "
+          "images): "
+          f"max |diff| {err:.3g} of max |logit| "
+          f"{np.abs(logits['f32']).max():.3g}; argmax agreement "
+          f"{100 * agree:.1f} %", flush=True)
+
+
 def _bn_shapes(smoke):
   return ((4, 8, 4),) if smoke else BN_SHAPES
 
@@ -364,7 +410,7 @@ def trace(args):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("probe", choices=("chunks", "taps", "bn", "bn_torch",
-                                        "hlo", "trace", "s2d"))
+                                        "hlo", "trace", "s2d", "evalbatch"))
   parser.add_argument("--torch_python", default="",
                       help="bn: also time PyTorch in this venv's python.")
   parser.add_argument("--rounds", type=int, default=9)

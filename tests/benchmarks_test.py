@@ -148,6 +148,32 @@ class BenchmarkSmokeTest(absltest.TestCase):
     stdout = self._run("train_probes.py", "s2d", "--smoke")
     self.assertRegex(stdout, r"lax dx: wall [0-9.]+ cpu [0-9.]+  s2d fwd: "
                      r"wall [0-9.]+ cpu [0-9.]+  s2d dx: wall [0-9.]+")
+    stdout = self._run("train_probes.py", "evalbatch", "--smoke")
+    for name in ("f32 batch 16", "f32 batch 32", "bf16 batch 16",
+                 "bf16 batch 32"):
+      self.assertRegex(stdout, f"resnet8:4 {name}: [0-9]+ img/s")
+    self.assertRegex(stdout, r"bf16 vs f32 logits .* max \|diff\| [0-9.e-]+ "
+                     r"of max \|logit\| [0-9.e+-]+; argmax agreement")
+
+
+class CommittedEvalBatchResultsTest(absltest.TestCase):
+  """train_results.md's batch-size / bfloat16 table from the probe's output."""
+
+  def test_table_matches_the_committed_output(self):
+    with open(os.path.join(ROOT, "benchmarks",
+                           "train_probes_evalbatch.txt")) as f:
+      out = f.read()
+    with open(os.path.join(ROOT, "benchmarks", "train_results.md")) as f:
+      doc = f.read()
+    rate = {(w, dt, int(b)): int(r) for w, dt, b, r in re.findall(
+        r"resnet8:(\d+) (f32|bf16) batch (\d+): (\d+) img/s", out)}
+    self.assertLen(rate, 16)
+    for w in ("8", "16"):
+      ratios = (rate[w, "f32", 1000] / rate[w, "f32", 500],
+                rate[w, "f32", 2000] / rate[w, "f32", 500],
+                rate[w, "bf16", 500] / rate[w, "f32", 500])
+      self.assertIn(f"| {w} | " + " | ".join(f"{r:.2f}x" for r in ratios)
+                    + " |", doc)
 
 
 class CommittedConvOpsResultsTest(absltest.TestCase):
