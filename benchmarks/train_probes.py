@@ -7,6 +7,7 @@
   PYTHONPATH=. python benchmarks/train_probes.py trace    # profiler thunk times of the step
   PYTHONPATH=. python benchmarks/train_probes.py s2d      # 3x3 conv: lax vs space-to-depth
   PYTHONPATH=. python benchmarks/train_probes.py evalbatch  # eval: batch size, bf16
+  PYTHONPATH=. python benchmarks/train_probes.py layout   # conv: NHWC vs NCHW data
 
 Each runs in a process set up as the launchers set it up
 (`parallel.configure_host_devices()`), programs on the first device, as
@@ -240,6 +241,46 @@ def evalbatch(args):
           f"{100 * agree:.1f} %", flush=True)
 
 
+def layout(args):
+  """Convolutions (forward, input and kernel gradients) on NHWC data vs the
+  same data stored NCHW (kernels HWIO vs OIHW), for ResNet-20's shapes."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  shapes = ([(4, 8, 4, 4, 3, 1)] if args.smoke else
+            [(128, 32, 16, 16, 3, 1), (128, 16, 32, 32, 3, 1),
+             (128, 8, 64, 64, 3, 1), (128, 32, 16, 32, 3, 2)])
+  for shape in shapes:
+    _, pad, (x, w, dy) = _conv_inputs(*shape)
+    stride = (shape[-1],) * 2
+
+    def make(dims, stride=stride, pad=pad):
+      conv = lambda x, w: jax.lax.conv_general_dilated(
+          x, w, stride, pad, dimension_numbers=dims)
+      return {
+          "fwd": jax.jit(lambda x, w, dy: conv(x, w)),
+          "dx": jax.jit(lambda x, w, dy: jax.vjp(lambda x: conv(x, w),
+                                                 x)[1](dy)[0]),
+          "dw": jax.jit(lambda x, w, dy: jax.vjp(lambda w: conv(x, w),
+                                                 w)[1](dy)[0])}
+    nhwc = make(("NHWC", "HWIO", "NHWC"))
+    nchw = make(("NCHW", "OIHW", "NCHW"))
+    to_nchw = (x.transpose(0, 3, 1, 2), w.transpose(3, 2, 0, 1),
+               dy.transpose(0, 3, 1, 2))
+    back = {"fwd": (0, 2, 3, 1), "dx": (0, 2, 3, 1), "dw": (2, 3, 1, 0)}
+    for part, order in back.items():  # The same numbers in both layouts.
+      np.testing.assert_allclose(
+          np.asarray(nchw[part](*to_nchw)).transpose(order),
+          np.asarray(nhwc[part](x, w, dy)), rtol=1e-3, atol=1e-2)
+    out = []
+    for part in back:
+      t = _time({"NHWC": lambda a, b, c, f=nhwc[part]: f(x, w, dy),
+                 "NCHW": lambda a, b, c, f=nchw[part]: f(*to_nchw)},
+                (None, None, None), args.rounds)
+      out.append(f"{part}: NHWC {t['NHWC'][0]:.2f} NCHW {t['NCHW'][0]:.2f} "
+                 "ms")
+    print(shape, "  ".join(out), flush=True)
+
+
 def _bn_shapes(smoke):
   return ((4, 8, 4),) if smoke else BN_SHAPES
 
@@ -410,7 +451,8 @@ def trace(args):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("probe", choices=("chunks", "taps", "bn", "bn_torch",
-                                        "hlo", "trace", "s2d", "evalbatch"))
+                                        "hlo", "trace", "s2d", "evalbatch",
+                                        "layout"))
   parser.add_argument("--torch_python", default="",
                       help="bn: also time PyTorch in this venv's python.")
   parser.add_argument("--rounds", type=int, default=9)

@@ -154,10 +154,14 @@ class BenchmarkSmokeTest(absltest.TestCase):
       self.assertRegex(stdout, f"resnet8:4 {name}: [0-9]+ img/s")
     self.assertRegex(stdout, r"bf16 vs f32 logits .* max \|diff\| [0-9.e-]+ "
                      r"of max \|logit\| [0-9.e+-]+; argmax agreement")
+    # The layout probe checks NCHW's values against NHWC's before timing.
+    stdout = self._run("train_probes.py", "layout", "--smoke")
+    self.assertRegex(stdout, r"fwd: NHWC [0-9.]+ NCHW [0-9.]+ ms  dx: NHWC "
+                     r"[0-9.]+ NCHW [0-9.]+ ms  dw: NHWC [0-9.]+ NCHW")
 
 
 class CommittedEvalBatchResultsTest(absltest.TestCase):
-  """train_results.md's batch-size / bfloat16 table from the probe's output."""
+  """train_results.md's 2026-12-03 tables from the probes' committed output."""
 
   def test_table_matches_the_committed_output(self):
     with open(os.path.join(ROOT, "benchmarks",
@@ -174,6 +178,22 @@ class CommittedEvalBatchResultsTest(absltest.TestCase):
                 rate[w, "bf16", 500] / rate[w, "f32", 500])
       self.assertIn(f"| {w} | " + " | ".join(f"{r:.2f}x" for r in ratios)
                     + " |", doc)
+
+  def test_layout_table_matches_the_committed_output(self):
+    with open(os.path.join(ROOT, "benchmarks", "train_probes_layout.txt")) as f:
+      out = f.read().splitlines()
+    with open(os.path.join(ROOT, "benchmarks", "train_results.md")) as f:
+      doc = f.read()
+    self.assertLen(out, 4)
+    for line in out:
+      n, size, ci, co, k, stride = map(int, re.match(
+          r"\((\d+), (\d+), (\d+), (\d+), (\d+), (\d+)\)", line).groups())
+      ms = re.findall(r"(fwd|dx|dw): NHWC ([0-9.]+) NCHW ([0-9.]+) ms", line)
+      self.assertEqual([p for p, _, _ in ms], ["fwd", "dx", "dw"])
+      ratios = [float(b) / float(a) for _, a, b in ms]
+      self.assertTrue(all(r > 1 for r in ratios), line)  # "Slower in every"
+      self.assertIn(f"| {size}x{size}x{ci} -> {co}, stride {stride} | " +
+                    " | ".join(f"{r:.2f}x" for r in ratios) + " |", doc)
 
 
 class CommittedConvOpsResultsTest(absltest.TestCase):
