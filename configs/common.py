@@ -123,7 +123,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   # models of one architecture briefly, as the default study); the same
   # numbers, 0-7 % slower steps on CPU (benchmarks/compile_results.md).
   c.log_every_steps = 50  # Train-metric logging period.
-  c.eval_every_steps = -1  # Eval period; -1 = every epoch, 0 = at the end.
+  # Eval period; -1 = every epoch, 0 = at the end, -2 = never (studies
+  # evaluate their models themselves).
+  c.eval_every_steps = -1
   c.checkpoint_every_steps = 200  # Checkpoint period (and at the end); 0 =
   # none (the study saves its finished models itself).
   c.keep_checkpoints = 2  # Checkpoints kept by the manager.
@@ -355,9 +357,10 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       c.checkpoint_every_steps < 0):
     _fail("checkpoint_every_steps", c.checkpoint_every_steps,
           "use a positive step count, or 0 for no training checkpoints")
-  if not isinstance(c.eval_every_steps, int) or c.eval_every_steps < -1:
+  if not isinstance(c.eval_every_steps, int) or c.eval_every_steps < -2:
     _fail("eval_every_steps", c.eval_every_steps,
-          "use a positive step count, -1 (every epoch) or 0 (at the end)")
+          "use a positive step count, -1 (every epoch), 0 (at the end) or "
+          "-2 (never)")
   _positive(c, "dataset.max_train_examples", "dataset.max_eval_examples",
             "evals.corruptions.max_examples", "evals.attacks.max_examples",
             allow_minus_one=True)

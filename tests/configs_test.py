@@ -69,6 +69,18 @@ class ConfigFilesTest(parameterized.TestCase):
                                 "not valid: use True or False."):
       common.validate(c)
 
+  def test_eval_every_steps_values(self):
+    c = digits_resnet.get_config("runlocal")
+    for ok in (-2, -1, 0, 7):
+      c.eval_every_steps = ok
+      common.validate(c)
+    c.eval_every_steps = -3
+    with self.assertRaisesRegex(ValueError, "config.eval_every_steps=-3 is "
+                                r"not valid: use a positive step count, -1 "
+                                r"\(every epoch\), 0 \(at the end\) or -2 "
+                                r"\(never\)."):
+      common.validate(c)
+
   def test_digits_arguments(self):
     c = digits_resnet.get_config("model=resnet8,width=8,epochs=2")
     self.assertEqual((c.model.name, c.model.width, c.num_epochs),

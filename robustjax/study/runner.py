@@ -172,11 +172,12 @@ class _Models:
       return self._make(spec, seed, folder)
 
   def _make(self, spec, seed, folder) -> saved.Compressed:
-    # Training evaluates once, at the end, and writes no checkpoints: the
-    # study's cells evaluate the finished model, which is saved as soon as
+    # Training neither evaluates nor writes checkpoints: the study's clean
+    # and domain cells evaluate the finished model (with the program and
+    # batch that training's evaluation used), which is saved as soon as
     # it is built (an interrupted build of these short trainings restarts;
     # an Orbax save cost ~1 s per model, a tenth of a fine-tuning).
-    cfg = recipes.derived_config(self.config, seed=seed, eval_every_steps=0,
+    cfg = recipes.derived_config(self.config, seed=seed, eval_every_steps=-2,
                                  checkpoint_every_steps=0)
     st = spec.settings
     if spec.method == "original":

@@ -438,9 +438,9 @@ def _train(members: List[Member], workdir: str, stacked: bool):
              for s in dict.fromkeys(seeds)}
   steps_per_epoch = batches[seeds[0]].steps_per_epoch
   num_steps = total_steps(config, steps_per_epoch)
-  # -1: every epoch; 0: after the last step only (the study evaluates its
-  # models itself).
-  eval_every = {-1: steps_per_epoch, 0: num_steps + 1}.get(
+  # -1: every epoch; 0: after the last step only; -2: never (a study
+  # evaluates its models itself, on the same splits with the same program).
+  eval_every = {-1: steps_per_epoch, 0: num_steps + 1, -2: None}.get(
       int(config.eval_every_steps), config.eval_every_steps)
 
   model = recipe.model or factory.build_model(config)
@@ -541,14 +541,16 @@ def _train(members: List[Member], workdir: str, stacked: bool):
                    " ".join(f"{v:.2%}" for v in mean["accuracy"]),
                    rate * k, f" (all {k} models)" if stacked else "")
       pending, t0, t_steps = [], time.time(), 0
-    if i % eval_every == 0 or last:
+    if eval_every is not None and (i % eval_every == 0 or last):
       results = evaluate(i)
     every = config.checkpoint_every_steps  # 0: never (the caller saves).
     if every > 0 and (i % every == 0 or last):
       check_finite(jax.device_get(pending), i)
       ckpt.save(i, state)
   bar.close()
-  if results is None:  # Resumed after the last step: evaluate once more.
+  if eval_every is None:
+    results = [{} for _ in members]  # final_metrics.json: the step only.
+  elif results is None:  # Resumed after the last step: evaluate once more.
     results = evaluate(num_steps)
   for w in writers:
     w.close()

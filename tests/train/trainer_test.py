@@ -100,6 +100,26 @@ class TrainEndToEndTest(absltest.TestCase):
       np.testing.assert_array_equal(a, b)
 
 
+class NeverEvaluateTest(absltest.TestCase):
+
+  def test_minus_two_trains_without_evaluating(self):
+    # What a study's builds use: its clean and domain cells evaluate the
+    # model with the same program, so training does not.
+    config = smoke_config(4)
+    config.eval_every_steps = -2
+    workdir = self.create_tempdir().full_path
+    with mock.patch.object(evaluators, "accuracy",
+                           wraps=evaluators.accuracy) as spy:
+      state = train.train_and_evaluate(config, workdir)
+    self.assertEqual(int(state.step), 4)
+    self.assertEqual(spy.call_count, 0)
+    final = json.load(open(os.path.join(workdir, "final_metrics.json")))
+    self.assertEqual(final, {"step": 4})
+    rows = io.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+    self.assertEqual([r for r in rows if r["split"] == "eval"], [])
+    self.assertNotEmpty([r for r in rows if r["split"] == "train"])
+
+
 def _train_step_traces(test, program="train_step"):
   """A list that grows by one each time the trainer's `program` is traced
   (for `test`): train_step, or with `split_train_step` gradients and
