@@ -26,6 +26,7 @@ cells; `launch/evaluate.py` evaluates one saved model (`evaluate_saved`).
 """
 
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -67,6 +68,7 @@ SHIFTS = ("clean", "domain", "corruption", "adversarial")
 REPORT_EVERY_S = 300.0  # Partial report period while the grid runs.
 
 
+@functools.lru_cache(maxsize=None)  # Once per process: it runs git.
 def code_version() -> Optional[str]:
   """The git commit of the robustjax code that runs ('-dirty' if edited).
 

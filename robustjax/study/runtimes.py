@@ -29,6 +29,7 @@ import csv
 import io as io_lib
 import json
 import os
+import statistics
 from typing import List, Optional
 
 from robustjax import io
@@ -148,12 +149,6 @@ def allocator(malloc: Optional[str]) -> str:
   return malloc.split(" (", 1)[0]
 
 
-def _median(xs: List[float]) -> float:
-  xs = sorted(xs)
-  mid = len(xs) // 2
-  return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
-
-
 def _code(record: dict) -> str:
   if record.get("code"):
     return record["code"]
@@ -167,16 +162,15 @@ def table(results: str, shown: int = SHOWN) -> str:
   ledger = read(results)
   if not ledger:
     return f"Runtime by run: no {LEDGER} in the results."
-  out = [f"Runtime of this study by run (`{LEDGER}`: {len(ledger)} runs, "
-         "each on an otherwise idle machine; the study loop's wall time, of "
-         "which JAX trace + compile):", ""]
+  out = [f"Runtime of this study by run (`{LEDGER}`: {len(ledger)} runs; "
+         "the study loop's wall time, of which JAX trace + compile):", ""]
   machines = sorted({r["machine"] for r in ledger})
   for m in machines:
     runs = [r for r in ledger if r["machine"] == m]
     walls = [r["wall_s"] / 60 for r in runs]
     newest = runs[-1]
     out.append(f"- {m}: {len(runs)} run(s), {min(walls):.1f}-"
-               f"{max(walls):.1f} min (median {_median(walls):.1f}); newest "
+               f"{max(walls):.1f} min (median {statistics.median(walls):.1f}); newest "
                f"{newest['finished'][:10]}: {newest['wall_s'] / 60:.1f} min, "
                f"compile {100 * newest['compile_s'] / newest['wall_s']:.1f} %.")
   out += ["", "| finished | machine | code | allocator | study loop | "

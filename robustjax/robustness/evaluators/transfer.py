@@ -35,6 +35,11 @@ _ADVERSARIAL = collections.OrderedDict()  # (source, cell) -> images [E, n].
 _KEEP = 32
 
 
+def _cache_key(source_key: str, white_box) -> tuple:
+  """Where the images of `white_box`'s attack on a source are cached."""
+  return (source_key, white_box.key, white_box.levels)
+
+
 def _remember(cache_key, images: np.ndarray) -> None:
   _ADVERSARIAL[cache_key] = images
   _ADVERSARIAL.move_to_end(cache_key)
@@ -51,7 +56,7 @@ def keep_source_images(source_key: str, apply_fn: Callable, variables: Any):
   eviction.
   """
   def store(cell, images):
-    _remember((source_key, cell.key, cell.levels), np.asarray(images))
+    _remember(_cache_key(source_key, cell), np.asarray(images))
   return attack_lib.keep_images(apply_fn, variables, store)
 
 
@@ -97,11 +102,12 @@ class TransferCell(base.Cell):
 
   def correct(self, apply_fn: Callable, variables: Any,
               mesh: jax.sharding.Mesh = None) -> np.ndarray:
-    cache_key = (self.source_key, self.white_box.key, self.levels)
+    cache_key = _cache_key(self.source_key, self.white_box)
     if cache_key not in _ADVERSARIAL:
       _remember(cache_key, adversarial_images(
           self.source_apply, self.source_variables, self.white_box, mesh))
-    _ADVERSARIAL.move_to_end(cache_key)
+    else:
+      _ADVERSARIAL.move_to_end(cache_key)
     split = self.white_box.split
     zero = np.asarray(self.levels) == 0
     out = np.zeros((len(self.levels), self.n), bool)
