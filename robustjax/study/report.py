@@ -30,7 +30,9 @@ import numpy as np
 
 from robustjax import io
 from robustjax.robustness import metrics
-from robustjax.study import claims as claims_lib
+from robustjax.study.claims import analysis as claims_analysis
+from robustjax.study.claims import data as claims_data
+from robustjax.study.claims import report as claims_report
 from robustjax.study import journal as journal_lib
 
 RESULTS = "results.jsonl"
@@ -65,7 +67,7 @@ def _pct(x):
 
 def model_table(rows: Sequence[dict]) -> str:
   """One line per model: size, clean and mean shifted accuracies, R, mCE."""
-  models = claims_lib.summarize_models(rows)
+  models = claims_data.summarize_models(rows)
   by_model = collections.defaultdict(list)
   for r in rows:
     by_model[r["model_id"]].append(r)
@@ -82,9 +84,9 @@ def model_table(rows: Sequence[dict]) -> str:
     lines.append(
         f"| {m.model_id} | {m.method} | {_setting_str(m.setting)} | "
         f"{m.size_bits / 8e3:.1f} | {m.sparsity:.2f} | {_pct(m.clean)} | " +
-        " | ".join(_pct(m.mean[s]) for s in claims_lib.SHIFTS) + " | " +
+        " | ".join(_pct(m.mean[s]) for s in claims_data.SHIFT_TYPES) + " | " +
         " | ".join("n/a" if not np.isfinite(m.robustness[s]) else
-                   f"{m.robustness[s]:.3f}" for s in claims_lib.SHIFTS) +
+                   f"{m.robustness[s]:.3f}" for s in claims_data.SHIFT_TYPES) +
         f" | {'n/a' if not np.isfinite(mce) else f'{mce:.3f}'} |")
   return "\n".join(lines)
 
@@ -238,7 +240,7 @@ def plots(rows: Sequence[dict], folder: str) -> List[str]:
 
   fig = mpl_figure.Figure(figsize=(18, 4.6))
   axes = fig.subplots(1, 4)
-  for ax, shift in zip(axes, ("clean",) + claims_lib.SHIFTS):
+  for ax, shift in zip(axes, ("clean",) + claims_data.SHIFT_TYPES):
     for g in groups:
       if shift == "clean":
         fn = metrics.clean_accuracy
@@ -401,7 +403,7 @@ def render(workdir: str) -> str:
         f"No result rows in {os.path.join(workdir, RESULTS)}: is this a "
         "study workdir? Run launch/study.py --workdir=... first (a report "
         "can be rendered as soon as its first cell is written).")
-  title, config_notes = "", []
+  title, config_notes, config = "", [], None
   config_path = os.path.join(workdir, CONFIG)
   if io.exists(config_path):
     config = io.read_json(config_path)
@@ -418,11 +420,13 @@ def render(workdir: str) -> str:
                  + (f"; XLA_FLAGS `{env['xla_flags']}`"
                     if env.get("xla_flags") else "") + ".")
   return write_report(rows, workdir, title=title, notes=notes,
-                      examples=examples)
+                      examples=examples,
+                      options=claims_analysis.Options.from_config(config))
 
 def write_report(rows: Sequence[dict], workdir: str, title: str = "",
                  notes: Sequence[str] = (),
-                 examples: Optional[Mapping] = None) -> str:
+                 examples: Optional[Mapping] = None,
+                 options: Optional[claims_analysis.Options] = None) -> str:
   """Writes `workdir/report.md` and `workdir/plots/*.png`; returns the path.
 
   Args:
@@ -431,16 +435,21 @@ def write_report(rows: Sequence[dict], workdir: str, title: str = "",
     title: the report's title.
     notes: lines written under the title.
     examples: per-example correctness, (model_id, seed, shift, name) ->
-      bool [levels, n] (see `claims.StudyData`); without it the claims are
-      reported as not testable.
+      bool [levels, n] (see `claims.data.StudyData`); without it the claims
+      are reported as not testable.
+    options: how the claims are tested (default: `claims.analysis.Options`).
   """
-  data = claims_lib.StudyData(rows, examples or {})
-  verdicts = claims_lib.test_claims(data)
+  data = claims_data.StudyData(rows, examples or {})
+  result = claims_analysis.test_claims(data, options or
+                                       claims_analysis.Options())
   plot_paths = plots(rows, os.path.join(workdir, "plots"))
+  forest = os.path.join(workdir, "plots", claims_report.FOREST_PNG)
+  _save_png(claims_report.forest_figure(result), forest)
   out = [f"# Robustness study report{': ' + title if title else ''}", ""]
   out += list(notes) + [""] if notes else []
-  out += [claims_lib.render_markdown(
-      verdicts, claims_lib.sanity_checks(data)), ""]
+  out += [claims_report.render_markdown(
+      result, claims_analysis.sanity_checks(data),
+      forest=f"plots/{claims_report.FOREST_PNG}"), ""]
   out += ["## Models (accuracy in %)", "", model_table(rows), "",
           "## Corruptions: accuracy by severity (mean over corruptions)", "",
           level_table(rows, "corruption"), "",

@@ -28,20 +28,15 @@ import re
 from typing import Optional
 
 from robustjax import io
-from robustjax.study import claims as claims_lib
+from robustjax.study.claims import analysis as claims_analysis
+from robustjax.study.claims import data as claims_data
+from robustjax.study.claims import report as claims_report
 from robustjax.study import journal as journal_lib
 from robustjax.study import report as report_lib
 from robustjax.study import runner
 from robustjax.study import runtimes
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
-
-
-def _fmt(est, scale=1.0, digits=3) -> str:
-  if est is None or not all(map(math.isfinite, (est.value, est.lo, est.hi))):
-    return "n/a"
-  return (f"{scale * est.value:+.{digits}f} [{scale * est.lo:+.{digits}f}, "
-          f"{scale * est.hi:+.{digits}f}]")
 
 
 def runtime(results: str) -> str:
@@ -70,12 +65,49 @@ def runtime(results: str) -> str:
   return "\n".join(out)
 
 
+def _cell_text(cell, mde: bool = True) -> str:
+  if cell is None or cell.effect is None:
+    return "n/a"
+  text = f"{claims_report.fmt(cell.effect)} {cell.verdict}"
+  if mde and math.isfinite(cell.mde):
+    text += f" (MDE {cell.mde:.3f})"
+  return text
+
+
+def claims_table(result: claims_analysis.Claims) -> str:
+  """Per claim: overall verdict, the primary cells, the secondary ones."""
+  o = result.options
+  primary = [s for s in claims_data.SHIFT_TYPES if s in o.primary]
+  secondary = [s for s in claims_data.SHIFT_TYPES if s not in o.primary]
+  out = ["| claim | verdict | " + " | ".join(
+      f"{s} (primary): effect in R [corrected CI]" for s in primary) +
+         " | " + " | ".join(f"{s} (secondary)" for s in secondary) + " |",
+         "|---|---|" + "---|" * (len(primary) + len(secondary))]
+
+  def deciding(v, shift):
+    return next((c for c in v.cells if c.shift == shift and
+                 c.analysis == v.cells[0].analysis), None)
+  for v in result.verdicts:
+    out.append(f"| ({v.key}) | **{v.verdict}** | " + " | ".join(
+        _cell_text(deciding(v, s)) for s in primary + secondary) + " |")
+  if result.control:
+    by = {c.shift: c for c in result.control}
+    out.append("| negative control | " + ", ".join(sorted(
+        {c.verdict for c in result.control if c.effect is not None})) +
+               " | " + " | ".join(_cell_text(by.get(s), False)
+                                  for s in primary + secondary) + " |")
+  return "\n".join(out)
+
+
 def block(results: str) -> str:
   """The generated README block for the study workdir `results`."""
   journal = journal_lib.Journal(os.path.join(results, runner.JOURNAL))
   rows = journal_lib.rows_of(journal)
-  data = claims_lib.StudyData(rows, journal_lib.examples_of(journal))
-  verdicts = claims_lib.test_claims(data)
+  data = claims_data.StudyData(rows, journal_lib.examples_of(journal))
+  config_path = os.path.join(results, report_lib.CONFIG)
+  config = io.read_json(config_path) if io.exists(config_path) else None
+  result = claims_analysis.test_claims(
+      data, claims_analysis.Options.from_config(config))
   env_path = os.path.join(results, runner.ENVIRONMENT)
   env = {}
   if io.exists(env_path):
@@ -83,28 +115,25 @@ def block(results: str) -> str:
   seeds = sorted({r["seed"] for r in rows})
   models = sorted({r["model_id"] for r in rows})
   status = report_lib.status_note(report_lib.completeness(results, rows))
+  excluded = "; ".join(
+      f"{e.model_id} ({100 * e.clean:.1f} % clean vs "
+      f"{100 * e.original_clean:.1f} %)" for e in result.excluded) or "none"
   out = [BEGIN, "", status, "",
          f"Generated from `{results}` ({len(models)} models x {len(seeds)} "
          f"seeds, {len(rows)} rows; machine: {env.get('machine', 'unknown')}"
          f", {env.get('devices', '')}) by `python -m robustjax.study.summary "
          f"--results={results} --readme=README.md`; "
          "`tests/readme_test.py` checks that it matches.", "",
-         "| claim | verdict | domain: effect in R [95 % CI] | corruption | "
-         "adversarial |", "|---|---|---|---|---|"]
-  for v in verdicts:
-    cols = []
-    for shift in claims_lib.SHIFTS:
-      r = [x for x in v.results if x.in_verdict and x.shift == shift]
-      cols.append(f"{_fmt(r[0].effect)} {r[0].verdict}" if r else "n/a")
-    out.append(f"| {v.claim.split(' ', 1)[0]} | **{v.verdict}** | " +
-               " | ".join(cols) + " |")
-  out += ["", "Effects are oriented so that positive = the direction the "
-          "paper claims; a verdict is *supported* / *contradicted* only when "
-          "the pooled paired-bootstrap interval excludes zero "
-          "(robustjax/study/claims.py).", "",
-          "Models (means over seeds; accuracy in %):", "",
-          report_lib.model_table(rows), "", runtime(results), "",
-          runtimes.table(results), "", END]
+         claims_table(result), "",
+         claims_report.protocol(result), "",
+         f"Models left out of the claims: {excluded}. MDE: the minimum "
+         "detectable effect in R (80 % power at the cell's corrected level). "
+         f"Forest plot: `{results}/plots/{claims_report.FOREST_PNG}`.", "",
+         f"![claims]({results}/plots/{claims_report.FOREST_PNG})", "",
+         "Models (means over seeds; accuracy in %; R here is the plain "
+         "shifted / clean of each model's rows):", "",
+         report_lib.model_table(rows), "", runtime(results), "",
+         runtimes.table(results), "", END]
   return "\n".join(out)
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import tensorboardX
 
 from robustjax import io
-from robustjax.study import claims as claims_lib
+from robustjax.study.claims import data as claims_data
 
 STUDY_TB_DIR = os.path.join("tb", "study")
 
@@ -97,7 +97,7 @@ def write_study_summaries(rows: Sequence[dict], workdir: str) -> str:
     shutil.rmtree(folder)
   os.makedirs(folder, exist_ok=True)
   steps = {s: level_steps(rows, s) for s in ("corruption", "adversarial")}
-  summaries = claims_lib.summarize_models(rows)
+  summaries = claims_data.summarize_models(rows)
   for model_id, tags in sorted(_curves(rows, steps).items()):
     writer = tensorboardX.SummaryWriter(os.path.join(folder,
                                                      run_name(model_id)))

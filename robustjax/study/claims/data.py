@@ -1,10 +1,12 @@
-"""The claims' input and the per-example tables the bootstrap resamples.
+"""The claims' input and the per-example tables their inference reads.
 
 `StudyData(rows, examples)` holds the result rows and, per (model_id, seed,
 shift, name) cell, the per-example correctness [levels, n]. `shift_table`
-turns it into one shift type's bootstrap input: every model's clean and
-shifted contributions per example and seed, on the cells, levels, examples
-and seeds that all those models share (rules: `robustjax.study.claims`).
+turns it into one shift type's table: every model's clean and shifted
+contributions per example and seed, on the cells, levels, examples and seeds
+that all those models share (rules: `robustjax.study.claims`).
+`summarize_models` gives the descriptive per-model summary of the report's
+model table, from the rows alone.
 """
 
 import collections
@@ -13,7 +15,10 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-SHIFTS = ("domain", "corruption", "adversarial")
+from robustjax.robustness import metrics
+
+# The shift types the claims are tested on (clean is the reference).
+SHIFT_TYPES = ("domain", "corruption", "adversarial")
 ExampleKey = Tuple[str, int, str, str]  # (model_id, seed, shift, name)
 
 
@@ -143,7 +148,7 @@ class Table:
 
 
 def shift_table(shift: str, cells) -> Optional[Table]:
-  """Builds the bootstrap input of one shift type, or None without data."""
+  """Builds the table of one shift type, or None without data."""
   have = collections.defaultdict(set)
   for (m, seed, s) in cells:
     if s == shift and (m, seed, "clean") in cells and \
@@ -234,7 +239,7 @@ def robustness(data: StudyData) -> Dict[str, Dict[str, Tuple[float, ...]]]:
   """
   cells, _ = example_cells(data)
   out = collections.defaultdict(dict)
-  for shift in SHIFTS:
+  for shift in SHIFT_TYPES:
     t = shift_table(shift, cells)
     if t is None:
       continue
@@ -243,3 +248,43 @@ def robustness(data: StudyData) -> Dict[str, Dict[str, Tuple[float, ...]]]:
       out[m][shift] = (clean, shifted,
                        shifted / clean if clean > 0 else float("nan"))
   return dict(out)
+
+
+@dataclasses.dataclass
+class ModelSummary:
+  model_id: str
+  arch: str
+  method: str
+  setting: dict
+  size_bits: float
+  sparsity: float
+  original_id: Optional[str]  # Uncompressed reference (teacher for KD).
+  clean: float
+  mean: Dict[str, float]  # shift type -> mean accuracy (mean over seeds).
+  robustness: Dict[str, float]  # shift type -> R from the rows.
+
+
+def summarize_models(rows: Sequence[dict]) -> Dict[str, ModelSummary]:
+  """Per model: clean, mean accuracy and R per shift type from the rows.
+
+  A descriptive summary (each attack counted on its own, means over seeds,
+  R = shifted / clean as `metrics.summarize` gives it); the claims use the
+  per-example worst case over attacks and a chance-corrected R instead.
+  """
+  by_model = collections.defaultdict(lambda: collections.defaultdict(list))
+  for r in rows:
+    by_model[r["model_id"]][r.get("seed", 0)].append(r)
+  out = {}
+  for model_id, seeds in by_model.items():
+    first = next(iter(seeds.values()))[0]
+    per_seed = [metrics.summarize(rs) for rs in seeds.values()]
+    avg = {k: float(np.mean([s[k] for s in per_seed])) for k in per_seed[0]}
+    out[model_id] = ModelSummary(
+        model_id=model_id, arch=first["arch"], method=first["method"],
+        setting=first.get("setting") or {},
+        size_bits=float(first.get("size_bits") or np.nan),
+        sparsity=float(first.get("sparsity") or 0.0),
+        original_id=first.get("original_id"), clean=avg["clean"],
+        mean={k: avg[k] for k in SHIFT_TYPES},
+        robustness={k: avg[f"{k}_relative"] for k in SHIFT_TYPES})
+  return out
