@@ -135,7 +135,7 @@ class RenderTest(absltest.TestCase):
     self.assertCountEqual(
         os.listdir(os.path.join(workdir, "plots")),
         ["accuracy_vs_size.png", "accuracy_vs_severity.png",
-         "accuracy_vs_eps.png"])
+         "accuracy_vs_eps.png", "claims_forest.png"])
 
   def test_complete_and_unknown(self):
     rows = _grid()

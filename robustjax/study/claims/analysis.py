@@ -100,9 +100,9 @@ class _Shift:
     x = table.x  # [rows, seeds, models, 2]
     self.x = x
     clean, shifted = x[..., 0].sum(axis=0), x[..., 1].sum(axis=0)  # [S, M]
+    self.r = data_lib.chance_corrected(clean, shifted, chance)
     den = clean - chance
     with np.errstate(divide="ignore", invalid="ignore"):
-      self.r = np.where(den > 0, (shifted - chance) / den, np.nan)
       # dR / d shifted and dR / d clean, per seed and model.
       self.g_shifted = np.where(den > 0, 1.0 / den, np.nan)
       self.g_clean = np.where(den > 0, -(shifted - chance) / den ** 2, np.nan)

@@ -225,17 +225,28 @@ def shift_table(shift: str, cells) -> Optional[Table]:
   return Table(shift, models, seeds, x, [n], notes)
 
 
-def robustness(data: StudyData) -> Dict[str, Dict[str, Tuple[float, ...]]]:
+def chance_corrected(clean, shifted, chance: float):
+  """R = (shifted - chance) / (clean - chance); NaN where clean <= chance."""
+  clean, shifted = np.asarray(clean, np.float64), np.asarray(shifted)
+  den = clean - chance
+  with np.errstate(divide="ignore", invalid="ignore"):
+    return np.where(den > 0, (shifted - chance) / den, np.nan)
+
+
+def robustness(data: StudyData, chance: float = 0.0
+               ) -> Dict[str, Dict[str, Tuple[float, ...]]]:
   """The point estimates the claims are computed from.
 
   Args:
     data: the study's rows and per-example correctness.
+    chance: chance accuracy (1 / number of classes) for the chance-corrected
+      R; 0 gives R = shifted / clean.
 
   Returns:
     model_id -> shift type -> (clean accuracy, shifted accuracy, R), on the
     examples, cells and seeds that every model with that shift type shares
-    (adversarial: worst case over attacks; see `robustjax.study.claims`),
-    averaged over seeds.
+    (adversarial: worst case over attacks; see `robustjax.study.claims`):
+    accuracies averaged over seeds, R computed per seed, then averaged.
   """
   cells, _ = example_cells(data)
   out = collections.defaultdict(dict)
@@ -243,10 +254,11 @@ def robustness(data: StudyData) -> Dict[str, Dict[str, Tuple[float, ...]]]:
     t = shift_table(shift, cells)
     if t is None:
       continue
-    v = t.x.sum(axis=0).mean(axis=0)  # [models, 2]
-    for m, (clean, shifted) in zip(t.models, v):
-      out[m][shift] = (clean, shifted,
-                       shifted / clean if clean > 0 else float("nan"))
+    v = t.x.sum(axis=0)  # [seeds, models, 2]
+    r = chance_corrected(v[..., 0], v[..., 1], chance).mean(axis=0)
+    for i, m in enumerate(t.models):
+      out[m][shift] = (float(v[:, i, 0].mean()), float(v[:, i, 1].mean()),
+                       float(r[i]))
   return dict(out)
 
 

@@ -47,7 +47,7 @@ def protocol(result: analysis.Claims) -> str:
       f"{', '.join(secondary) or 'none'} (corrected the same way, as its "
       f"own family) and the labelled sub-analyses (uncorrected "
       f"{100 * (1 - o.alpha):g} % intervals). Each effect is the mean over "
-      f"{' / '.join(map(str, seeds)) or '?'} seeds of per-seed paired "
+      f"{' / '.join(map(str, seeds)) or '?'} seed(s) of per-seed paired "
       f"effects (same examples, same seeds), positive = the direction the "
       f"paper claims, with a t interval whose variance adds the sampling of "
       f"test examples to the spread between seeds (seed x example crossed "
