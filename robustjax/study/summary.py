@@ -6,8 +6,10 @@ r"""README tables generated from a committed study workdir.
 replaces the text between `<!-- results:begin -->` and
 `<!-- results:end -->` in the README with tables computed from the study's
 journal (rows + per-example results) in `--results` (a folder or a bucket
-URL): the claims' verdicts with their pooled effects and 95 % intervals, and
-the model table (means over seeds), the runtime by stage (from
+URL): the claims' verdicts with their pooled effects, family-corrected
+intervals and minimum detectable effects, the negative control, the models
+left out (and, with `--replicate=RESULTS`, the primary verdicts of a second
+study of the same grid with another `--config.seed`), the model table (means over seeds), the runtime by stage (from
 `timing.jsonl`) and the runtime of every timed run of the study, on every
 machine (the ledger `runtimes.jsonl`, robustjax/study/runtimes.py).
 `tests/readme_test.py` regenerates the block and fails when the README
@@ -84,12 +86,9 @@ def claims_table(result: claims_analysis.Claims) -> str:
          " | " + " | ".join(f"{s} (secondary)" for s in secondary) + " |",
          "|---|---|" + "---|" * (len(primary) + len(secondary))]
 
-  def deciding(v, shift):
-    return next((c for c in v.cells if c.shift == shift and
-                 c.analysis == v.cells[0].analysis), None)
   for v in result.verdicts:
     out.append(f"| ({v.key}) | **{v.verdict}** | " + " | ".join(
-        _cell_text(deciding(v, s)) for s in primary + secondary) + " |")
+        _cell_text(_deciding(v, s)) for s in primary + secondary) + " |")
   if result.control:
     by = {c.shift: c for c in result.control}
     out.append("| negative control | " + ", ".join(sorted(
@@ -99,15 +98,51 @@ def claims_table(result: claims_analysis.Claims) -> str:
   return "\n".join(out)
 
 
-def block(results: str) -> str:
-  """The generated README block for the study workdir `results`."""
+def claims_of(results: str):
+  """(rows, `claims.analysis.Claims`) of a study workdir."""
   journal = journal_lib.Journal(os.path.join(results, runner.JOURNAL))
   rows = journal_lib.rows_of(journal)
   data = claims_data.StudyData(rows, journal_lib.examples_of(journal))
   config_path = os.path.join(results, report_lib.CONFIG)
   config = io.read_json(config_path) if io.exists(config_path) else None
-  result = claims_analysis.test_claims(
+  return rows, claims_analysis.test_claims(
       data, claims_analysis.Options.from_config(config))
+
+
+def _deciding(v, shift):
+  return next((c for c in v.cells if c.shift == shift and
+               c.analysis == v.cells[0].analysis), None)
+
+
+def replication(result: claims_analysis.Claims,
+                other: claims_analysis.Claims, name: str) -> str:
+  """Primary verdicts of two studies side by side; flags opposite ones."""
+  flips = []
+  cells = []
+  for v, w in zip(result.verdicts, other.verdicts):
+    for shift in result.options.primary:
+      a, b = _deciding(v, shift), _deciding(w, shift)
+      if a is None or b is None:
+        continue
+      cells.append(f"({v.key}) {shift}: {a.verdict} / {b.verdict}")
+      if {a.verdict, b.verdict} == {"supported", "contradicted"}:
+        flips.append(f"({v.key}) {shift}")
+  return (f"Replication ({name}, primary cells, this run / that run): " +
+          "; ".join(cells) + ". " +
+          (f"**Opposite verdicts in {', '.join(flips)}.**" if flips else
+           "No primary cell is supported in one and contradicted in the "
+           "other."))
+
+
+def block(results: str, replicate: Optional[str] = None) -> str:
+  """The generated README block for the study workdir `results`.
+
+  Args:
+    results: the study workdir (or its committed copy) to summarise.
+    replicate: optionally a second study of the same grid with another
+      `--config.seed`, whose primary verdicts are shown beside.
+  """
+  rows, result = claims_of(results)
   env_path = os.path.join(results, runner.ENVIRONMENT)
   env = {}
   if io.exists(env_path):
@@ -122,10 +157,16 @@ def block(results: str) -> str:
          f"Generated from `{results}` ({len(models)} models x {len(seeds)} "
          f"seeds, {len(rows)} rows; machine: {env.get('machine', 'unknown')}"
          f", {env.get('devices', '')}) by `python -m robustjax.study.summary "
-         f"--results={results} --readme=README.md`; "
+         f"--results={results}"
+         f"{f' --replicate={replicate}' if replicate else ''} "
+         "--readme=README.md`; "
          "`tests/readme_test.py` checks that it matches.", "",
-         claims_table(result), "",
-         claims_report.protocol(result), "",
+         claims_table(result), ""]
+  if replicate:
+    out += [replication(result, claims_of(replicate)[1],
+                        f"`{replicate}`, the same grid with another "
+                        "`--config.seed`"), ""]
+  out += [claims_report.protocol(result), "",
          f"Models left out of the claims: {excluded}. MDE: the minimum "
          "detectable effect in R (80 % power at the cell's corrected level). "
          f"Forest plot: `{results}/plots/{claims_report.FOREST_PNG}`.", "",
@@ -137,15 +178,15 @@ def block(results: str) -> str:
   return "\n".join(out)
 
 
-def update_readme(readme: str, results: str,
-                  check_only: bool = False) -> Optional[str]:
+def update_readme(readme: str, results: str, check_only: bool = False,
+                  replicate: Optional[str] = None) -> Optional[str]:
   """Rewrites the README block; with `check_only`, returns the new text."""
   with open(readme) as f:  # A file of the checkout (results may be a URL).
     text = f.read()
   if BEGIN not in text or END not in text:
     raise ValueError(f"{readme} has no {BEGIN} ... {END} block.")
   new = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END),
-               lambda _: block(results), text, flags=re.S)
+               lambda _: block(results, replicate), text, flags=re.S)
   if check_only:
     return new
   with open(readme, "w") as f:
@@ -157,6 +198,10 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--results", required=True)
   parser.add_argument("--readme", default="README.md")
+  parser.add_argument("--replicate", default=None, metavar="RESULTS",
+                      help="a second study of the same grid (another "
+                      "--config.seed) whose primary verdicts are shown "
+                      "beside")
   parser.add_argument("--add_run", default=None, metavar="WORKDIR",
                       help="first add this finished study workdir's timing "
                       f"to the ledger {runtimes.LEDGER} in --results")
@@ -170,7 +215,7 @@ def main():
     except ValueError as e:
       parser.error(str(e))
     print(f"Added to {runtimes.LEDGER}: {record}")
-  update_readme(args.readme, args.results)
+  update_readme(args.readme, args.results, replicate=args.replicate)
 
 
 if __name__ == "__main__":
