@@ -487,7 +487,11 @@ class NegativeControlTest(absltest.TestCase):
     self.assertEqual({c.shift for c in result.control},
                      set(claims_data.SHIFT_TYPES))
     self.assertEqual({c.verdict for c in result.control}, {"inconclusive"})
-    self.assertEqual({c.alpha for c in result.control}, {0.05})
+    # As a claim's deciding cell: (a) is testable on the two primary shift
+    # types (alpha / 2) and on corruption (alpha / 1).
+    self.assertEqual({c.shift: c.alpha for c in result.control},
+                     {"domain": 0.025, "adversarial": 0.025,
+                      "corruption": 0.05})
     # The replicate is no compressed model: (a) compares s/prune only.
     a = _verdict(result, "a")
     self.assertEqual({c.count for c in _results(a).values()}, {1})

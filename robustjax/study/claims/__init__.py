@@ -80,8 +80,9 @@ intervals, labelled as such.
 
 Negative control: per seed, a second, independently initialised copy of an
 original (method "replicate") is compared with it as if it were compressed,
-R(original) - R(replicate), at the uncorrected level; its true effect is
-zero, so it must come out inconclusive (1 time in 20 it will not by chance).
+R(original) - R(replicate), at the corrected level of the claims' cells on
+that shift type (the same test the claims get); its true effect is zero, so
+it must come out inconclusive.
 
 Each primary cell reports its minimum detectable effect: the true effect it
 would find with 80 % power at its corrected level, from its estimated

@@ -343,9 +343,10 @@ def test_claims(data: data_lib.StudyData,
   if control_specs:
     for name in data_lib.SHIFT_TYPES:
       shift = shifts.get(name)
+      # Tested exactly as a claim's deciding cell on this shift type is.
       control.append(_cell("negative control", name, shift, control_specs,
                            ("",), name in options.primary, False,
-                           options.alpha))
+                           alpha_of[name in options.primary]))
       for s in control_specs:
         w = shift.weights(s.coefs) if shift is not None else None
         if w is not None:

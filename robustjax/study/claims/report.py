@@ -114,7 +114,8 @@ def render_markdown(result: analysis.Claims,
   if result.control:
     out += ["An independently retrained copy of an original, compared with "
             "it as if it were compressed (R(original) - R(replicate)); the "
-            "true effect is zero, so every line should be inconclusive.", ""]
+            "true effect is zero, so every line should be inconclusive. It "
+            "is tested at the level of the claims' cells.", ""]
     out += _table_head(False) + _cell_rows(result.control, False) + [""]
   else:
     out += ["The grid has no replicate model (`study.negative_control`).",
