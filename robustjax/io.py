@@ -28,12 +28,13 @@ Writing from process 0 only, in multi-host runs, stays the caller's job.
 """
 
 import concurrent.futures
+import errno
 import hashlib
 import json
 import os
 import re
 import tempfile
-from typing import Any, Dict, Iterable, List, Union
+from typing import Any, Dict, Iterable, List, Optional, Union
 
 from etils import epath
 
@@ -41,6 +42,71 @@ PathLike = Union[str, os.PathLike]
 RECORD_SUFFIX = ".json"
 _RECORD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]{0,199}$")
 _READ_THREADS = 16
+# OS errors that say the storage cannot take the run's files (as opposed to,
+# say, a missing input): a run ends on them with one sentence.
+STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
+                  errno.EPERM, errno.EIO, errno.EFBIG)
+_ENOSPC_TEXT = re.compile(r"No space left on device|\[Errno 28\]|ENOSPC")
+
+
+class StorageError(RuntimeError):
+  """The storage refused a run's files; the message is one sentence.
+
+  Attributes:
+    path: the file or folder the OS error named ('' if none).
+  """
+
+  def __init__(self, message: str, path: str = ""):
+    super().__init__(message)
+    self.path = path
+
+
+def storage_os_error(error: BaseException) -> Optional[OSError]:
+  """The storage `OSError` behind `error` (itself or a cause), else None.
+
+  Libraries that write through their own I/O (TensorStore under Orbax)
+  report a full disk in their own exception types; their text still says
+  "No space left on device", which is mapped to an `OSError(ENOSPC)`.
+
+  Args:
+    error: any exception.
+
+  Returns:
+    An OSError whose errno is in `STORAGE_ERRNOS`, or None.
+  """
+  seen = set()
+  e = error
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:
+      return e
+    e = e.__cause__ or e.__context__
+  if _ENOSPC_TEXT.search(str(error)):
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+  return None
+
+
+def describe_storage_error(error: OSError, saved: str) -> str:
+  """One sentence: what failed, where, what is safe and what to do.
+
+  Args:
+    error: an OSError (ideally with `filename`).
+    saved: what is safe so far, e.g. "57 cells are saved in DIR/journal.jsonl".
+
+  Returns:
+    The sentence.
+  """
+  path = error.filename or "the workdir"
+  reason = error.strerror or str(error)
+  code = errno.errorcode.get(error.errno, "")
+  fix = {errno.ENOSPC: "free disk space", errno.EDQUOT: "raise the quota or "
+         "free space", errno.EROFS: "make the workdir writable",
+         errno.EACCES: "make the workdir writable",
+         errno.EPERM: "make the workdir writable",
+         errno.EFBIG: "free space or raise the file-size limit"}.get(
+             error.errno, "fix the storage")
+  return (f"{reason}{f' ({code})' if code else ''} writing {path}: {saved}; "
+          f"{fix} and rerun the same command to resume from there.")
 
 
 def _umask() -> int:
@@ -231,14 +297,20 @@ def write_record(directory: PathLike, name: str, obj: Any) -> str:
 _TORN = object()
 
 
-def _read_record(path: epath.Path):
+def _read_record(path: epath.Path, keep_text: bool = False):
   try:
-    return json.loads(path.read_text())
-  except (json.JSONDecodeError, UnicodeDecodeError, FileNotFoundError):
+    text = path.read_text()
+  except (UnicodeDecodeError, FileNotFoundError):
     return _TORN
+  try:
+    return json.loads(text)
+  except json.JSONDecodeError:
+    return (_TORN, text) if keep_text else _TORN
 
 
-def read_records(directory: PathLike) -> Dict[str, Any]:
+def read_records(directory: PathLike,
+                 unreadable: Optional[Dict[str, str]] = None
+                 ) -> Dict[str, Any]:
   """All records written by `write_record` in `directory`, by name.
 
   Torn or unparsable records, temporary files and files without the
@@ -247,6 +319,8 @@ def read_records(directory: PathLike) -> Dict[str, Any]:
 
   Args:
     directory: local folder or URL.
+    unreadable: if given, receives {name: text} of the records that were
+      skipped because their text is not JSON.
 
   Returns:
     {name: value}, sorted by name.
@@ -257,10 +331,17 @@ def read_records(directory: PathLike) -> Dict[str, Any]:
   paths = sorted(p for p in d.iterdir()
                  if p.name.endswith(RECORD_SUFFIX)
                  and _RECORD_NAME.match(p.name[:-len(RECORD_SUFFIX)]))
+  read = lambda p: _read_record(p, keep_text=unreadable is not None)
   if is_local(d) or len(paths) < 2:
-    values = [_read_record(p) for p in paths]
+    values = [read(p) for p in paths]
   else:
     with concurrent.futures.ThreadPoolExecutor(_READ_THREADS) as pool:
-      values = list(pool.map(_read_record, paths))
-  return {p.name[:-len(RECORD_SUFFIX)]: v for p, v in zip(paths, values)
-          if v is not _TORN}
+      values = list(pool.map(read, paths))
+  out = {}
+  for p, v in zip(paths, values):
+    name = p.name[:-len(RECORD_SUFFIX)]
+    if isinstance(v, tuple) and v and v[0] is _TORN:
+      unreadable[name] = v[1]
+    elif v is not _TORN:
+      out[name] = v
+  return out
