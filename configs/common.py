@@ -148,6 +148,8 @@ def compress_block() -> ml_collections.ConfigDict:
   p.finetune_lr = 0.01  # Peak (cosine) learning rate of fine-tuning.
   p.gradual_end_fraction = 0.75  # Gradual: final sparsity at this fraction.
   p.gradual_update_every = 10  # Gradual: steps between mask updates.
+  p.gradual_epochs = -1.0  # Gradual: fine-tune length; -1 = finetune_epochs.
+  p.gradual_lr = -1.0  # Gradual: peak fine-tuning lr; -1 = finetune_lr.
   p.channel_norm = "l1"  # Filter ranking of channel pruning: l1 | l2.
   p.prune_first = False  # Also prune the first conv (conv_init).
   p.prune_last = False  # Also prune the classifier (head).
@@ -230,6 +232,8 @@ def study_block() -> ml_collections.ConfigDict:
   s.prune.schedules = ("oneshot",)  # oneshot | gradual.
   s.prune.structured = ()  # Channel (filter) pruning sparsities.
   s.prune.match_sizes = False  # Add size-matched sparsities (claims b-d).
+  s.prune.gradual_above = 1.0  # One-shot models above this sparsity are
+  # pruned gradually instead (compress.gradual_*); 1.0 = never.
   s.distill = ml_collections.ConfigDict()
   s.distill.teacher = ""  # An arch of `archs`; "" = no distillation.
   s.distill.students = ()  # Student archs ("name:width").
@@ -237,7 +241,17 @@ def study_block() -> ml_collections.ConfigDict:
   s.quantize.weight_bits = (8, 4)  # PTQ weight bit widths.
   s.quantize.archs = ()  # Archs that get PTQ models; () = every arch.
   s.quantize.pruned = ()  # Global sparsities whose pruned model gets int8.
+  s.negative_control = ""  # An arch of `archs` retrained from another
+  # seed (model "<arch>/replicate", method replicate); "" = none.
   s.notes = ()  # Lines the report shows under its title (e.g. warnings).
+  s.claims = ml_collections.ConfigDict()  # How the claims are decided.
+  s.claims.alpha = 0.05  # Family-wise error rate of the primary verdicts.
+  s.claims.primary = ("domain", "adversarial")  # Primary shifts (the
+  # paper's two shift types); the other shifts are secondary.
+  s.claims.max_clean_drop = 0.05  # Models whose seed-mean clean accuracy is
+  # more than this below their original's are left out of the claims.
+  s.claims.equivalence_margin = 0.02  # TOST margin in chance-corrected R
+  # for "int8 PTQ is reliable" (equivalent to its original).
   return s
 
 
@@ -275,9 +289,10 @@ def runlocal_study(c: ml_collections.ConfigDict, archs, teacher: str = "",
   """Shrinks a study's grid and shifts to a CPU smoke run (`runlocal`).
 
   With `runlocal_overrides` (training) it makes the studies' smoke mode: a
-  grid of one sparsity (90 %), int8 PTQ and the given distillation, short
-  fine-tuning, two corruptions on 64 images and attacks at eps 0 and the
-  config's largest eps on 32 images.
+  grid of one sparsity (90 %), int8 PTQ, the given distillation and (where
+  the full grid has one) the negative control on the largest of `archs`,
+  short fine-tuning, two corruptions on 64 images and attacks at eps 0 and
+  the config's largest eps on 32 images.
   """
   c.study.archs = tuple(archs)
   c.study.seeds = seeds
@@ -287,6 +302,8 @@ def runlocal_study(c: ml_collections.ConfigDict, archs, teacher: str = "",
   c.study.quantize.archs = ()
   c.study.distill.teacher = teacher
   c.study.distill.students = tuple(students)
+  if c.study.negative_control:  # Kept, on the largest smoke arch.
+    c.study.negative_control = archs[-1]
   c.compress.finetune_epochs = 0.25
   c.compress.kd_epochs = 0.5
   c.evals.corruptions.names = ("gaussian_noise", "contrast")
@@ -321,6 +338,49 @@ def _positive(c, *fields, allow_minus_one=False):
     if not ok or not math.isfinite(value):
       _fail(field, value, "use a positive number" +
             (" (or -1 for all)" if allow_minus_one else ""))
+
+
+def _validate_study_extras(c: ml_collections.ConfigDict) -> None:
+  """Gradual pruning above a sparsity, the negative control, the claims."""
+  for field, same_as in (("gradual_epochs", "finetune_epochs"),
+                         ("gradual_lr", "finetune_lr")):
+    value = c.compress[field]
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or
+        not (value > 0 or value == -1) or not math.isfinite(value)):
+      _fail(f"compress.{field}", value, "use a positive number, or -1 for "
+            f"compress.{same_as}")
+  above = c.study.prune.gradual_above
+  if (isinstance(above, bool) or not isinstance(above, (int, float)) or
+      not 0.0 <= above <= 1.0):
+    _fail("study.prune.gradual_above", above, "a sparsity in [0, 1] (1.0 = "
+          "every model keeps its listed schedule)")
+  control = c.study.negative_control
+  if not isinstance(control, str) or (control and
+                                      control not in c.study.archs):
+    _fail("study.negative_control", control, "use one of study.archs "
+          f"{tuple(c.study.archs)} (its original is retrained from another "
+          "seed as the negative control), or '' for none")
+  claims = c.study.claims
+  if (isinstance(claims.alpha, bool) or
+      not isinstance(claims.alpha, (int, float)) or
+      not 0.0 < claims.alpha < 1.0):
+    _fail("study.claims.alpha", claims.alpha, "a family-wise error rate in "
+          "(0, 1), e.g. 0.05")
+  shifts = ("domain", "corruption", "adversarial")
+  primary = claims.primary
+  if (isinstance(primary, str) or not primary or
+      any(p not in shifts for p in primary) or
+      len(set(primary)) != len(primary)):
+    _fail("study.claims.primary", primary, "a non-empty tuple of distinct "
+          f"shift types from {', '.join(shifts)}")
+  for field, value, open_ends, valid in (
+      ("max_clean_drop", claims.max_clean_drop, False, "an accuracy "
+       "difference in [0, 1], e.g. 0.05 (5 points)"),
+      ("equivalence_margin", claims.equivalence_margin, True, "a margin in "
+       "chance-corrected R in (0, 1), e.g. 0.02")):
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or
+        not 0.0 <= value <= 1.0 or (open_ends and value in (0.0, 1.0))):
+      _fail(f"study.claims.{field}", value, valid)
 
 
 def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -445,5 +505,6 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
           "write {name} for the model name, e.g. /w/{name}.safetensors")
   if isinstance(c.study.notes, str):
     _fail("study.notes", c.study.notes, "a tuple of lines")
+  _validate_study_extras(c)
   dataset.DatasetCell.check(c.evals)
   return c

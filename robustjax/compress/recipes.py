@@ -14,7 +14,9 @@ evaluation is the evaluators' job (robustjax.robustness.evaluators).
   m = saved.load("/tmp/p90")                              # later, anywhere
 
 Method names (the same everywhere: rows, metadata, reports): original,
-prune, distill, distill_control, quantize.
+prune, distill, distill_control, quantize; and replicate, a study's
+negative control (the original's recipe from another seed,
+robustjax/study/grid.py; its saved metadata says original).
 """
 
 import copy
@@ -34,7 +36,8 @@ from robustjax.data import loader
 from robustjax.models import factory
 from robustjax.train import trainer
 
-METHODS = ("original", "prune", "distill", "distill_control", "quantize")
+METHODS = ("original", "prune", "distill", "distill_control", "quantize",
+           "replicate")
 
 
 def derived_config(config, **changes) -> ml_collections.ConfigDict:
@@ -119,7 +122,8 @@ def prune(base_variables, config, workdir: str, *, sparsity: float,
   no warm-up) for `compress.finetune_epochs`. One-shot: masks from the
   trained weights, fixed. Gradual: Zhu & Gupta from step 0 to
   `compress.gradual_end_fraction` of the steps, masks recomputed every
-  `compress.gradual_update_every` steps.
+  `compress.gradual_update_every` steps, for `compress.gradual_epochs` at
+  `compress.gradual_lr` (each -1: the one-shot values).
 
   Args:
     base_variables: trained {"params", "batch_stats"}.
@@ -139,9 +143,13 @@ def prune(base_variables, config, workdir: str, *, sparsity: float,
   t0 = time.time()
   c = config.compress
   cfg = config if arch is None else with_arch(config, arch)
+  lr, epochs = float(c.finetune_lr), float(c.finetune_epochs)
+  if schedule == "gradual":  # Its own length and lr; -1: the one-shot ones.
+    lr = _positive_or(c.get("gradual_lr", -1.0), lr)
+    epochs = _positive_or(c.get("gradual_epochs", -1.0), epochs)
   cfg = derived_config(cfg, **{
-      "optimizer.learning_rate": float(c.finetune_lr),
-      "optimizer.warmup_steps": 0, "num_epochs": float(c.finetune_epochs)})
+      "optimizer.learning_rate": lr, "optimizer.warmup_steps": 0,
+      "num_epochs": epochs})
   steps = trainer.total_steps(
       cfg, max(1, _train_size(cfg) // cfg.batch_size))
   prunable = pruning.default_prunable(c.prune_first, c.prune_last)
@@ -164,6 +172,10 @@ def prune(base_variables, config, workdir: str, *, sparsity: float,
       extra=dict(prunable_sparsity=report["prunable_sparsity"],
                  sparsity_report=report, pruner=pruner.config,
                  finetune_steps=steps))
+
+
+def _positive_or(value, default: float) -> float:
+  return float(value) if value > 0 else default
 
 
 def _train_size(config) -> int:

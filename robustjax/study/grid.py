@@ -9,16 +9,29 @@
   study.prune.schedules = ("oneshot",)          # oneshot | gradual
   study.prune.structured = ()                   # channel sparsities
   study.prune.match_sizes = True                # + size-matched sparsities
+  study.prune.gradual_above = 0.9               # gradual past this sparsity
   study.distill.teacher = "resnet8:16"          # one of archs
   study.distill.students = ("resnet8:8", "resnet8:12")
   study.quantize.weight_bits = (8, 4)
   study.quantize.archs = ()                     # PTQ'd archs; () = all
   study.quantize.pruned = ()                    # pruned sparsities + int8
+  study.negative_control = "resnet8:16"         # one of archs; "" = none
 
 Each model gets a stable `model_id` (the same for every seed); compressed
 models name their `original_id` (the uncompressed network they came from;
 the teacher for a distilled student) and `base_id` (the model they are
 computed from: the original, or the pruned model for quantize-after-prune).
+
+Pruned models whose sparsity is above `study.prune.gradual_above` are pruned
+with the gradual schedule (compress.gradual_*) instead of one-shot, listed
+and size-matched ones alike; their ids say so (`prune-global-gradual-s...`).
+
+The negative control (`study.negative_control`) is a second, independently
+initialised copy of that arch's original: `<prefix>/replicate`, method
+`replicate`, trained with the original's recipe from a seed no other model
+of the grid trains with (`training_seed`); its `original_id` is the
+original, so it is evaluated (transfer attacks included) like a compressed
+model of it, and a sound analysis finds no effect between the two.
 
 Size-matched sparsities (`match_sizes`) make the comparisons of the claims
 possible (robustjax/study/claims.py): for every smaller arch S and larger L
@@ -47,7 +60,8 @@ from robustjax.models import factory
 class ModelSpec:
   model_id: str
   arch: str  # "resnet8:16" style: registry name and width.
-  method: str  # original | prune | distill | distill_control | quantize
+  method: str  # original | replicate | prune | distill | distill_control |
+  # quantize (robustjax.compress.recipes.METHODS).
   setting: Tuple[Tuple[str, object], ...] = ()
   original_id: Optional[str] = None
   base_id: Optional[str] = None
@@ -65,6 +79,34 @@ def original_id(arch: str) -> str:
 def seeds(config) -> List[int]:
   """The replicate seeds: `seed * 1000 + r` for r < study.seeds."""
   return [int(config.seed) * 1000 + r for r in range(int(config.study.seeds))]
+
+
+# The negative control of seed s trains from s + this. Every other model of
+# seed s trains from s itself, one of `seeds()` (config.seed * 1000 + r, r <
+# study.seeds), all below it while config.seed < 2**21; JAX keys keep a
+# seed's low 32 bits, and s + 2**31 < 2**32 keeps them apart from every
+# seed below 2**31. A constant (not an offset by study.seeds) keeps a
+# replicate the same model when a run has more seeds.
+REPLICATE_SEED_OFFSET = 2**31
+
+
+def training_seed(spec: "ModelSpec", seed: int) -> int:
+  """The seed `spec` trains from in replicate `seed` (one of `seeds()`)."""
+  if spec.method != "replicate":
+    return seed
+  if not 0 <= seed < REPLICATE_SEED_OFFSET:
+    raise ValueError(f"Seed {seed} leaves no room for an independent "
+                     f"replicate seed; use a config.seed below "
+                     f"{REPLICATE_SEED_OFFSET // 1000}.")
+  return seed + REPLICATE_SEED_OFFSET
+
+
+def prune_schedule(config, sparsity: float, schedule: str = "oneshot"
+                   ) -> str:
+  """The schedule the grid prunes a model of `sparsity` with: gradual above
+  `study.prune.gradual_above`, else `schedule` (its listed one)."""
+  above = float(config.study.prune.get("gradual_above", 1.0))
+  return "gradual" if sparsity > above else schedule
 
 
 def _prune_spec(arch, scope, schedule, sparsity, structured=False,
@@ -204,15 +246,19 @@ def _matched_specs(config, have: Dict[str, ModelSpec]) -> List[ModelSpec]:
     s = solver.sparsity_for(arch, bits)
     if s is None:
       continue
+    # A model of the grid already pruned to about this size, the way the
+    # grid prunes one of its sparsity (one-shot, or gradual above
+    # `gradual_above`), serves.
     existing = [x for x in list(have.values()) + out
                 if x.arch == arch and x.method == "prune" and
                 not x.settings["structured"] and
-                x.settings["schedule"] == "oneshot" and
+                x.settings["schedule"] == prune_schedule(
+                    config, x.settings["sparsity"]) and
                 x.settings["scope"] == "global" and
                 abs(solver.pruned_bits(arch, x.settings["sparsity"]) / bits
                     - 1) <= 0.15]
     if not existing:
-      out.append(_prune_spec(arch, "global", "oneshot", s))
+      out.append(_prune_spec(arch, "global", prune_schedule(config, s), s))
   return out
 
 
@@ -236,12 +282,20 @@ def model_specs(config) -> List[ModelSpec]:
   for arch in study.archs:
     add(ModelSpec(original_id(arch), arch, "original"))
   for arch in study.archs:
+    listed = {}  # model_id -> the (scope, schedule, sparsity) that made it.
     for scope in study.prune.scopes:
       for schedule in study.prune.schedules:
         for s in study.prune.sparsities:
-          add(_prune_spec(arch, scope, schedule, s))
+          spec = _prune_spec(arch, scope, prune_schedule(config, s, schedule),
+                             s)
+          # Listed one-shot and gradual above `gradual_above`: one model.
+          if listed.setdefault(spec.model_id,
+                               (scope, schedule, s)) != (scope, schedule, s):
+            continue
+          add(spec)
     for s in study.prune.structured:
-      add(_prune_spec(arch, "layerwise", "oneshot", s, structured=True))
+      add(_prune_spec(arch, "layerwise", prune_schedule(config, s), s,
+                      structured=True))
   if study.prune.match_sizes:
     for spec in _matched_specs(config, specs):
       add(spec)
@@ -254,12 +308,12 @@ def model_specs(config) -> List[ModelSpec]:
                     (("activation_bits", act), ("weight_bits", int(bits))),
                     base, base))
     for s in study.quantize.pruned:
-      pruned = _prune_spec(arch, "global", "oneshot", s)
+      pruned = _prune_spec(arch, "global", prune_schedule(config, s), s)
       if pruned.model_id not in specs:
         raise ValueError(
             f"study.quantize.pruned has {s}, but {pruned.model_id} is not in "
             "the grid; add the sparsity to study.prune.sparsities (global "
-            "scope, oneshot schedule).")
+            "scope, one-shot schedule).")
       add(ModelSpec(f"{pruned.model_id}-ptq-w8a{act}", arch, "quantize",
                     (("activation_bits", act), ("pruned_sparsity", float(s)),
                      ("weight_bits", 8)), base, pruned.model_id))
@@ -281,6 +335,16 @@ def model_specs(config) -> List[ModelSpec]:
       add(ModelSpec(f"{name}-w{width}/distill-control", student,
                     "distill_control", (("alpha", 0.0), ("teacher", None)),
                     teacher, teacher))
+  control = study.get("negative_control", "")
+  if control:
+    if control not in study.archs:
+      raise ValueError(
+          f"study.negative_control={control!r} must be one of study.archs "
+          f"{tuple(study.archs)} (its replicate is compared with that "
+          "original), or '' for none.")
+    base = original_id(control)
+    add(ModelSpec(f"{base.rsplit('/', 1)[0]}/replicate", control,
+                  "replicate", original_id=base))
   return list(specs.values())
 
 

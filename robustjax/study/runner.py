@@ -179,10 +179,12 @@ class _Models:
     # batch that training's evaluation used), which is saved as soon as
     # it is built (an interrupted build of these short trainings restarts;
     # an Orbax save cost ~1 s per model, a tenth of a fine-tuning).
-    cfg = recipes.derived_config(self.config, seed=seed, eval_every_steps=-2,
-                                 checkpoint_every_steps=0)
+    cfg = recipes.derived_config(
+        self.config, seed=grid_lib.training_seed(spec, seed),
+        eval_every_steps=-2, checkpoint_every_steps=0)
     st = spec.settings
-    if spec.method == "original":
+    if spec.method in ("original", "replicate"):
+      # A replicate: the original's recipe from an independent seed.
       return recipes.train_original(cfg, folder, spec.arch)
     base = self.get(self.by_id[spec.base_id], seed)
     if spec.method == "prune":
