@@ -81,6 +81,86 @@ class ConfigFilesTest(parameterized.TestCase):
                                 r"\(never\)."):
       common.validate(c)
 
+  def test_default_seeds_argument(self):
+    from configs import default  # pylint: disable=g-import-not-at-top
+    self.assertEqual(default.get_config().study.seeds, 3)
+    c = default.get_config("seeds=10")
+    self.assertEqual(c.study.seeds, 10)
+    self.assertIsInstance(c.study.seeds, int)
+    common.validate(c)
+    with self.assertRaisesRegex(ValueError, "Config argument seeds='2.5': "
+                                "Expected an integer"):
+      default.get_config("seeds=2.5")
+    with self.assertRaisesRegex(ValueError, r"config.study.seeds=0 is not "
+                                "valid: use a positive number."):
+      common.validate(default.get_config("seeds=0"))
+
+  def test_default_negative_control_and_gradual_pruning(self):
+    from configs import default  # pylint: disable=g-import-not-at-top
+    c = default.get_config()
+    self.assertEqual(c.study.negative_control, "resnet8:16")
+    self.assertEqual(c.study.prune.gradual_above, 0.9)
+    # The smoke grid keeps the control, on its own largest arch.
+    self.assertEqual(default.get_config("runlocal").study.negative_control,
+                     "resnet8:8")
+    base = common.get_base_config()
+    self.assertEqual((base.study.negative_control,
+                      base.study.prune.gradual_above,
+                      base.compress.gradual_epochs, base.compress.gradual_lr),
+                     ("", 1.0, -1.0, -1.0))
+    self.assertEqual(
+        base.study.claims.to_dict(),
+        dict(alpha=0.05, primary=("domain", "adversarial"),
+             max_clean_drop=0.05, equivalence_margin=0.02))
+
+  @parameterized.parameters(
+      ("study.negative_control", "resnet8:32", r"use one of study.archs "
+       r"\('resnet8:8', 'resnet8:12', 'resnet8:16'\) \(its original is "
+       r"retrained from another seed as the negative control\), or '' for "
+       r"none\."),
+      ("study.negative_control", None, "use one of study.archs"),
+      ("study.prune.gradual_above", 1.5, r"a sparsity in \[0, 1\]"),
+      ("study.prune.gradual_above", "0.9", r"a sparsity in \[0, 1\]"),
+      ("compress.gradual_epochs", 0.0, "use a positive number, or -1 for "
+       r"compress.finetune_epochs\."),
+      ("compress.gradual_lr", -0.5, "use a positive number, or -1 for "
+       r"compress.finetune_lr\."),
+      ("study.claims.alpha", 0.0, r"a family-wise error rate in \(0, 1\)"),
+      ("study.claims.alpha", 1.0, r"a family-wise error rate in \(0, 1\)"),
+      ("study.claims.primary", (), "a non-empty tuple of distinct shift "
+       "types from domain, corruption, adversarial."),
+      ("study.claims.primary", ("domain", "clean"), "a non-empty tuple"),
+      ("study.claims.primary", ("domain", "domain"), "a non-empty tuple"),
+      ("study.claims.primary", "domain", "a non-empty tuple"),
+      ("study.claims.max_clean_drop", -0.01, r"an accuracy difference in "
+       r"\[0, 1\]"),
+      ("study.claims.max_clean_drop", float("nan"), "an accuracy difference"),
+      ("study.claims.equivalence_margin", 0.0, r"a margin in "
+       r"chance-corrected R in \(0, 1\)"),
+      ("study.claims.equivalence_margin", True, "a margin in"))
+  def test_study_extras_errors(self, field, value, error):
+    from configs import default  # pylint: disable=g-import-not-at-top
+    c = default.get_config()
+    node = c
+    *parents, leaf = field.split(".")
+    for p in parents:
+      node = node[p]
+    with node.ignore_type():
+      node[leaf] = value
+    with self.assertRaisesRegex(ValueError, rf"config.{field}=.* is not "
+                                f"valid: {error}"):
+      common.validate(c)
+
+  def test_study_extras_accepted_values(self):
+    from configs import default  # pylint: disable=g-import-not-at-top
+    c = default.get_config()
+    c.study.negative_control = ""
+    c.study.prune.gradual_above = 1.0
+    c.compress.gradual_epochs = -1.0
+    c.study.claims.primary = ("corruption",)
+    c.study.claims.max_clean_drop = 0.0
+    common.validate(c)
+
   def test_digits_arguments(self):
     c = digits_resnet.get_config("model=resnet8,width=8,epochs=2")
     self.assertEqual((c.model.name, c.model.width, c.num_epochs),

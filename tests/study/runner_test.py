@@ -16,6 +16,7 @@ from absl.testing import absltest
 from configs import default
 from robustjax import io
 from robustjax import parallel
+from robustjax.compress import saved
 from robustjax.study import grid
 from robustjax.study import journal as journal_lib
 from robustjax.study import runner
@@ -31,6 +32,14 @@ def _key(r):
 
 def _by_key(rows):
   return {_key(r): r["accuracy"] for r in rows}
+
+
+def _first_kernel(workdir, model_id, seed):
+  """The first conv kernel of a model the study saved."""
+  folder = os.path.join(workdir, "models",
+                        f"{model_id.replace('/', '__')}__s{seed}")
+  return np.asarray(saved.load(folder).variables["params"]["conv_init"]
+                    ["kernel"])
 
 
 class StudyTest(absltest.TestCase):
@@ -65,12 +74,33 @@ class StudyTest(absltest.TestCase):
     self.assertLessEqual({"transfer_fgsm", "transfer_pgd_linf"}, names)
     methods = {r["method"] for r in self.rows}
     self.assertEqual(methods, {"original", "prune", "quantize", "distill",
-                               "distill_control"})
+                               "distill_control", "replicate"})
     for r in self.rows:
       runner.validate_row(r)
     on_disk = io.read_jsonl(os.path.join(self.workdir,
                                                runner.RESULTS))
     self.assertEqual(_by_key(on_disk), _by_key(self.rows))
+
+  def test_replicate_is_an_independently_trained_original(self):
+    # The negative control: the original's recipe from another seed,
+    # evaluated like a compressed model (transfer attacks included).
+    rid, oid = "resnet8-w8/replicate", "resnet8-w8/original"
+    replicate = [r for r in self.rows if r["model_id"] == rid]
+    original = [r for r in self.rows if r["model_id"] == oid]
+    self.assertEqual({r["seed"] for r in replicate},
+                     set(grid.seeds(self.config)))
+    self.assertEqual({(r["method"], r["original_id"], r["arch"]) for r in
+                      replicate}, {("replicate", oid, "resnet8:8")})
+    self.assertEqual({r["size_bits"] for r in replicate},
+                     {r["size_bits"] for r in original})
+    names = {r["name"] for r in replicate}
+    self.assertLessEqual({"transfer_fgsm", "transfer_pgd_linf"}, names)
+    self.assertEqual(names - {"transfer_fgsm", "transfer_pgd_linf"},
+                     {r["name"] for r in original})
+    for seed in grid.seeds(self.config):
+      a, b = (_first_kernel(self.workdir, m, seed) for m in (rid, oid))
+      self.assertEqual(a.shape, b.shape)
+      self.assertFalse(np.array_equal(a, b), seed)
 
   def test_eps_zero_equals_clean_on_the_same_examples(self):
     journal = journal_lib.Journal(os.path.join(self.workdir, runner.JOURNAL))
