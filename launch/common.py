@@ -1,5 +1,7 @@
-"""Shared launcher set-up: logging, multi-host init, device report."""
+"""Shared launcher set-up: logging, multi-host init, device report, the
+workdir's lock, and one FATAL sentence for the errors a user must act on."""
 
+import contextlib
 import os
 import re
 import sys
@@ -11,7 +13,9 @@ import ml_collections
 from ml_collections import config_flags
 
 from configs import common as config_common
+from robustjax import checkpoint
 from robustjax import io
+from robustjax import lock
 from robustjax import parallel
 from robustjax import progress
 
@@ -50,6 +54,36 @@ flags.DEFINE_bool("distributed", False,
 def _fatal(message: str) -> None:
   sys.stderr.write(f"FATAL {' '.join(message.split())}\n")
   sys.exit(1)
+
+
+@contextlib.contextmanager
+def fatal_errors(workdir: str = ""):
+  """Ends the launcher with one FATAL sentence (exit status 1) when another
+  run holds the workdir, the storage refuses a file (disk full, read-only,
+  no permission) or saved state is damaged; other errors keep their
+  traceback.
+
+  Args:
+    workdir: the run's folder, named as what is kept when the library did
+      not say more.
+  """
+  try:
+    yield
+  except (lock.WorkdirLockedError, io.StorageError,
+          checkpoint.DamagedCheckpointError) as e:
+    _fatal(str(e))
+  except Exception as e:  # pylint: disable=broad-except
+    error = io.storage_os_error(e)
+    if error is None:
+      raise
+    _fatal(io.describe_storage_error(
+        error, f"what was saved before is kept in {workdir or 'the workdir'}"))
+
+
+def _launcher_name() -> str:
+  """`study` for launch/study.py or the robustjax-study console script."""
+  name = os.path.basename(sys.argv[0] if sys.argv else "")
+  return name.removesuffix(".py").removeprefix("robustjax-") or "launcher"
 
 
 def load_config():
@@ -98,7 +132,9 @@ def setup(workdir: str = ""):
   """Logging, multi-host init and the resolved config of a launcher.
 
   Args:
-    workdir: the run's folder; its log goes to `workdir/log.txt` too.
+    workdir: the run's folder, which this process then holds (robustjax.lock:
+      another process holding it ends this one with one FATAL sentence);
+      its log goes to `workdir/log.txt` too.
 
   Returns:
     The validated `--config`.
@@ -115,6 +151,11 @@ def setup(workdir: str = ""):
                        flags.FLAGS.cpu_train_devices))
   if flags.FLAGS.distributed or os.environ.get("ROBUSTJAX_DISTRIBUTED"):
     jax.distributed.initialize()
+  if workdir:
+    # One writer per workdir: a second run stops here, before it logs into
+    # the first one's log.txt (the library functions hold the same lock).
+    with fatal_errors(workdir):
+      lock.acquire(workdir, _launcher_name())
   if workdir and jax.process_index() == 0:
     progress.log_to_file(workdir)
   if workdir and io.is_local(workdir) and not os.environ.get(

@@ -37,7 +37,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   config = launch_common.setup(FLAGS.workdir)
-  rows = runner.run_study(config, FLAGS.workdir, shifts=("clean", "domain"))
+  with launch_common.fatal_errors(FLAGS.workdir):
+    rows = runner.run_study(config, FLAGS.workdir,
+                            shifts=("clean", "domain"))
   for r in rows:
     logging.info("%-55s s%-4d %9.1f KiB  sparsity %5.1f%%  %s %s %.2f%%",
                  r["model_id"], r["seed"], r["size_bits"] / 8192,

@@ -38,7 +38,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   config = launch_common.setup(FLAGS.workdir)
-  rows = runner.evaluate_saved(config, FLAGS.workdir)
+  with launch_common.fatal_errors(FLAGS.workdir):
+    rows = runner.evaluate_saved(config, FLAGS.workdir)
   for r in rows:
     level = "" if r["level"] is None else f" @ {r['level']}"
     print(f"{r['shift']:12s} {r['name']:18s}{level:10s} "

@@ -33,7 +33,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   config = launch_common.setup(FLAGS.workdir)
-  runner.run_study(config, FLAGS.workdir)
+  with launch_common.fatal_errors(FLAGS.workdir):
+    runner.run_study(config, FLAGS.workdir)
   logging.info("Done. Report: %s", os.path.join(FLAGS.workdir, "report.md"))
   print(io.read_text(os.path.join(FLAGS.workdir, "report.md")))
 

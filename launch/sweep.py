@@ -51,8 +51,9 @@ def main(argv):
   vmap = FLAGS.vmap if FLAGS.vmap is not None else config.sweep.vmap
   max_models = FLAGS.max_models or config.sweep.max_models
   headline = module.metrics() if hasattr(module, "metrics") else ()
-  sweep_lib.run_sweep(config, FLAGS.workdir, module.sweep, vmap=vmap,
-                      max_models=max_models, headline=headline)
+  with launch_common.fatal_errors(FLAGS.workdir):
+    sweep_lib.run_sweep(config, FLAGS.workdir, module.sweep, vmap=vmap,
+                        max_models=max_models, headline=headline)
   logging.info("Sweep done: %s", os.path.join(FLAGS.workdir,
                                               sweep_lib.SWEEP_FILE))
 

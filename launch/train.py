@@ -31,8 +31,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   config = launch_common.setup(FLAGS.workdir)
-  train.train_and_evaluate(config, FLAGS.workdir,
-                           recipes.from_config(config))
+  with launch_common.fatal_errors(FLAGS.workdir):
+    train.train_and_evaluate(config, FLAGS.workdir,
+                             recipes.from_config(config))
   logging.info("Done: results in %s", FLAGS.workdir)
 
 

@@ -5,13 +5,17 @@ and checks the single-sentence error that names the field, the value and
 what is valid, and that no workdir content was produced.
 """
 
+import io as stdio
 import os
 import subprocess
 import sys
 import tempfile
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
+
+from robustjax import io
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -74,6 +78,45 @@ class LaunchErrorsTest(parameterized.TestCase):
     self.assertIn(message, fatal[0])
     self.assertNotIn("Traceback", proc.stderr)
     self.assertFalse(os.path.exists(os.path.join(workdir, "config.json")))
+
+
+class FatalErrorsTest(absltest.TestCase):
+  """launch/common.fatal_errors: what a user must act on, in one line."""
+
+  def _fatal_line(self, error):
+    from launch import common  # pylint: disable=g-import-not-at-top
+    stderr = stdio.StringIO()
+    with mock.patch.object(sys, "stderr", stderr):
+      with self.assertRaises(SystemExit) as cm:
+        with common.fatal_errors("/w"):
+          raise error
+    self.assertEqual(cm.exception.code, 1)
+    lines = stderr.getvalue().splitlines()
+    self.assertLen(lines, 1)
+    self.assertTrue(lines[0].startswith("FATAL "), lines[0])
+    return lines[0]
+
+  def test_disk_full_deep_in_a_library(self):
+    line = self._fatal_line(ValueError(
+        "DATA_LOSS: Error writing local file \"/w/train/checkpoints/8/d/x\": "
+        "[OS error 28: No space left on device] " + "x" * 700))
+    self.assertEqual(line, "FATAL No space left on device (ENOSPC) writing "
+                     "the workdir: what was saved before is kept in /w; free "
+                     "disk space and rerun the same command to resume from "
+                     "there.")
+
+  def test_storage_error_of_the_study_is_printed_as_it_is(self):
+    line = self._fatal_line(io.StorageError("No space left on device (ENOSPC) "
+                                            "writing /w/j: 3 cells are saved "
+                                            "in /w/j; free disk space."))
+    self.assertEqual(line, "FATAL No space left on device (ENOSPC) writing "
+                     "/w/j: 3 cells are saved in /w/j; free disk space.")
+
+  def test_other_errors_keep_their_traceback(self):
+    from launch import common  # pylint: disable=g-import-not-at-top
+    with self.assertRaises(KeyError):
+      with common.fatal_errors("/w"):
+        raise KeyError("x")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from absl import logging
 import ml_collections
 
 from robustjax import io
+from robustjax import lock
 from robustjax.compress import pruning
 from robustjax.compress import recipes
 from robustjax.study import journal as journal_lib
@@ -211,7 +212,15 @@ def run_sweep(base_config: ml_collections.ConfigDict, workdir: str,
       (the sweep definition changed under an existing workdir).
     SweepError: if some points failed; the others are still run and
       recorded, and rerunning retries only the unfinished ones.
+    robustjax.lock.WorkdirLockedError: another process writes `workdir`.
   """
+  with lock.hold(workdir, "sweep"):  # One writer per workdir.
+    return _run_sweep(base_config, workdir, sweep_fn, vmap, max_models,
+                      headline)
+
+
+def _run_sweep(base_config, workdir, sweep_fn, vmap, max_models, headline):
+  """`run_sweep`'s work, with the workdir's lock held."""
   io.makedirs(workdir)
   points = collect_points(sweep_fn, base_config)
   journal = journal_lib.Journal(os.path.join(workdir, SWEEP_FILE))

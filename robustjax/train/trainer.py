@@ -37,6 +37,7 @@ import optax
 
 from robustjax import checkpoint
 from robustjax import io
+from robustjax import lock
 from robustjax import models
 from robustjax import parallel
 from robustjax import progress
@@ -383,8 +384,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   Raises:
     FloatingPointError: if the loss becomes NaN/Inf (the last good checkpoint
       is kept).
+    robustjax.lock.WorkdirLockedError: another process writes `workdir`.
   """
-  return _train([Member(config, workdir, recipe)], workdir, stacked=False)[0]
+  with lock.hold(workdir, "training"):  # One writer per workdir.
+    return _train([Member(config, workdir, recipe)], workdir,
+                  stacked=False)[0]
 
 
 def train_members(members: Sequence[Member], workdir: str
@@ -410,7 +414,8 @@ def train_members(members: Sequence[Member], workdir: str
   """
   if not members:
     raise ValueError("train_members needs at least one member.")
-  return _train(list(members), workdir, stacked=True)
+  with lock.hold(workdir, "training"):  # One writer per workdir.
+    return _train(list(members), workdir, stacked=True)
 
 
 def _train(members: List[Member], workdir: str, stacked: bool):
