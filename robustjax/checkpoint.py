@@ -12,12 +12,23 @@ the newest checkpoint that reads, moves the damaged one aside (to
 if none reads, it raises `DamagedCheckpointError` with one paragraph naming
 the folder to remove. `load_variables` raises the same error, naming the
 folder to delete so that the variables get rebuilt.
+
+`save_variables` cannot leave variables that look saved but are not: it
+writes into a temporary folder of its own beside the target, reads it back
+and compares its `tree_checksum` with what it was given, and only then
+renames it to the target (a save cut short leaves a `.<name>.tmp-*` folder,
+removed by the next save, and no target). The checksum it returns lets
+a caller (robustjax.compress.saved) record it in the marker it writes last
+and check it on every load.
 """
 
+import hashlib
 import json
 import re
 import time
 from typing import Any, Optional
+
+import numpy as np
 
 from absl import logging
 import jax
@@ -32,11 +43,17 @@ _STATUS = re.compile(r"^[A-Z][A-Z_]+: ")
 
 
 class DamagedCheckpointError(RuntimeError):
-  """Saved state exists but cannot be read; `path` is what to remove."""
+  """Saved state exists but cannot be read; `path` is what to remove.
 
-  def __init__(self, message: str, path: str):
+  Attributes:
+    path: the folder to remove so that the state gets rebuilt.
+    reason: what is wrong, in a few words (the message says what to do).
+  """
+
+  def __init__(self, message: str, path: str, reason: str = ""):
     super().__init__(message)
     self.path = path
+    self.reason = reason or message
 
 
 def _brief(error: Exception) -> str:
@@ -175,10 +192,80 @@ class Checkpointer:
     self._manager.close()
 
 
-def save_variables(path: io.PathLike, tree: Any) -> None:
-  """Saves a pytree (e.g. final or compressed variables) atomically."""
+def _key_name(key) -> str:
+  for attr in ("key", "idx", "name"):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
+def tree_checksum(tree: Any) -> str:
+  """SHA-256 of a pytree's leaves: their paths, dtypes, shapes and bytes.
+
+  Container types do not count (a tuple restored as a list sums the same),
+  so a tree and its Orbax round trip have the same checksum.
+
+  Args:
+    tree: a pytree of arrays (on devices or on the host).
+
+  Returns:
+    The hex digest.
+  """
+  digest = hashlib.sha256()
+  leaves, _ = jax.tree_util.tree_flatten_with_path(jax.device_get(tree))
+  for path, leaf in sorted(
+      ("/".join(_key_name(k) for k in path), leaf) for path, leaf in leaves):
+    value = np.ascontiguousarray(np.asarray(leaf))
+    digest.update(f"{path}|{value.dtype.str}|{value.shape}|".encode("utf-8"))
+    digest.update(value.tobytes())
+  return digest.hexdigest()
+
+
+def save_variables(path: io.PathLike, tree: Any) -> str:
+  """Saves a pytree (e.g. final or compressed variables), verified.
+
+  The tree is written to `<parent>/.<name>.tmp-<checksum>/`, read back and
+  compared with `tree_checksum(tree)`, then renamed to `path` (replacing a
+  folder there), so `path` only ever holds variables that read back whole.
+
+  Args:
+    path: the target folder (local or URL).
+    tree: the pytree.
+
+  Returns:
+    `tree_checksum(tree)`, for the caller's marker file.
+
+  Raises:
+    DamagedCheckpointError: the written files do not read back identical
+      (storage fault); nothing is left at `path`.
+  """
+  path = io.as_path(path)
+  checksum = tree_checksum(tree)
+  tmp = path.parent / f".{path.name}.tmp-{checksum[:16]}"
+  main = jax.process_index() == 0
+  if main:
+    for old in (tmp, path):  # Leftovers of an earlier, unfinished save.
+      if old.exists():
+        old.rmtree()
+  parallel.barrier("robustjax_save_variables_clear")
   with ocp.StandardCheckpointer() as ckpt:
-    ckpt.save(io.as_path(path), tree, force=True)
+    ckpt.save(tmp, tree, force=True)
+  try:
+    got = tree_checksum(load_variables(tmp))
+  except (DamagedCheckpointError, FileNotFoundError) as e:
+    got = f"unreadable ({e})"
+  if got != checksum:
+    if main and tmp.exists():
+      tmp.rmtree()
+    raise DamagedCheckpointError(
+        f"The variables just saved to {tmp} do not read back as written "
+        f"(checksum {got[:80]} != {checksum}): the storage lost or changed "
+        "data (a full disk, a faulty mount). Nothing was kept; check the "
+        "storage and run again.", str(path), "they did not read back")
+  if main:
+    tmp.rename(path)
+  parallel.barrier("robustjax_save_variables_done")
+  return checksum
 
 
 def load_variables(path: io.PathLike, abstract_tree: Any = None,
@@ -218,7 +305,8 @@ def load_variables(path: io.PathLike, abstract_tree: Any = None,
           f"The saved variables in {path} cannot be read ({_brief(e)}): the "
           "files are damaged (typically a save cut short by preemption or a "
           "full disk, or truncated through a gcsfuse mount). Delete the "
-          f"folder {owner} and run again to rebuild it.", str(owner)) from None
+          f"folder {owner} and run again to rebuild it.", str(owner),
+          f"its variables cannot be read: {_brief(e)}") from None
 
 
 def abstract(tree: Any) -> Any:
