@@ -7,6 +7,7 @@ append to or update an object.
 """
 
 import contextlib
+import errno
 import json
 import os
 from unittest import mock
@@ -132,6 +133,45 @@ class IoTest(parameterized.TestCase):
       got = io.read_records(d)
       self.assertLen(got, len(keys))
       self.assertCountEqual([v["key"] for v in got.values()], keys)
+
+  @parameterized.parameters(*BACKENDS)
+  def test_unparsable_records_are_reported(self, backend):
+    with self.folder(backend) as (d, local):
+      io.write_record(d, "a", {"i": 1})
+      os.makedirs(local, exist_ok=True)
+      with open(os.path.join(local, "b.json"), "w") as f:
+        f.write('{"i": 2, ')
+      unreadable = {}
+      self.assertEqual(io.read_records(d, unreadable=unreadable),
+                       {"a": {"i": 1}})
+      self.assertEqual(unreadable, {"b": '{"i": 2, '})
+
+  def test_storage_errors(self):
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/w/journal.jsonl")
+    self.assertIs(io.storage_os_error(full), full)
+    try:  # A library's own error type, raised from the OSError.
+      try:
+        raise full
+      except OSError as e:
+        raise RuntimeError("save failed") from e
+    except RuntimeError as e:
+      self.assertIs(io.storage_os_error(e), full)
+    # TensorStore under Orbax says it in its message only.
+    found = io.storage_os_error(ValueError(
+        "DATA_LOSS: Error writing local file \"/w/m/d/x\": [OS error 28: No "
+        "space left on device]"))
+    self.assertEqual(found.errno, errno.ENOSPC)
+    self.assertIsNone(io.storage_os_error(FileNotFoundError(
+        errno.ENOENT, "No such file", "/data/x")))  # Not a storage fault.
+    self.assertIsNone(io.storage_os_error(ValueError("bad value")))
+    self.assertEqual(
+        io.describe_storage_error(full, "3 cells are saved in /w/j"),
+        "No space left on device (ENOSPC) writing /w/journal.jsonl: 3 cells "
+        "are saved in /w/j; free disk space and rerun the same command to "
+        "resume from there.")
+    read_only = OSError(errno.EROFS, os.strerror(errno.EROFS), "/w/x")
+    self.assertIn("(EROFS) writing /w/x: ok; make the workdir writable",
+                  io.describe_storage_error(read_only, "ok"))
 
   def test_record_names(self):
     names = {io.record_name(k) for k in ("a/b", "a_b", "a b", "a/b/", "")}

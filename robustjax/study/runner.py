@@ -30,7 +30,6 @@ import functools
 import json
 import os
 import platform
-import shutil
 import subprocess
 import time
 from typing import Dict, List, Optional, Sequence
@@ -42,6 +41,7 @@ import numpy as np
 
 from robustjax import checkpoint
 from robustjax import io
+from robustjax import lock
 from robustjax import models as models_lib
 from robustjax import parallel
 from robustjax import progress
@@ -133,9 +133,17 @@ def validate_row(row: dict) -> None:
     raise ValueError(f"setting must be an object: {row}")
 
 
+def check_record(record) -> None:
+  """Raises ValueError unless `record` is a study cell with valid rows."""
+  journal_lib.check_cell(record)
+  for row in record["rows"]:
+    validate_row(row)
+
+
 def load_results(workdir: str) -> List[dict]:
   """Rows of a study workdir (from its journal)."""
-  return journal_lib.rows_of(journal_lib.Journal(os.path.join(workdir, JOURNAL)))
+  return journal_lib.rows_of(journal_lib.Journal(
+      os.path.join(workdir, JOURNAL), check=check_record))
 
 
 class _Models:
@@ -168,8 +176,12 @@ class _Models:
       try:
         return saved.load(folder)
       except checkpoint.DamagedCheckpointError as e:
-        logging.warning("%s Rebuilding it.", e)
-        shutil.rmtree(folder, ignore_errors=True)
+        # Missing or unreadable variables, metadata that is not JSON, a
+        # checksum that differs: kept aside for inspection, then rebuilt.
+        moved = saved.set_aside(folder)
+        logging.warning("The saved model %s is damaged (%s): moved it to %s "
+                        "and rebuilding it.", folder,
+                        getattr(e, "reason", e), moved)
     with self.times.stage(f"build/{spec.method}"):
       return self._make(spec, seed, folder)
 
@@ -292,7 +304,38 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
 
   Returns:
     All result rows.
+
+  Raises:
+    robustjax.lock.WorkdirLockedError: another process writes `workdir`.
+    robustjax.io.StorageError: the storage refused a file (disk full,
+      read-only...); the message names the file and the cells saved.
   """
+  with lock.hold(workdir, "study"), storage_errors(workdir, JOURNAL):
+    return _run_study(config, workdir, shifts)
+
+
+@contextlib.contextmanager
+def storage_errors(workdir: str, journal_name: str):
+  """Turns a storage OSError (disk full...) into one `io.StorageError`
+  sentence naming the file and how many cells the journal holds."""
+  try:
+    yield
+  except Exception as e:  # pylint: disable=broad-except
+    error = io.storage_os_error(e)
+    if error is None:
+      raise
+    path = os.path.join(workdir, journal_name)
+    try:
+      saved_cells = (f"{len(journal_lib.Journal(path))} cells are saved in "
+                     f"{path}")
+    except Exception:  # pylint: disable=broad-except
+      saved_cells = f"the cells saved so far are in {path}"
+    raise io.StorageError(io.describe_storage_error(error, saved_cells),
+                          error.filename or "") from e
+
+
+def _run_study(config, workdir: str, shifts: Sequence[str]) -> List[dict]:
+  """`run_study`'s work, with the workdir's lock held."""
   times = timing.Stages()
   io.makedirs(workdir)
   if parallel.is_main_process():
@@ -300,8 +343,9 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
     io.write_atomic(os.path.join(workdir, "config.json"),
                     config.to_json_best_effort(indent=2))
     io.write_json(os.path.join(workdir, ENVIRONMENT), environment())
-  journal = journal_lib.Journal(os.path.join(workdir, JOURNAL))
-  journal.compact()
+  journal = journal_lib.Journal(os.path.join(workdir, JOURNAL),
+                                check=check_record)
+  journal.compact()  # Damaged records moved aside: their cells are redone.
   specs = grid_lib.model_specs(config)
   seeds = grid_lib.seeds(config)
   with times.stage("load data"):
@@ -376,6 +420,13 @@ def evaluate_saved(config, workdir: str) -> List[dict]:
     All rows; also written to `workdir/eval_results.jsonl` (the journal is
     `workdir/eval_journal.jsonl`).
   """
+  with lock.hold(workdir, "evaluation"), storage_errors(
+      workdir, "eval_journal.jsonl"):
+    return _evaluate_saved(config, workdir)
+
+
+def _evaluate_saved(config, workdir: str) -> List[dict]:
+  """`evaluate_saved`'s work, with the workdir's lock held."""
   if saved.is_done(workdir):
     model = saved.load(workdir)
     meta = model.metadata
@@ -390,7 +441,9 @@ def evaluate_saved(config, workdir: str) -> List[dict]:
   _, evals_data = loader.load_data(config)
   test = evals_data.pop("test")
   targets = {k.split("/", 1)[1]: v for k, v in evals_data.items()}
-  journal = journal_lib.Journal(os.path.join(workdir, "eval_journal.jsonl"))
+  journal = journal_lib.Journal(os.path.join(workdir, "eval_journal.jsonl"),
+                                check=journal_lib.check_cell)
+  journal.compact()
   cells = [c for c in evaluators.build(config.evals, test, targets,
                                        config.seed, data=config.dataset)
            if c.key not in journal]
