@@ -94,6 +94,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.dataset.max_eval_examples = -1  # Same for the test / target splits.
   c.dataset.crop_padding = 0  # Random-crop augmentation padding in px.
   c.dataset.flip = False  # Random horizontal flips.
+  c.dataset.allow_partial = False  # Use fewer images than published (smoke).
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "resnet8"  # Registry name (robustjax.models.MODELS).
@@ -317,6 +318,7 @@ def runlocal_overrides(c: ml_collections.ConfigDict) -> None:
   """Shrinks a config to a CPU smoke run (a few steps on a few examples)."""
   c.dataset.max_train_examples = 256
   c.dataset.max_eval_examples = 128
+  c.dataset.allow_partial = True  # Small generated folders smoke-run too.
   c.batch_size = 32
   c.eval_batch_size = 64
   c.num_train_steps = 8

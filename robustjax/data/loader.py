@@ -14,11 +14,12 @@ def load_data(config) -> Tuple[registry.Split, Dict[str, registry.Split]]:
 
   Args:
     config: reads `config.dataset` (name, source, targets, splits, image
-      size, data/manual dirs, example caps).
+      size, data/manual dirs, example caps, allow_partial).
   """
   d = config.dataset
   kw = dict(image_size=d.image_size, data_dir=d.data_dir or None,
-            manual_dir=d.manual_dir or None)
+            manual_dir=d.manual_dir or None,
+            allow_partial=bool(d.get("allow_partial", False)))
   source = d.source or registry.get_spec(d.name).domains[0]
   train = registry.load_split(d.name, source, d.train_split,
                               max_examples=_cap(d.max_train_examples), **kw)

@@ -21,6 +21,13 @@ shortfall raises an error that names the domain, the split, the numbers and,
 for Office-31, the classes without images. In a multi-host run process 0
 does the work while the others wait (`registry.on_main_process`); run it once
 per host instead when the data dir is not shared.
+
+The same check guards every load of a custom builder's domain (digits,
+Office-31: `check_prepared`, called by the registry when it prepares a domain
+or opens the prepared copy), so a copy converted from a half-extracted
+folder is refused, naming the folder to delete, instead of being used for
+good. A deliberately partial folder (a generated smoke-test folder) is
+loaded with `config.dataset.allow_partial`, which the `runlocal` configs set.
 """
 
 import importlib.util
@@ -197,6 +204,36 @@ def check_counts(spec: registry.DatasetSpec, counts: Counts, data_dir: str,
   else:
     advice += "Rerun with --overwrite to build it again."
   raise ValueError("; ".join(problems) + ". " + advice)
+
+
+def check_prepared(spec: registry.DatasetSpec, domain: str, data_dir: str,
+                   manual_dir: str) -> None:
+  """Refuses a prepared custom domain with other counts than published.
+
+  Args:
+    spec: the dataset's spec (a custom builder's: digits, office31).
+    domain: the prepared domain.
+    data_dir: the tfds data dir.
+    manual_dir: the folder it was built from (named in the error).
+
+  Raises:
+    ValueError: one paragraph naming the splits and their counts, the
+      prepared folder to delete and, for a deliberately partial folder,
+      `config.dataset.allow_partial`.
+  """
+  if domain not in EXPECTED_COUNTS.get(spec.name, {}):
+    return
+  counts = {domain: count_examples(spec, domain, data_dir)}
+  try:
+    check_counts(spec, counts, data_dir, manual_dir)
+  except ValueError as e:
+    folder = registry.custom_builder(spec, domain, data_dir).data_path
+    raise ValueError(
+        f"{e} The prepared copy {folder} is then incomplete: delete it (or "
+        f"run launch/prepare_data.py --dataset={spec.name} --domains="
+        f"{domain} --overwrite) once the folder is complete, and it is "
+        "built again. To use a deliberately partial folder (a smoke test), "
+        "set config.dataset.allow_partial=True.") from None
 
 
 def _office31_missing_classes(spec, domain, data_dir) -> str:

@@ -303,7 +303,8 @@ def _convert_first(spec, name, data_dir, file_format, error):
       + (f" (tfds: {tfds_error(error)})" if error is not None else ""))
 
 
-def _data_source(spec, domain, split_str, data_dir, manual_dir):
+def _data_source(spec, domain, split_str, data_dir, manual_dir,
+                 allow_partial=False):
   """Opens `tfds.data_source`, preparing custom builders on first use."""
   name = spec.tfds_name(domain)
   if spec.builder is not None:
@@ -316,6 +317,9 @@ def _data_source(spec, domain, split_str, data_dir, manual_dir):
                       f"preparing {name} in {data_dir}")
     # Single host, or a data dir that is not shared: prepare it here.
     prepare_custom(spec, domain, data_dir, manual_dir)
+    if not allow_partial:  # Just built or cached: the published counts.
+      from robustjax.data import prepare  # pylint: disable=g-import-not-at-top
+      prepare.check_prepared(spec, domain, data_dir, manual_dir)
     return custom_builder(spec, domain, data_dir).as_data_source(
         split=split_str)
   try:
@@ -374,7 +378,8 @@ def _resize(images: np.ndarray, size: int) -> np.ndarray:
 def load_split(name: str, domain: Optional[str], split: str, image_size: int,
                data_dir: Optional[str] = None,
                manual_dir: Optional[str] = None,
-               max_examples: Optional[int] = None) -> Split:
+               max_examples: Optional[int] = None,
+               allow_partial: bool = False) -> Split:
   """Loads one split of one domain at `image_size`.
 
   Images are resized to `image_size` or, for datasets with a
@@ -390,6 +395,9 @@ def load_split(name: str, domain: Optional[str], split: str, image_size: int,
     data_dir: tfds data dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets).
     manual_dir: where manually downloaded archives live (Office-31).
     max_examples: keep only the first examples (for smoke runs).
+    allow_partial: accept a custom dataset's domain (Office-31) prepared
+      from a folder with fewer images than published (smoke tests); by
+      default such a copy is refused (robustjax.data.prepare.check_prepared).
 
   Returns:
     A `Split` with uint8 images [N, image_size, image_size, C], int32 labels.
@@ -407,15 +415,15 @@ def load_split(name: str, domain: Optional[str], split: str, image_size: int,
   manual_dir = manual_dir or os.path.join(data_dir, "downloads", "manual",
                                           name)
   return _load_cached(name, domain, split, image_size, data_dir, manual_dir,
-                      max_examples)
+                      max_examples, bool(allow_partial))
 
 
 @functools.lru_cache(maxsize=32)
 def _load_cached(name, domain, split, image_size, data_dir, manual_dir,
-                 max_examples):
+                 max_examples, allow_partial=False):
   spec = DATASETS[name]
   source = _data_source(spec, domain, spec.splits(domain)[split], data_dir,
-                        manual_dir)
+                        manual_dir, allow_partial)
   n = len(source) if max_examples is None else min(len(source), max_examples)
   images, labels = [], []
   for i in range(n):

@@ -7,7 +7,8 @@
   set back to `tfrecord`. The registry must refuse it with the conversion
   command, and `prepare` must convert it back to the very same records.
 * Office-31 from a small generated folder fails the size check with an
-  error naming the missing images and classes.
+  error naming the missing images and classes, and so does every load of a
+  copy prepared from a half-extracted folder, until the folder is complete.
 * Building CIFAR-10 without TensorFlow stops before downloading anything.
 """
 
@@ -19,12 +20,14 @@ import struct
 import subprocess
 import sys
 import tempfile
+from unittest import mock
 
 from absl.testing import absltest
 from array_record.python import array_record_module
 import numpy as np
 import tensorflow_datasets as tfds
 
+from configs import office31_resnet
 from robustjax.data import prepare
 from robustjax.data import registry
 from tests.data import office31_test
@@ -157,6 +160,44 @@ class PrepareTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, "'train' has 12 examples"):
       prepare.prepare("office31", data_dir=self.data_dir, manual_dir=manual,
                       domains=["amazon"], overwrite=True)
+
+  def test_a_partial_office31_copy_is_refused_until_complete(self):
+    root = self.create_tempdir().full_path
+    # Half-extracted: one of the two bike images is missing.
+    manual = office31_test.write_office31(
+        os.path.join(root, "m"), {"dslr": {"back_pack": 3, "bike": 1}})
+    load = lambda **kw: registry.load_split(
+        "office31", "dslr", "full", 16, data_dir=self.data_dir,
+        manual_dir=manual, **kw)
+    folder = os.fspath(registry.custom_builder(
+        registry.get_spec("office31"), "dslr", self.data_dir).data_path)
+    with mock.patch.dict(prepare.EXPECTED_COUNTS,
+                         {"office31": {"dslr": {"train": 5}}}):
+      for _ in range(2):  # Built, then from the cache: refused both times.
+        registry._load_cached.cache_clear()
+        with self.assertRaises(ValueError) as cm:
+          load()
+        message = str(cm.exception)
+        self.assertIn("office31/dslr split 'train' has 4 examples, expected 5 "
+                      "(1 missing)", message)
+        self.assertIn(f"The prepared copy {folder} is then incomplete: "
+                      "delete it", message)
+        self.assertIn("config.dataset.allow_partial=True", message)
+        self.assertNotIn("\n", message)
+      self.assertLen(load(allow_partial=True), 4)  # Deliberately partial.
+      # The user completes the folder and deletes the copy, as told.
+      bike = os.path.join(manual, "domain_adaptation_images", "dslr",
+                          "images", "bike")
+      shutil.copy(os.path.join(bike, "frame_0001.jpg"),
+                  os.path.join(bike, "frame_0002.jpg"))
+      shutil.rmtree(folder)
+      registry._load_cached.cache_clear()
+      self.assertLen(load(), 5)
+
+  def test_runlocal_configs_allow_partial_folders(self):
+    self.assertTrue(office31_resnet.get_config(
+        "runlocal").dataset.allow_partial)
+    self.assertFalse(office31_resnet.get_config().dataset.allow_partial)
 
   def test_unknown_domain(self):
     with self.assertRaisesRegex(ValueError, r"no domain\(s\) \['glass_blur_1'"

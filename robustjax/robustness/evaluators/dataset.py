@@ -85,7 +85,8 @@ def _load(name: str, domain: str, split: str, data,
     _SPLITS[key] = registry.load_split(
         name, domain, split, int(data["image_size"]), data_dir=data_dir,
         manual_dir=manual_dir,
-        max_examples=None if max_examples < 0 else max_examples)
+        max_examples=None if max_examples < 0 else max_examples,
+        allow_partial=bool(data.get("allow_partial", False)))
     while len(_SPLITS) > MAX_CACHED_SPLITS:
       _SPLITS.popitem(last=False)
   _SPLITS.move_to_end(key)
