@@ -34,7 +34,7 @@ original, so it is evaluated (transfer attacks included) like a compressed
 model of it, and a sound analysis finds no effect between the two.
 
 Size-matched sparsities (`match_sizes`) make the comparisons of the claims
-possible (robustjax/study/claims.py): for every smaller arch S and larger L
+possible (robustjax/study/claims/): for every smaller arch S and larger L
 and every sparsity s of S, L pruned to S's pruned size; the teacher pruned to
 each student's size; every PTQ'd arch pruned to each of its PTQ models'
 sizes. They are
