@@ -1,9 +1,15 @@
 """Study report: `report.md` (tables + claims), `results.csv` and PNG plots.
 
-`write_report(rows, workdir)` renders from rows in memory (the study runner
-calls it); `render(workdir)` re-renders everything from what a workdir holds
-(`results.jsonl`, `config.json`, `progress.json`), a study still running or
-interrupted included: such a report says how many cells it covers.
+`write_report(rows, folder)` renders from rows in memory;
+`render(workdir, output_dir=None)` re-renders everything from what a workdir
+holds (its journal, `config.json`, `progress.json`), a study still running
+or interrupted included: such a report says how many cells it covers. The
+rows always come from the journal (`results.jsonl` only for a workdir
+without one), so a report cannot contradict it. Reading never writes into
+the workdir: `render` writes where it is told (the workdir by default, or
+`output_dir`), and `render_text(workdir)` returns the report without
+writing anything (a read-only workdir: a colleague's results, a mounted
+bucket snapshot).
 
 Plots use matplotlib's object API (`matplotlib.figure.Figure`), never pyplot
 or `matplotlib.use`, so they neither need a display nor change a notebook's
@@ -115,7 +121,7 @@ def level_table(rows: Sequence[dict], shift: str) -> str:
 
 
 METHOD_MARKERS = {"original": "*", "prune": "o", "distill": "s",
-                  "distill_control": "D", "quantize": "^"}
+                  "distill_control": "D", "quantize": "^", "replicate": "P"}
 # One sequential colour map per architecture (in order of appearance); the
 # models of one architecture get shades of it.
 ARCH_COLORMAPS = ("Blues", "Oranges", "Greens", "Purples", "Reds", "Greys")
@@ -310,6 +316,14 @@ def plots_caption(rows: Sequence[dict]) -> str:
   return text
 
 
+def _journal(workdir: str) -> Optional[journal_lib.Journal]:
+  """The workdir's journal, read only (damaged records left out), or None."""
+  path = os.path.join(workdir, JOURNAL)
+  if not journal_lib.exists(path):
+    return None
+  return journal_lib.Journal(path, check=journal_lib.check_cell)
+
+
 def read_rows(workdir: str) -> List[dict]:
   """Result rows of a workdir, deduplicated (last write wins).
 
@@ -317,9 +331,13 @@ def read_rows(workdir: str) -> List[dict]:
     workdir: a study workdir.
 
   Returns:
-    The rows of `workdir/results.jsonl` (a torn last line is dropped), one
-    per (model_id, seed, shift, name, level).
+    The rows of the workdir's journal; for a workdir without one, those of
+    `workdir/results.jsonl` (a torn last line is dropped), one per
+    (model_id, seed, shift, name, level).
   """
+  journal = _journal(workdir)
+  if journal is not None:
+    return journal_lib.rows_of(journal)
   unique = {}
   for r in io.read_jsonl(os.path.join(workdir, RESULTS)):
     unique[(r["model_id"], r.get("seed"), r["shift"], r["name"],
@@ -375,41 +393,42 @@ def status_note(status: Dict[str, object]) -> str:
           "same `launch/study.py` command to finish it.")
 
 
-def render(workdir: str) -> str:
-  """Re-renders report.md, results.csv and plots/ from a workdir's files.
+def is_writable(folder: str) -> bool:
+  """False for a local folder this process may not write (a read-only mount,
+  no permission); True otherwise (a bucket is assumed writable). A missing
+  folder is judged by its nearest existing parent."""
+  if not io.is_local(folder):
+    return True
+  path = os.path.abspath(folder)
+  while not os.path.exists(path) and os.path.dirname(path) != path:
+    path = os.path.dirname(path)
+  return os.access(path, os.W_OK)
 
-  Works on a finished study and on one still running or interrupted (the
-  report then says "Partial: N of M cells").
 
-  Args:
-    workdir: a study workdir holding `results.jsonl` (and normally
-      `config.json` and `progress.json`).
-
-  Returns:
-    The path of `report.md`.
+def _read(workdir: str):
+  """(rows, write_report's keyword arguments) of a workdir; writes nothing.
 
   Raises:
     FileNotFoundError: if the workdir has no result rows yet.
   """
   examples = None
-  if journal_lib.exists(os.path.join(workdir, JOURNAL)):
-    journal = journal_lib.Journal(os.path.join(workdir, JOURNAL))
+  journal = _journal(workdir)
+  if journal is not None:
     rows, examples = journal_lib.rows_of(journal), journal_lib.examples_of(
         journal)
   else:
     rows = read_rows(workdir)
   if not rows:
     raise FileNotFoundError(
-        f"No result rows in {os.path.join(workdir, RESULTS)}: is this a "
-        "study workdir? Run launch/study.py --workdir=... first (a report "
-        "can be rendered as soon as its first cell is written).")
+        f"No result rows in {workdir} (neither {JOURNAL} nor {RESULTS}): "
+        "is this a study workdir? Run launch/study.py --workdir=... first "
+        "(a report can be rendered as soon as its first cell is written).")
   title, config_notes, config = "", [], None
   config_path = os.path.join(workdir, CONFIG)
   if io.exists(config_path):
     config = io.read_json(config_path)
     title = config.get("study_name", "") or ""
     config_notes = list((config.get("study") or {}).get("notes") or ())
-  write_csv(rows, os.path.join(workdir, "results.csv"))
   notes = config_notes + [""] * bool(config_notes) + [
       status_note(completeness(workdir, rows)), f"{len(rows)} result rows."]
   env_path = os.path.join(workdir, ENVIRONMENT)
@@ -419,9 +438,48 @@ def render(workdir: str) -> str:
                  f"jax {env.get('jax')}"
                  + (f"; XLA_FLAGS `{env['xla_flags']}`"
                     if env.get("xla_flags") else "") + ".")
-  return write_report(rows, workdir, title=title, notes=notes,
-                      examples=examples,
-                      options=claims_analysis.Options.from_config(config))
+  return rows, dict(title=title, notes=notes, examples=examples,
+                    options=claims_analysis.Options.from_config(config))
+
+
+def render(workdir: str, output_dir: Optional[str] = None) -> str:
+  """Re-renders report.md, results.csv and plots/ from a workdir's files.
+
+  Works on a finished study and on one still running or interrupted (the
+  report then says "Partial: N of M cells"). Only `output_dir` is written.
+
+  Args:
+    workdir: a study workdir holding a journal (or, for older workdirs,
+      `results.jsonl`), and normally `config.json` and `progress.json`.
+    output_dir: where report.md, results.csv and plots/ go (created if
+      missing); default: `workdir`.
+
+  Returns:
+    The path of `report.md`.
+
+  Raises:
+    FileNotFoundError: if the workdir has no result rows yet.
+  """
+  rows, kwargs = _read(workdir)
+  folder = output_dir or workdir
+  write_csv(rows, os.path.join(folder, "results.csv"))
+  return write_report(rows, folder, **kwargs)
+
+
+def render_text(workdir: str) -> str:
+  """The report of a workdir as Markdown, writing nothing anywhere.
+
+  The same text `render` writes, without the plots (not drawn).
+
+  Args:
+    workdir: as `render`.
+
+  Raises:
+    FileNotFoundError: if the workdir has no result rows yet.
+  """
+  rows, kwargs = _read(workdir)
+  return _markdown(rows, None, **kwargs)
+
 
 def write_report(rows: Sequence[dict], workdir: str, title: str = "",
                  notes: Sequence[str] = (),
@@ -439,25 +497,40 @@ def write_report(rows: Sequence[dict], workdir: str, title: str = "",
       are reported as not testable.
     options: how the claims are tested (default: `claims.analysis.Options`).
   """
+  path = os.path.join(workdir, "report.md")
+  io.write_atomic(path, _markdown(rows, workdir, title, notes, examples,
+                                  options))
+  return path
+
+
+def _markdown(rows: Sequence[dict], folder: Optional[str], title: str = "",
+              notes: Sequence[str] = (), examples: Optional[Mapping] = None,
+              options: Optional[claims_analysis.Options] = None) -> str:
+  """The report's Markdown; its plots are drawn into `folder`/plots (None:
+  not drawn, and the report says so)."""
   data = claims_data.StudyData(rows, examples or {})
   result = claims_analysis.test_claims(data, options or
                                        claims_analysis.Options())
-  plot_paths = plots(rows, os.path.join(workdir, "plots"))
-  forest = os.path.join(workdir, "plots", claims_report.FOREST_PNG)
-  _save_png(claims_report.forest_figure(result), forest)
+  forest, plot_paths = None, []
+  if folder is not None:
+    plot_paths = plots(rows, os.path.join(folder, "plots"))
+    forest = f"plots/{claims_report.FOREST_PNG}"
+    _save_png(claims_report.forest_figure(result),
+              os.path.join(folder, forest))
   out = [f"# Robustness study report{': ' + title if title else ''}", ""]
   out += list(notes) + [""] if notes else []
   out += [claims_report.render_markdown(
-      result, claims_analysis.sanity_checks(data),
-      forest=f"plots/{claims_report.FOREST_PNG}"), ""]
+      result, claims_analysis.sanity_checks(data), forest=forest), ""]
   out += ["## Models (accuracy in %)", "", model_table(rows), "",
           "## Corruptions: accuracy by severity (mean over corruptions)", "",
           level_table(rows, "corruption"), "",
           "## Adversarial: accuracy by eps", "",
-          level_table(rows, "adversarial"), "", "## Plots", "",
-          plots_caption(rows), ""]
+          level_table(rows, "adversarial"), "", "## Plots", ""]
+  if folder is None:
+    out += ["Not drawn: this report was rendered without writing files "
+            "(`launch/report.py --output_dir=DIR` draws them).", ""]
+  else:
+    out += [plots_caption(rows), ""]
   out += [f"![{os.path.basename(p)}](plots/{os.path.basename(p)})"
           for p in plot_paths]
-  path = os.path.join(workdir, "report.md")
-  io.write_atomic(path, "\n".join(out) + "\n")
-  return path
+  return "\n".join(out) + "\n"

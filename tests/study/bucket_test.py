@@ -31,6 +31,7 @@ def _config():
   c.study.quantize.weight_bits = ()
   c.study.distill.teacher = ""
   c.study.distill.students = ()
+  c.study.negative_control = ""
   c.evals.corruptions.names = ("contrast",)
   c.evals.corruptions.severities = (3,)
   c.evals.attacks.names = ("fgsm",)

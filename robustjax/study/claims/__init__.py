@@ -40,7 +40,9 @@ WAY THE PAPER CLAIMS:
   R(original) - R(compressed), pooled (mean) over all of them.
 * (b) each pair of architectures S < L (by their originals' size), same
   method (and, for pruning, the same scope and structure), L compressed to
-  within 15 % of S-compressed's size: lost(L) - lost(S) with lost =
+  within 15 % of S-compressed's size (one-shot and gradual schedules count
+  as one method: the schedule is how the grid reaches a usable model at a
+  sparsity, not another kind of pruning): lost(L) - lost(S) with lost =
   R(own original) - R(compressed). Secondary lines: absolute robustness at
   equal size, R(S compressed) - R(L compressed); the same setting (e.g. the
   same sparsity) regardless of size; compressed L vs uncompressed S.
