@@ -134,13 +134,17 @@ def replication(result: claims_analysis.Claims,
            "other."))
 
 
-def block(results: str, replicate: Optional[str] = None) -> str:
+def block(results: str, replicate: Optional[str] = None,
+          quick: Optional[str] = None) -> str:
   """The generated README block for the study workdir `results`.
 
   Args:
     results: the study workdir (or its committed copy) to summarise.
     replicate: optionally a second study of the same grid with another
       `--config.seed`, whose primary verdicts are shown beside.
+    quick: optionally a study of the same grid with fewer seeds (README's
+      first command): its verdicts, minimum detectable effects and runtimes
+      are shown too (else the runtimes are `results`').
   """
   rows, result = claims_of(results)
   env_path = os.path.join(results, runner.ENVIRONMENT)
@@ -158,7 +162,8 @@ def block(results: str, replicate: Optional[str] = None) -> str:
          f"seeds, {len(rows)} rows; machine: {env.get('machine', 'unknown')}"
          f", {env.get('devices', '')}) by `python -m robustjax.study.summary "
          f"--results={results}"
-         f"{f' --replicate={replicate}' if replicate else ''} "
+         f"{f' --replicate={replicate}' if replicate else ''}"
+         f"{f' --quick={quick}' if quick else ''} "
          "--readme=README.md`; "
          "`tests/readme_test.py` checks that it matches.", "",
          claims_table(result), ""]
@@ -173,20 +178,30 @@ def block(results: str, replicate: Optional[str] = None) -> str:
          f"![claims]({results}/plots/{claims_report.FOREST_PNG})", "",
          "Models (means over seeds; accuracy in %; R here is the plain "
          "shifted / clean of each model's rows):", "",
-         report_lib.model_table(rows), "", runtime(results), "",
-         runtimes.table(results), "", END]
-  return "\n".join(out)
+         report_lib.model_table(rows), ""]
+  if quick:
+    q_rows, q_result = claims_of(quick)
+    q_seeds = len({r["seed"] for r in q_rows})
+    out += [f"README command (1) runs the same grid with {q_seeds} seeds "
+            f"(`{quick}`): its verdicts and what it can detect (MDE; "
+            "compare with the table above):", "",
+            claims_table(q_result), "", runtime(quick), "",
+            runtimes.table(quick), ""]
+  else:
+    out += [runtime(results), "", runtimes.table(results), ""]
+  return "\n".join(out + [END])
 
 
 def update_readme(readme: str, results: str, check_only: bool = False,
-                  replicate: Optional[str] = None) -> Optional[str]:
+                  replicate: Optional[str] = None,
+                  quick: Optional[str] = None) -> Optional[str]:
   """Rewrites the README block; with `check_only`, returns the new text."""
   with open(readme) as f:  # A file of the checkout (results may be a URL).
     text = f.read()
   if BEGIN not in text or END not in text:
     raise ValueError(f"{readme} has no {BEGIN} ... {END} block.")
   new = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END),
-               lambda _: block(results, replicate), text, flags=re.S)
+               lambda _: block(results, replicate, quick), text, flags=re.S)
   if check_only:
     return new
   with open(readme, "w") as f:
@@ -202,20 +217,27 @@ def main():
                       help="a second study of the same grid (another "
                       "--config.seed) whose primary verdicts are shown "
                       "beside")
+  parser.add_argument("--quick", default=None, metavar="RESULTS",
+                      help="a study of the same grid with fewer seeds "
+                      "(README command (1)): its verdicts, MDEs and "
+                      "runtimes are shown too")
   parser.add_argument("--add_run", default=None, metavar="WORKDIR",
                       help="first add this finished study workdir's timing "
-                      f"to the ledger {runtimes.LEDGER} in --results")
+                      f"to the ledger {runtimes.LEDGER} in --quick if given, "
+                      "else in --results")
   parser.add_argument("--source", default="README command (1)",
                       help="with --add_run: how the run was made")
   args = parser.parse_args()
   if args.add_run:
     try:
-      record = runtimes.record_of(args.add_run, args.results, args.source)
-      runtimes.add(args.results, record)
+      ledger = args.quick or args.results
+      record = runtimes.record_of(args.add_run, ledger, args.source)
+      runtimes.add(ledger, record)
     except ValueError as e:
       parser.error(str(e))
     print(f"Added to {runtimes.LEDGER}: {record}")
-  update_readme(args.readme, args.results, replicate=args.replicate)
+  update_readme(args.readme, args.results, replicate=args.replicate,
+                quick=args.quick)
 
 
 if __name__ == "__main__":
