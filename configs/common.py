@@ -129,6 +129,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.eval_every_steps = -1
   c.checkpoint_every_steps = 200  # Checkpoint period (and at the end); 0 =
   # none (the study saves its finished models itself).
+  # Also checkpoint once this many seconds have passed since the last save,
+  # and on SIGTERM/SIGINT in a study; 0 = off. A study's trainings use this
+  # one only, so that a preempted training resumes mid-way.
+  c.checkpoint_every_secs = 600.0
   c.keep_checkpoints = 2  # Checkpoints kept by the manager.
 
   c.compress = compress_block()  # How each compression method runs.
@@ -419,6 +423,11 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       c.checkpoint_every_steps < 0):
     _fail("checkpoint_every_steps", c.checkpoint_every_steps,
           "use a positive step count, or 0 for no training checkpoints")
+  secs = c.checkpoint_every_secs
+  if (isinstance(secs, bool) or not isinstance(secs, (int, float)) or
+      not math.isfinite(secs) or secs < 0):
+    _fail("checkpoint_every_secs", secs, "use a number of seconds >= 0, "
+          "e.g. 600, or 0 for no time-based checkpoints")
   if not isinstance(c.eval_every_steps, int) or c.eval_every_steps < -2:
     _fail("eval_every_steps", c.eval_every_steps,
           "use a positive step count, -1 (every epoch), 0 (at the end) or "

@@ -19,6 +19,16 @@ weights from `config.model.init`, else a fresh init from `config.seed`.
 The data order and augmentation are pure functions of (seed, step), so a run
 killed at any point and restarted with the same command ends with the same
 parameters as an uninterrupted run (same hardware).
+
+Checkpoints: every `config.checkpoint_every_steps` steps (and at the end),
+and also once `config.checkpoint_every_secs` seconds have passed since the
+last save (a study's trainings use only the latter, so that a preempted
+long training resumes mid-way). Under a `robustjax.preemption` guard a
+training is a deferred block: a SIGTERM or SIGINT stops the loop at the end
+of the step under way, which is checkpointed (when either setting is on),
+and raises `Preempted`. With several processes the time-based and stop
+decisions are process 0's, broadcast at every `log_every_steps`-th step, so
+that all processes save and stop at the same step.
 """
 
 import dataclasses
@@ -30,6 +40,7 @@ from typing import Any, Callable, List, Optional, Sequence
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -40,6 +51,7 @@ from robustjax import io
 from robustjax import lock
 from robustjax import models
 from robustjax import parallel
+from robustjax import preemption
 from robustjax import progress
 from robustjax.data import loader
 from robustjax.data import pipeline
@@ -367,6 +379,25 @@ def _unstack(tree, i: int):
   return jax.tree.map(lambda x: x[i], tree)
 
 
+def _timed_decisions(step: int, since_save: float, every_secs: float,
+                     log_every: int):
+  """(a time-based checkpoint is due, the stopping signal or 0) after `step`.
+
+  The same on every process: with several, they are process 0's, taken at
+  every `log_every`-th step only and broadcast (clocks and signals differ
+  between processes, and a save is collective).
+  """
+  due = every_secs > 0 and since_save >= every_secs
+  signum = preemption.requested() or 0
+  if jax.process_count() == 1:
+    return due, signum
+  if step % log_every:
+    return False, 0
+  agreed = multihost_utils.broadcast_one_to_all(np.array([due, signum],
+                                                         np.int32))
+  return bool(agreed[0]), int(agreed[1])
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        recipe: Optional[Recipe] = None
                        ) -> state_lib.TrainState:
@@ -385,8 +416,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     FloatingPointError: if the loss becomes NaN/Inf (the last good checkpoint
       is kept).
     robustjax.lock.WorkdirLockedError: another process writes `workdir`.
+    robustjax.preemption.Preempted: under a preemption guard, SIGTERM or
+      SIGINT stopped the training after a step (checkpointed there unless
+      checkpoints are off; `detail` says which).
   """
-  with lock.hold(workdir, "training"):  # One writer per workdir.
+  # One writer per workdir; a signal stops the loop after a step.
+  with lock.hold(workdir, "training"), preemption.deferred():
     return _train([Member(config, workdir, recipe)], workdir,
                   stacked=False)[0]
 
@@ -414,7 +449,8 @@ def train_members(members: Sequence[Member], workdir: str
   """
   if not members:
     raise ValueError("train_members needs at least one member.")
-  with lock.hold(workdir, "training"):  # One writer per workdir.
+  # One writer per workdir; a signal stops the loop after a step.
+  with lock.hold(workdir, "training"), preemption.deferred():
     return _train(list(members), workdir, stacked=True)
 
 
@@ -524,6 +560,9 @@ def _train(members: List[Member], workdir: str, stacked: bool):
 
   bar = progress.Progress(num_steps, "train", unit="step", initial=start)
   pending, t0, t_steps, results = [], time.time(), 0, None
+  every_secs = float(config.get("checkpoint_every_secs", 0.0))
+  saves = config.checkpoint_every_steps > 0 or every_secs > 0
+  last_save = time.monotonic()
   for i in range(start + 1, num_steps + 1):
     images, labels = parallel.shard_batch(mesh, *get_batch(i - 1))
     state, m = step_fn(state, images, labels, loss_args, length)
@@ -549,9 +588,26 @@ def _train(members: List[Member], workdir: str, stacked: bool):
     if eval_every is not None and (i % eval_every == 0 or last):
       results = evaluate(i)
     every = config.checkpoint_every_steps  # 0: never (the caller saves).
-    if every > 0 and (i % every == 0 or last):
+    timed, stop = _timed_decisions(i, time.monotonic() - last_save,
+                                   every_secs, config.log_every_steps)
+    # A time-based save is not needed after the last step (the caller has
+    # the final state); a stop's is.
+    if (every > 0 and (i % every == 0 or last)) or (
+        saves and (stop or (timed and not last))):
       check_finite(jax.device_get(pending), i)
       ckpt.save(i, state)
+      last_save = time.monotonic()
+    if stop:
+      bar.close()
+      for w in writers:
+        w.close()
+      ckpt.close()
+      kept = (f"is checkpointed at step {i} of {num_steps}" if saves else
+              f"stopped at step {i} of {num_steps} with no checkpoint "
+              "(config.checkpoint_every_secs and checkpoint_every_steps "
+              "are 0), so it restarts")
+      raise preemption.Preempted(stop,
+                                 detail=f"the training in {workdir} {kept}")
   bar.close()
   if eval_every is None:
     results = [{} for _ in members]  # final_metrics.json: the step only.
