@@ -1,5 +1,6 @@
 """Shared launcher set-up: logging, multi-host init, device report, the
-workdir's lock, and one FATAL sentence for the errors a user must act on."""
+workdir's lock, one FATAL sentence for the errors a user must act on, and
+one line for a run stopped by SIGTERM / SIGINT."""
 
 import contextlib
 import os
@@ -17,6 +18,7 @@ from robustjax import checkpoint
 from robustjax import io
 from robustjax import lock
 from robustjax import parallel
+from robustjax import preemption
 from robustjax import progress
 
 flags.DEFINE_integer(
@@ -61,7 +63,9 @@ def fatal_errors(workdir: str = ""):
   """Ends the launcher with one FATAL sentence (exit status 1) when another
   run holds the workdir, the storage refuses a file (disk full, read-only,
   no permission) or saved state is damaged; other errors keep their
-  traceback.
+  traceback. A run stopped by SIGTERM or SIGINT (`preemption.Preempted`)
+  ends with its one line and exit status 128 + the signal's number (143,
+  130).
 
   Args:
     workdir: the run's folder, named as what is kept when the library did
@@ -69,6 +73,9 @@ def fatal_errors(workdir: str = ""):
   """
   try:
     yield
+  except preemption.Preempted as e:
+    sys.stderr.write(f"{' '.join(e.message.split())}\n")
+    sys.exit(e.exit_code)
   except (lock.WorkdirLockedError, io.StorageError,
           checkpoint.DamagedCheckpointError) as e:
     _fatal(str(e))

@@ -3,7 +3,9 @@ r"""Runs a robustness study: `python launch/study.py --config=F --workdir=DIR`.
 Trains the originals, compresses them, evaluates every model on every shift
 and writes `DIR/results.jsonl`, `results.csv`, `report.md` and `plots/`.
 Re-running the same command after an interruption finishes the grid without
-redoing finished cells.
+redoing finished cells. SIGTERM or SIGINT (a preemption, Ctrl-C) ends it
+with one line saying how many cells are saved (exit status 143 or 130); a
+training under way is checkpointed and resumes mid-way on the rerun.
 
   python launch/study.py --config=configs/default.py --workdir=workdirs/default
 """

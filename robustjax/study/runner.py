@@ -11,6 +11,15 @@ reused from `WORKDIR/models/<model_id>__s<seed>/`. Killing the run at any
 moment and re-running the same command therefore finishes the grid without
 redoing finished work, with the same results.
 
+Preemption: a study runs under a `robustjax.preemption` guard. On SIGTERM or
+SIGINT the evaluation cell under way is abandoned (nothing of it was
+recorded), a training stops after its current step and is checkpointed
+(trainings also checkpoint every `config.checkpoint_every_secs`), the
+partial report is written, and `run_study` raises `Preempted` with one line
+saying how many cells are saved and that the same command resumes; a rerun
+resumes that training mid-way, ending bit-identical to an uninterrupted run
+(same machine).
+
 Outputs: `results.jsonl` (one row per model x seed x shift x name x level;
 schema `ROW_FIELDS`), `results.csv`, `report.md`, `plots/`; the report is
 rewritten as cells finish (marked partial until the grid is complete).
@@ -26,6 +35,7 @@ cells; `launch/evaluate.py` evaluates one saved model (`evaluate_saved`).
 """
 
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -44,6 +54,7 @@ from robustjax import io
 from robustjax import lock
 from robustjax import models as models_lib
 from robustjax import parallel
+from robustjax import preemption
 from robustjax import progress
 from robustjax import timing
 from robustjax.compress import recipes
@@ -186,11 +197,12 @@ class _Models:
       return self._make(spec, seed, folder)
 
   def _make(self, spec, seed, folder) -> saved.Compressed:
-    # Training neither evaluates nor writes checkpoints: the study's clean
-    # and domain cells evaluate the finished model (with the program and
-    # batch that training's evaluation used), which is saved as soon as
-    # it is built (an interrupted build of these short trainings restarts;
-    # an Orbax save cost ~1 s per model, a tenth of a fine-tuning).
+    # Training does not evaluate: the study's clean and domain cells
+    # evaluate the finished model (with the program and batch that
+    # training's evaluation used), which is saved as soon as it is built.
+    # It checkpoints by time only (config.checkpoint_every_secs, and on a
+    # signal), not every N steps: most of these trainings are short, and a
+    # preempted long one resumes from its last checkpoint.
     cfg = recipes.derived_config(
         self.config, seed=grid_lib.training_seed(spec, seed),
         eval_every_steps=-2, checkpoint_every_steps=0)
@@ -259,9 +271,10 @@ def run_cell(journal: journal_lib.Journal, key: str, cell, model,
     for r in rows:
       validate_row(r)
   correct = np.asarray(result.correct, bool)
-  journal.add(key, {"rows": rows}, arrays={
-      "correct": np.packbits(correct, axis=-1),
-      "shape": np.asarray(correct.shape)})
+  with preemption.deferred():  # A record is written whole.
+    journal.add(key, {"rows": rows}, arrays={
+        "correct": np.packbits(correct, axis=-1),
+        "shape": np.asarray(correct.shape)})
   return rows
 
 
@@ -309,8 +322,12 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
     robustjax.lock.WorkdirLockedError: another process writes `workdir`.
     robustjax.io.StorageError: the storage refused a file (disk full,
       read-only...); the message names the file and the cells saved.
+    robustjax.preemption.Preempted: SIGTERM or SIGINT stopped the study;
+      its message is one line saying how many cells are saved and that the
+      same command resumes.
   """
-  with lock.hold(workdir, "study"), storage_errors(workdir, JOURNAL):
+  with preemption.guard(), lock.hold(workdir, "study"), storage_errors(
+      workdir, JOURNAL):
     return _run_study(config, workdir, shifts)
 
 
@@ -346,6 +363,42 @@ def _run_study(config, workdir: str, shifts: Sequence[str]) -> List[dict]:
   journal = journal_lib.Journal(os.path.join(workdir, JOURNAL),
                                 check=check_record)
   journal.compact()  # Damaged records moved aside: their cells are redone.
+  where = _Position()
+  try:
+    return _run_grid(config, workdir, shifts, journal, times, where)
+  except preemption.Preempted as e:
+    _stopped(e, workdir, journal, where)
+
+
+@dataclasses.dataclass
+class _Position:
+  """What a study is doing, for the line a preempted study ends with."""
+  doing: str = "starting"
+  total: Optional[int] = None  # Cells of the grid, once known.
+
+
+def _stopped(e: preemption.Preempted, workdir: str, journal,
+             where: _Position):
+  """Writes the partial report, then raises `e` again with its one line."""
+  if len(journal):
+    try:
+      write_outputs(workdir, journal)
+    except preemption.Preempted:  # A second signal: no report.
+      pass
+    except Exception as error:  # pylint: disable=broad-except
+      logging.warning("The partial report was not written: %s", error)
+  path = os.path.join(workdir, JOURNAL)
+  cells = len(journal) if where.total is None else (
+      f"{len(journal)} of {where.total}")
+  raise preemption.Preempted(
+      e.signum, f"Stopped by {e.signal_name} while {where.doing}: {cells} "
+      f"cells are saved in {path}" + (f", and {e.detail}" if e.detail else "")
+      + "; rerun the same command to resume.", e.detail) from e
+
+
+def _run_grid(config, workdir: str, shifts: Sequence[str], journal, times,
+              where: _Position) -> List[dict]:
+  """Builds the models and runs the cells the journal lacks."""
   specs = grid_lib.model_specs(config)
   seeds = grid_lib.seeds(config)
   with times.stage("load data"):
@@ -367,6 +420,7 @@ def _run_study(config, workdir: str, shifts: Sequence[str]) -> List[dict]:
   left = sum(len(v) for v in todo.values())
   logging.info("Study: %d models x %d seeds, %d cells, %d already done.",
                len(specs), len(seeds), total, total - left)
+  where.total = total
   models = _Models(config, workdir, specs, times)
   bar = progress.Progress(total, "study", unit="cell", initial=total - left)
   report_lib.write_progress(workdir, total)
@@ -377,7 +431,10 @@ def _run_study(config, workdir: str, shifts: Sequence[str]) -> List[dict]:
       pending = todo[(spec.model_id, seed)]
       if not pending:
         continue
-      model = models.get(spec, seed)
+      where.doing = f"building {spec.model_id} (seed {seed})"
+      # A model is built and saved whole; a training stops after a step.
+      with preemption.deferred():
+        model = models.get(spec, seed)
       header = _header(spec, seed, model.metadata)
       # A float original's white-box images are its compressed models'
       # transfer attacks: kept, so the original is attacked once.
@@ -388,6 +445,9 @@ def _run_study(config, workdir: str, shifts: Sequence[str]) -> List[dict]:
       with keep:
         for cell in _cells_for(spec, seed, pending, cells[seed], models,
                                config):
+          preemption.check()
+          where.doing = (f"evaluating {spec.model_id} (seed {seed}) on "
+                         f"{cell.key}")
           with times.stage(f"evaluate/{cell.shift}"):
             rows = run_cell(journal, record_key(spec.model_id, seed,
                                                 cell.key), cell, model,
