@@ -52,14 +52,24 @@ class EffectTest(absltest.TestCase):
     self.assertAlmostEqual(est.hi, hi)
     self.assertAlmostEqual(e.p_value(), scipy_stats.ttest_1samp(d, 0).pvalue)
 
-  def test_examples_add_variance_and_degrees_of_freedom(self):
+  def test_examples_add_variance_at_the_normal_quantile(self):
     rng = np.random.default_rng(2)
     u = _table(rng, 3, 400, 0.0, 2.0, 0.5)
     d = u.mean(axis=1)
     e = inference.effect(d, [u])
     self.assertGreater(e.example_var, e.seed_var)
-    self.assertGreater(e.df, 2)
     self.assertAlmostEqual(e.se ** 2, e.seed_var + e.example_var)
+    # Each part at its own quantile: t on S - 1 df for the seeds, normal
+    # for the examples; so between the two pure intervals.
+    t2, z = scipy_stats.t.ppf(0.975, 2), scipy_stats.norm.ppf(0.975)
+    self.assertAlmostEqual(e.half_width(0.05), np.sqrt(
+        t2 ** 2 * e.seed_var + z ** 2 * e.example_var))
+    self.assertLess(e.half_width(0.05), t2 * e.se)
+    self.assertGreater(e.half_width(0.05), z * e.se)
+    # The p-value is the level at which the interval touches zero.
+    shifted = inference.Effect(3 * e.se, e.seed_var, e.example_var, 3)
+    p = shifted.p_value()
+    self.assertAlmostEqual(shifted.interval(p).lo, 0.0, places=9)
 
   def test_undefined_and_degenerate(self):
     self.assertTrue(np.isnan(inference.effect([0.1, np.nan], []).value))

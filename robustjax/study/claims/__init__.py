@@ -59,11 +59,11 @@ WAY THE PAPER CLAIMS:
 Every effect is also given on the accuracy drop, oriented the same way.
 
 Inference (`inference`): the seed is the unit of replication. Each effect is
-a mean over seeds of per-seed paired effects, with a Student t interval
-whose standard error adds to the seeds' spread the variance that sampling
-the test examples adds (crossed seed x example random effects, ANOVA
-estimator; Satterthwaite degrees of freedom). A simulation with a known
-truth (tests/study/claims_calibration_test.py, full table in
+a mean over seeds of per-seed paired effects; its interval adds to the
+seeds' spread (at the t quantile on S - 1 degrees of freedom) the variance
+that sampling the test examples adds (crossed seed x example random effects,
+ANOVA estimator; at the normal quantile). A simulation with a known truth
+(tests/study/claims_calibration_test.py, full table in
 benchmarks/claims_calibration_results.md) checks that it holds its level.
 
 Verdicts: the primary endpoints are the paper's two shift types, domain and

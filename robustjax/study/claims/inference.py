@@ -21,12 +21,22 @@ Components", 1992, ch. 4):
 
   s_b^2 = (MS_example - MS_residual) / S   (truncated at 0),
 
-per example set (the source test split, each target domain). The standard
-error is SE^2 = var(d) / S + sum over sets of s_b^2 / n, and the interval is
-a Student t interval whose degrees of freedom come from Satterthwaite's
-approximation (Satterthwaite, 1946): S - 1 when the seeds dominate, large
-when the examples do. With the seeds' variance alone this is the per-seed t
-interval on S - 1 degrees of freedom; the example term is what it adds.
+per example set (the source test split, each target domain). The two parts
+of the squared standard error are estimated from very different amounts of
+data: the seed part, var(d) / S, from S seeds (S - 1 degrees of freedom);
+the example part from n examples (hundreds or thousands). Each gets the
+quantile of its own sampling distribution, and the interval's half-width is
+
+  sqrt(t_{S-1}^2 var(d) / S + z^2 s_b^2 / n).
+
+With no example part it is the per-seed t interval on S - 1 degrees of
+freedom (exact for normal per-seed effects); with no seed part, the normal
+interval over examples. A Satterthwaite interval, whose degrees of freedom
+are computed from the estimated components, was tried first and did not
+hold its level at 3 seeds: when the 2-df seed variance is estimated near
+zero by chance, its degrees of freedom jump and the t quantile falls exactly
+in the studies whose standard error is too small
+(benchmarks/claims_calibration_results.md).
 
 Nonlinear statistics (ratios of accuracies) enter through their per-example
 influence (the delta method): `u_si` is the first-order contribution of
@@ -43,6 +53,7 @@ import math
 from typing import List, NamedTuple, Optional, Sequence
 
 import numpy as np
+from scipy import optimize
 from scipy import stats as scipy_stats
 
 CONFIDENCE = 0.95
@@ -72,41 +83,62 @@ class Effect:
     value: mean over seeds of the per-seed effects.
     seed_var: var(d_s) / S, the between-seed part of the squared SE.
     example_var: the shared test-example part of the squared SE.
-    df: Satterthwaite degrees of freedom.
     num_seeds: S.
   """
   value: float
   seed_var: float
   example_var: float
-  df: float
   num_seeds: int
 
   @property
   def se(self) -> float:
     return math.sqrt(self.seed_var + self.example_var)
 
-  def critical(self, alpha: float) -> float:
-    """Two-sided t critical value at level `alpha` (inf without df)."""
-    if not self.df > 0:
+  @property
+  def df(self) -> float:
+    """Degrees of freedom of the seed part (S - 1)."""
+    return float(self.num_seeds - 1)
+
+  def half_width(self, alpha: float, num_seeds: Optional[int] = None
+                 ) -> float:
+    """Half-width of the two-sided (1 - alpha) interval (see module doc).
+
+    Args:
+      alpha: the two-sided level.
+      num_seeds: for a study with this many seeds instead (the seed part of
+        the variance scales as 1 / S, the example part stays).
+    """
+    s = num_seeds or self.num_seeds
+    if s < 2 or not np.isfinite(self.seed_var):
       return math.inf
-    return float(scipy_stats.t.ppf(1 - alpha / 2, self.df))
+    seed_var = self.seed_var * self.num_seeds / s
+    q_seed = scipy_stats.t.ppf(1 - alpha / 2, s - 1)
+    q_example = scipy_stats.norm.ppf(1 - alpha / 2)
+    return float(math.sqrt(q_seed ** 2 * seed_var +
+                           q_example ** 2 * self.example_var))
 
   def interval(self, alpha: float = 1 - CONFIDENCE) -> Estimate:
     """The two-sided (1 - alpha) interval."""
     if not np.isfinite(self.value):
       return Estimate(float("nan"), float("nan"), float("nan"))
-    half = self.critical(alpha) * self.se if self.se > 0 else 0.0
+    half = self.half_width(alpha)
     return Estimate(self.value, self.value - half, self.value + half)
 
   def p_value(self) -> float:
-    """Two-sided p-value of 'the effect is zero'."""
-    if not np.isfinite(self.value):
-      return float("nan")
-    if self.se == 0:
-      return 1.0 if self.value == 0 else 0.0
-    if not self.df > 0:
+    """Two-sided p-value of 'the effect is zero' (the smallest alpha whose
+    interval excludes zero)."""
+    if not np.isfinite(self.value) or self.num_seeds < 2:
+      return float("nan") if not np.isfinite(self.value) else 1.0
+    if self.value == 0:
       return 1.0
-    return float(2 * scipy_stats.t.sf(abs(self.value) / self.se, self.df))
+    if self.se == 0:
+      return 0.0
+    f = lambda a: self.half_width(a) - abs(self.value)
+    if f(1 - 1e-12) > 0:
+      return 1.0
+    if f(1e-15) < 0:
+      return 0.0
+    return float(optimize.brentq(f, 1e-15, 1 - 1e-12, xtol=1e-14))
 
   def mde(self, alpha: float, power: float = 0.8,
           num_seeds: Optional[int] = None) -> float:
@@ -115,35 +147,14 @@ class Effect:
     Args:
       alpha: the two-sided level the verdict uses (after correction).
       power: the wanted power.
-      num_seeds: for a study with this many seeds instead (the seed part of
-        the variance scales as 1 / S, the example part stays).
+      num_seeds: for a study with this many seeds instead.
 
     Returns:
-      (t_{1-alpha/2} + t_{power}) * SE on the same degrees of freedom.
+      The interval's half-width at `alpha` plus the one-sided `power`
+      quantile of the same construction.
     """
-    s = num_seeds or self.num_seeds
-    seed_var = self.seed_var * self.num_seeds / s
-    se = math.sqrt(seed_var + self.example_var)
-    df = _satterthwaite(seed_var, s - 1, self.example_var, self._example_df)
-    if not df > 0:
-      return math.inf
-    return float((scipy_stats.t.ppf(1 - alpha / 2, df) +
-                  scipy_stats.t.ppf(power, df)) * se)
-
-  @property
-  def _example_df(self) -> float:
-    # The example term's own df is large (n - 1 per set); the exact value
-    # hardly matters next to the seeds' S - 1.
-    return 1e6
-
-
-def _satterthwaite(v1: float, df1: float, v2: float, df2: float) -> float:
-  total = v1 + v2
-  if total <= 0:
-    return float(max(df1, 0))
-  denom = (v1 * v1 / df1 if df1 > 0 else math.inf if v1 > 0 else 0.0) + \
-      v2 * v2 / df2
-  return total * total / denom if denom > 0 else float(df1)
+    return (self.half_width(alpha, num_seeds) +
+            self.half_width(2 * (1 - power), num_seeds))
 
 
 def shared_example_variance(u: np.ndarray) -> float:
@@ -188,11 +199,10 @@ def effect(per_seed: np.ndarray, per_example: Sequence[np.ndarray]) -> Effect:
   d = np.asarray(per_seed, np.float64)
   s = d.size
   if s == 0 or not np.all(np.isfinite(d)):
-    return Effect(float("nan"), float("nan"), float("nan"), 0.0, s)
+    return Effect(float("nan"), float("nan"), float("nan"), s)
   seed_var = float(d.var(ddof=1) / s) if s > 1 else math.inf
   example_var = float(sum(shared_example_variance(u) for u in per_example))
-  df = _satterthwaite(seed_var, s - 1, example_var, 1e6) if s > 1 else 0.0
-  return Effect(float(d.mean()), seed_var, example_var, df, s)
+  return Effect(float(d.mean()), seed_var, example_var, s)
 
 
 def paired_mean_difference(diff: np.ndarray,
