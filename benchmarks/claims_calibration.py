@@ -3,8 +3,8 @@
 Run by hand (the tests run a small part of it,
 tests/study/claims_calibration_test.py):
 
-  PYTHONPATH=. python benchmarks/claims_calibration.py --replications=400 \
-      --out=benchmarks/claims_calibration.json
+  PYTHONPATH=. python benchmarks/claims_calibration.py --replications=500 \
+      --old_replications=100 --out=benchmarks/claims_calibration.json
 
 Each replication simulates a study with claim (a)'s structure: per seed an
 "original" and a "compressed" (method 'prune') model, scored on the same
@@ -82,12 +82,15 @@ setting (`settings`: independent world, S in {3, 10} x ratio in {0, 1, 4,
 (a)'s verdict and of the negative control (a 'replicate' model); effect !=
 0: coverage of both intervals, power (verdict 'supported') and the ratio of
 the mean estimated SE to the estimate's actual error; Monte-Carlo standard
-errors throughout. A what-if column puts the same SE on S - 1 degrees of
-freedom instead of Satterthwaite's. The "before" column runs the percentile
-bootstrap of the claims module as of commit `OLD_COMMIT`
-(`robustjax/study/claims.py` and its neighbours, written from git into a
-temporary directory) on the first studies of the same replications, where
-this checkout's history has that commit. Its R is shifted / clean (no
+errors throughout; and the example part's share of the estimated squared
+standard error (the part the interval puts at the normal quantile; the seed
+part gets t on S - 1 degrees of freedom). (The "what if df = S - 1"
+columns, written when the interval took Satterthwaite degrees of freedom,
+are gone; that method's numbers are kept in the results file's log.) The
+"before" column runs the percentile bootstrap of the claims module as of
+commit `OLD_COMMIT` (`robustjax/study/claims.py` and its neighbours,
+written from git into a temporary directory) on the first studies of the
+same replications, where this checkout's history has that commit. Its R is shifted / clean (no
 chance correction); with effect 0 its truth is 0 all the same.
 """
 
@@ -109,7 +112,6 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 from absl import app
 from absl import flags
 import numpy as np
-from scipy import stats as scipy_stats
 
 from robustjax.study.claims import analysis
 from robustjax.study.claims import data as claims_data
@@ -549,8 +551,8 @@ def replicate_once(study, options) -> dict:
   Returns:
     verdict (claim (a)'s overall verdict), and per shift type: the main
     analysis' comparison interval (uncorrected) and cell (interval at its
-    corrected level, verdict, level, SE, df); the negative control's
-    comparisons where the study has a replicate.
+    corrected level, verdict, level, SE, variance components); the
+    negative control's comparisons where the study has a replicate.
   """
   res = analysis.test_claims(study, options)
   a = res.verdicts[0]
@@ -564,7 +566,7 @@ def replicate_once(study, options) -> dict:
     if c.analysis == main and c.effect is not None:
       (e,) = c.components.values()
       out["cell"][c.shift] = dict(effect=c.effect, verdict=c.verdict,
-                                  alpha=c.alpha, se=e.se, df=e.df,
+                                  alpha=c.alpha, se=e.se,
                                   in_verdict=c.in_verdict,
                                   components=(e.value, e.seed_var,
                                               e.example_var, e.num_seeds))
@@ -670,28 +672,14 @@ def summarize(setting, sd, truth, draws, outs, old, seconds, old_seconds,
   res["se_ratio"] = {t: float(np.sqrt(np.mean([c["se"] ** 2 for c in cell[t]]))
                               / np.sqrt(np.mean((est[t] - truth[t]) ** 2)))
                      for t in shifts}
-  res["mean_df"] = {t: float(np.mean([c["df"] for c in cell[t]]))
-                    for t in shifts}
   res["cell_alpha"] = {t: cell[t][0]["alpha"] for t in shifts}
   res["primary"] = [t for t in shifts if cell[t][0]["in_verdict"]]
-  # What if: the same SE on S - 1 degrees of freedom instead of
-  # Satterthwaite's (the comparisons' uncorrected 95 % level).
-  alt, alt_cell = {}, {}
-  for t in shifts:
-    value, seed_var, example_var, s = np.array(
-        [c["components"] for c in cell[t]]).T
-    se = np.sqrt(seed_var + example_var)
-    half = scipy_stats.t.ppf(0.975, s - 1) * se
-    alt[t] = (value - half, value + half)
-    half = scipy_stats.t.ppf(1 - cell[t][0]["alpha"] / 2, s - 1) * se
-    alt_cell[t] = (value - half, value + half)
-  # The claim's verdict from its primary cells on S - 1 df: decided if any
-  # of their intervals excludes 0.
-  alt_decided = np.zeros(len(full), bool)
-  for t in shifts:
-    if cell[t][0]["in_verdict"]:
-      lo, hi = alt_cell[t]
-      alt_decided |= (lo > 0) | (hi < 0)
+  # The example part's share of the estimated squared SE, averaged over the
+  # replications (the seed part is at t on S - 1 df, the example part at z).
+  res["example_share"] = {
+      t: float(np.mean([c["components"][2] /
+                        max(c["components"][1] + c["components"][2], 1e-300)
+                        for c in cell[t]])) for t in shifts}
   decided = [o["verdict"] not in ("inconclusive", "not testable")
              for o in outs]
   if setting.effect == 0:
@@ -702,17 +690,11 @@ def summarize(setting, sd, truth, draws, outs, old, seconds, old_seconds,
     res["cell_false"] = {t: _rate([_excludes_zero(c["effect"])
                                    for c in cell[t]]) for t in shifts}
     res["claim_false"] = _rate(decided)
-    res["comparison_false_df_s_minus_1"] = _pooled_rate(list(zip(*[
-        (lo > 0) | (hi < 0) for lo, hi in alt.values()])))
-    res["claim_false_df_s_minus_1"] = _rate(alt_decided)
   else:
     cover = {t: [_covers(e, truth[t]) for e in comp[t]] for t in shifts}
     res["comparison_coverage"] = {t: _rate(v) for t, v in cover.items()}
     res["comparison_coverage"]["pooled"] = _pooled_rate(
         list(zip(*cover.values())))
-    res["comparison_coverage_df_s_minus_1"] = _pooled_rate(list(zip(*[
-        (lo <= truth[t]) & (truth[t] <= hi)
-        for t, (lo, hi) in alt.items()])))
     res["cell_coverage"] = {t: _rate([_covers(c["effect"], truth[t])
                                       for c in cell[t]]) for t in shifts}
     res["cell_power"] = {t: _rate([c["verdict"] == "supported"
@@ -790,6 +772,11 @@ def _ratios(res) -> str:
   return " / ".join(f"{res['ratio'][t]:.1f}" for t in SHIFT_TYPES)
 
 
+def _shares(res) -> str:
+  return " / ".join(f"{100 * res['example_share'][t]:.0f}"
+                    for t in SHIFT_TYPES)
+
+
 def markdown(results: Sequence[dict]) -> str:
   """The two tables (effect 0; effect != 0) as Markdown."""
   lines = [
@@ -797,10 +784,9 @@ def markdown(results: Sequence[dict]) -> str:
       "comparison 5 %, cell its corrected level, claim <= 5 %):", "",
       "| world | S | ratio dom / cor / adv | comparison, pooled | "
       "comparison dom / cor / adv | primary cells dom / adv (nominal 2.5) | "
-      "claim (a) | control, pooled | what if df = S - 1: comparison, pooled "
-      "| what if df = S - 1: claim (a) | old bootstrap: shift, pooled | "
-      "old bootstrap: claim |",
-      "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+      "claim (a) | control, pooled | example part of SE², % dom / cor / adv "
+      "| old bootstrap: shift, pooled | old bootstrap: claim |",
+      "|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in results:
     if r["setting"]["effect"] != 0:
       continue
@@ -813,8 +799,7 @@ def markdown(results: Sequence[dict]) -> str:
         " | " + " / ".join(f"{100 * r['cell_false'][t]['rate']:.1f}"
                            for t in r["primary"]) +
         f" | {_pct(r['claim_false'])} | {_pct(r.get('control_false'))} | "
-        f"{_pct(r['comparison_false_df_s_minus_1'])} | "
-        f"{_pct(r['claim_false_df_s_minus_1'])} | "
+        f"{_shares(r)} | "
         f"{_pct(old['pooled_false']) if old else '-'} | "
         f"{_pct(old['claim_false']) if old else '-'} |")
   lines += [
@@ -822,9 +807,9 @@ def markdown(results: Sequence[dict]) -> str:
       "and power, % ± Monte-Carlo SE):", "",
       "| world | S | ratio dom / cor / adv | true effect dom / cor / adv | "
       "coverage, 95 % comparison, pooled | comparison dom / cor / adv | "
-      "primary cells dom / adv (nominal 97.5) | what if df = S - 1: "
-      "comparison, pooled | power: claim (a) | power: cells dom / adv | "
-      "SE ratio dom / cor / adv |",
+      "primary cells dom / adv (nominal 97.5) | power: claim (a) | "
+      "power: cells dom / adv | SE ratio dom / cor / adv | "
+      "example part of SE², % dom / cor / adv |",
       "|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in results:
     if r["setting"]["effect"] == 0:
@@ -838,11 +823,11 @@ def markdown(results: Sequence[dict]) -> str:
         " / ".join(f"{100 * c[t]['rate']:.1f}" for t in SHIFT_TYPES) +
         " | " + " / ".join(f"{100 * r['cell_coverage'][t]['rate']:.1f}"
                            for t in r["primary"]) +
-        f" | {_pct(r['comparison_coverage_df_s_minus_1'])}"
         f" | {_pct(r['claim_power'])} | " +
         " / ".join(f"{100 * r['cell_power'][t]['rate']:.0f}"
                    for t in r["primary"]) + " | " +
-        " / ".join(f"{r['se_ratio'][t]:.2f}" for t in SHIFT_TYPES) + " |")
+        " / ".join(f"{r['se_ratio'][t]:.2f}" for t in SHIFT_TYPES) +
+        f" | {_shares(r)} |")
   return "\n".join(lines)
 
 
