@@ -114,6 +114,7 @@ from absl import flags
 import numpy as np
 
 from robustjax.study.claims import analysis
+from robustjax.study import runner
 from robustjax.study.claims import data as claims_data
 
 NUM_CLASSES = 10
@@ -877,9 +878,9 @@ def main(argv):
         seconds=time.time() - t0,
         date=time.strftime("%Y-%m-%d %H:%M:%S %z"),
         machine=dict(platform=platform.platform(), cpus=os.cpu_count(),
-                     processor=_cpu_name(),
+                     processor=runner.environment()["machine"],
                      load_after=os.getloadavg()),
-        code=_git_head(), constants=_constants(), results=results,
+        code=runner.code_version(), constants=_constants(), results=results,
         table=table)
     with open(FLAGS.out, "w") as f:
       json.dump(record, f, indent=1, default=_json_default)
@@ -892,27 +893,6 @@ def _json_default(x):
   if isinstance(x, (np.floating, np.integer)):
     return x.item()
   raise TypeError(type(x).__name__)
-
-
-def _cpu_name() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor()
-
-
-def _git_head() -> Optional[str]:
-  try:
-    return subprocess.run(
-        ["git", "-C", str(pathlib.Path(__file__).resolve().parents[1]),
-         "rev-parse", "HEAD"], check=True, capture_output=True,
-        text=True).stdout.strip()
-  except (subprocess.CalledProcessError, FileNotFoundError):
-    return None
 
 
 def _constants() -> dict:
