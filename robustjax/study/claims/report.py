@@ -195,7 +195,7 @@ def forest_figure(result: analysis.Claims) -> mpl_figure.Figure:
   ax.invert_yaxis()
   ax.set_xlabel("effect in R (positive = as the paper claims), "
                 "family-corrected interval")
-  ax.set_title("Claims of Shen et al. (2024): green supported, red "
-               "contradicted, grey inconclusive", fontsize=9)
+  ax.set_title("Claims of Shen et al. (2024)\ngreen: supported, red: "
+               "contradicted, grey: inconclusive", fontsize=9)
   fig.tight_layout()
   return fig
