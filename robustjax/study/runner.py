@@ -62,6 +62,7 @@ from robustjax.compress import saved
 from robustjax.data import loader
 from robustjax.models import factory
 from robustjax.robustness import evaluators
+from robustjax.robustness.evaluators import base as evaluators_base
 from robustjax.robustness.evaluators import transfer
 from robustjax.study import grid as grid_lib
 from robustjax.study import journal as journal_lib
@@ -75,7 +76,6 @@ ENVIRONMENT = report_lib.ENVIRONMENT
 TIMING = runtimes.TIMING  # One line per run segment: wall / compile by stage.
 ROW_FIELDS = ("model_id", "seed", "arch", "method", "setting", "size_bits",
               "sparsity", "shift", "name", "level", "accuracy", "n")
-SHIFTS = ("clean", "domain", "corruption", "adversarial")
 REPORT_EVERY_S = 300.0  # Partial report period while the grid runs.
 
 
@@ -136,7 +136,7 @@ def validate_row(row: dict) -> None:
     raise ValueError(f"Result row misses {missing}: {row}")
   if row["method"] not in recipes.METHODS:
     raise ValueError(f"Bad method {row['method']!r}")
-  if row["shift"] not in SHIFTS:
+  if row["shift"] not in evaluators_base.SHIFTS:
     raise ValueError(f"Bad shift {row['shift']!r}")
   if not 0.0 <= row["accuracy"] <= 1.0 or row["n"] <= 0:
     raise ValueError(f"Bad accuracy/n in {row}")
@@ -305,7 +305,7 @@ def write_outputs(workdir: str, journal) -> str:
 
 
 def run_study(config: ml_collections.ConfigDict, workdir: str,
-              shifts: Sequence[str] = SHIFTS) -> List[dict]:
+              shifts: Sequence[str] = evaluators_base.SHIFTS) -> List[dict]:
   """Runs (or finishes) the study grid of `config` in `workdir`.
 
   Args:
