@@ -16,15 +16,16 @@ readable by the suite (ArrayRecord files in `data_dir`, what
    (`cifar10`, `cifar10_corrupted`, `domainnet`) by tfds itself, which needs
    TensorFlow and network for that one step.
 
-Every split is then counted and checked against `EXPECTED_COUNTS`; a
-shortfall raises an error that names the domain, the split, the numbers and,
-for Office-31, the classes without images. In a multi-host run process 0
+Every split is then counted and checked against the published sizes
+(`registry.EXPECTED_COUNTS`); a shortfall raises an error that names the
+domain, the split, the numbers and, for Office-31, the classes without
+images. In a multi-host run process 0
 does the work while the others wait (`registry.on_main_process`); run it once
 per host instead when the data dir is not shared.
 
 The same check guards every load of a custom builder's domain (digits,
-Office-31: `check_prepared`, called by the registry when it prepares a domain
-or opens the prepared copy), so a copy converted from a half-extracted
+Office-31: `registry.check_prepared`, called when the registry prepares a
+domain or opens the prepared copy), so a copy converted from a half-extracted
 folder is refused, naming the folder to delete, instead of being used for
 good. A deliberately partial folder (a generated smoke-test folder) is
 loaded with `config.dataset.allow_partial`, which the `runlocal` configs set.
@@ -33,37 +34,24 @@ loaded with `config.dataset.allow_partial`, which the `runlocal` configs set.
 import importlib.util
 import os
 import struct
-from typing import Dict, Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 from absl import logging
 from etils import epath
-import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import dataset_info as tfds_dataset_info
 from tensorflow_datasets.core import file_adapters
 
 from robustjax import io
-from robustjax.data import office31
 from robustjax.data import registry
 
-Counts = Dict[str, Dict[str, int]]  # domain -> tfds split -> examples.
-
-# Published sizes, per domain and tfds split (Office-31 has one split).
-EXPECTED_COUNTS = {
-    "digits": {"mnist": {"train": 4000, "test": 1000}, "uci": {"test": 1797}},
-    "cifar10": {"cifar10": {"train": 50000, "test": 10000}},
-    "cifar10_corrupted": {d: {"test": 10000} for d in
-                          registry.get_spec("cifar10_corrupted").domains},
-    "office31": {"amazon": {"train": 2817}, "dslr": {"train": 498},
-                 "webcam": {"train": 795}},
-}
 _ARRAY_RECORD = file_adapters.FileFormat.ARRAY_RECORD
 
 
 def prepare(name: str, data_dir: Optional[str] = None,
             manual_dir: Optional[str] = None,
             domains: Optional[Sequence[str]] = None,
-            overwrite: bool = False) -> Counts:
+            overwrite: bool = False) -> registry.Counts:
   """Prepares (or converts) a dataset in ArrayRecord and checks its size.
 
   Args:
@@ -98,8 +86,8 @@ def prepare(name: str, data_dir: Optional[str] = None,
       _prepare_domain(spec, domain, data_dir, manual_dir, overwrite)
 
   registry.on_main_process(work, f"preparing {name} in {data_dir}")
-  counts = {d: count_examples(spec, d, data_dir) for d in domains}
-  check_counts(spec, counts, data_dir, manual_dir)
+  counts = {d: registry.count_examples(spec, d, data_dir) for d in domains}
+  registry.check_counts(spec, counts, data_dir, manual_dir)
   return counts
 
 
@@ -145,108 +133,6 @@ def _build_catalogue(spec, tfds_name, data_dir, manual_dir):
   except Exception as e:  # pylint: disable=broad-except
     raise RuntimeError(f"tfds could not build {tfds_name} in {data_dir}: "
                        f"{registry.tfds_error(e)}") from e
-
-
-def count_examples(spec: registry.DatasetSpec, domain: str,
-                   data_dir: str) -> Dict[str, int]:
-  """{tfds split: examples} of a prepared domain, from its ArrayRecord files.
-
-  Args:
-    spec: the dataset's spec.
-    domain: one of its domains.
-    data_dir: the tfds data dir.
-
-  Returns:
-    The number of examples per split, as the files hold them.
-  """
-  builder = tfds.builder(spec.tfds_name(domain), data_dir=data_dir)
-  return {split: len(builder.as_data_source(split=split))
-          for split in sorted(builder.info.splits)}
-
-
-def check_counts(spec: registry.DatasetSpec, counts: Counts, data_dir: str,
-                 manual_dir: str) -> None:
-  """Raises ValueError naming every split with fewer examples than expected.
-
-  Args:
-    spec: the dataset's spec.
-    counts: `{domain: {split: n}}` as `count_examples` returns them.
-    data_dir: the tfds data dir (named in the error).
-    manual_dir: where a manual download was read from (named in the error).
-  """
-  expected = EXPECTED_COUNTS.get(spec.name)
-  if expected is None:
-    logging.info("%s: no published sizes to check against; counted %s.",
-                 spec.name, counts)
-    return
-  problems = []
-  for domain, splits in counts.items():
-    for split, want in expected.get(domain, {}).items():
-      got = splits.get(split, 0)
-      if got == want:
-        continue
-      line = (f"{spec.name}/{domain} split {split!r} has {got:,} examples, "
-              f"expected {want:,}")
-      if got < want:
-        line += f" ({want - got:,} missing)"
-      if spec.name == "office31":
-        line += _office31_missing_classes(spec, domain, data_dir)
-      problems.append(line)
-  if not problems:
-    return
-  advice = (f"The copy in {data_dir} is incomplete or not the standard one. ")
-  if spec.name == "office31":
-    advice += (
-        f"Office-31 was built from the folder under {manual_dir}: check that "
-        "domain_adaptation_images.tar.gz was extracted completely there "
-        "(layout in BUILD.md, 'Office-31'), then rerun with --overwrite to "
-        "build it again.")
-  else:
-    advice += "Rerun with --overwrite to build it again."
-  raise ValueError("; ".join(problems) + ". " + advice)
-
-
-def check_prepared(spec: registry.DatasetSpec, domain: str, data_dir: str,
-                   manual_dir: str) -> None:
-  """Refuses a prepared custom domain with other counts than published.
-
-  Args:
-    spec: the dataset's spec (a custom builder's: digits, office31).
-    domain: the prepared domain.
-    data_dir: the tfds data dir.
-    manual_dir: the folder it was built from (named in the error).
-
-  Raises:
-    ValueError: one paragraph naming the splits and their counts, the
-      prepared folder to delete and, for a deliberately partial folder,
-      `config.dataset.allow_partial`.
-  """
-  if domain not in EXPECTED_COUNTS.get(spec.name, {}):
-    return
-  counts = {domain: count_examples(spec, domain, data_dir)}
-  try:
-    check_counts(spec, counts, data_dir, manual_dir)
-  except ValueError as e:
-    folder = registry.custom_builder(spec, domain, data_dir).data_path
-    raise ValueError(
-        f"{e} The prepared copy {folder} is then incomplete: delete it (or "
-        f"run launch/prepare_data.py --dataset={spec.name} --domains="
-        f"{domain} --overwrite) once the folder is complete, and it is "
-        "built again. To use a deliberately partial folder (a smoke test), "
-        "set config.dataset.allow_partial=True.") from None
-
-
-def _office31_missing_classes(spec, domain, data_dir) -> str:
-  builder = registry.custom_builder(spec, domain, data_dir)
-  source = builder.as_data_source(split="train")
-  labels = np.asarray([int(source[i]["label"]) for i in range(len(source))],
-                      np.int64)
-  counts = np.bincount(labels, minlength=len(office31.CLASSES))
-  empty = [c for c, n in zip(office31.CLASSES, counts) if n == 0]
-  if not empty:
-    return ""
-  return (f"; classes without images: {', '.join(empty)} ({len(empty)} of "
-          f"{len(office31.CLASSES)})")
 
 
 # ------------------------------------------------------ TFRecord -> ArrayRecord

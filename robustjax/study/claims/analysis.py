@@ -10,6 +10,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from robustjax.data import registry
 from robustjax.study.claims import comparisons as comparisons_lib
 from robustjax.study.claims import data as data_lib
 from robustjax.study.claims import inference
@@ -55,7 +56,6 @@ class Options:
                        f"known: {[f.name for f in dataclasses.fields(cls)]}.")
     name = (config.get("dataset") or {}).get("name")
     if name and "num_classes" not in block:
-      from robustjax.data import registry  # pylint: disable=g-import-not-at-top
       block["num_classes"] = registry.get_spec(name).num_classes
     return cls(**block)
 
