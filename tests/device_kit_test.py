@@ -11,9 +11,11 @@ import importlib.util
 import os
 import sys
 import tempfile
+import tomllib
 import zipfile
 
 from absl.testing import absltest
+from packaging import requirements as requirements_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -120,6 +122,19 @@ class DeviceKitTest(absltest.TestCase):
     self.assertEqual(set(kit) & image, set())
     self.assertEqual(pins["tensorflow-datasets"], "4.9.10")
     self.assertEqual(pins["jax"], "0.10.2")
+
+  def test_jax_ranges_accept_the_lock_and_the_gpu_image(self):
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+      project = tomllib.load(f)["project"]
+    requirements = [requirements_lib.Requirement(r) for r in (
+        project["dependencies"]
+        + sum(project["optional-dependencies"].values(), []))]
+    jax = [r for r in requirements if r.name in ("jax", "jaxlib")]
+    self.assertLen(jax, 5)  # jax, jaxlib, [gpu], [gpu-cuda13], [tpu].
+    lock = device_kit.pins()["jax"]
+    for r in jax:
+      self.assertIn(lock, r.specifier, str(r))
+      self.assertIn("0.11.2", r.specifier, str(r))  # The offline GPU image.
 
   def test_kit_folder_is_git_ignored(self):
     with open(os.path.join(ROOT, ".gitignore")) as f:
