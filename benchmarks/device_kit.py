@@ -118,6 +118,8 @@ IMAGE = (
     "typing-extensions", "msgpack", "tensorstore", "rich", "treescope",
 )
 
+# glibc 2.17 up to 2.28: scikit-learn's cp312 wheel is manylinux_2_27/2_28
+# only; the image's jaxlib needs glibc 2.27 or newer as well.
 PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_17_x86_64",
              "manylinux_2_27_x86_64", "manylinux_2_28_x86_64")
 PYTHON_VERSION = "3.12"
