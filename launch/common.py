@@ -6,6 +6,7 @@ import contextlib
 import os
 import re
 import sys
+from typing import Mapping, Optional
 
 from absl import flags
 from absl import logging
@@ -21,11 +22,20 @@ from robustjax import parallel
 from robustjax import preemption
 from robustjax import progress
 
+# The persistent compilation cache of a run whose workdir is not a local
+# folder (a gs:// bucket): one local folder per user, shared by all runs
+# (JAX keys each entry by the program, its compile options and the jaxlib /
+# device it was compiled for).
+DEFAULT_COMPILATION_CACHE_DIR = os.path.join("~", ".cache", "robustjax",
+                                             "jax_cache")
+
 flags.DEFINE_integer(
     "cpu_devices", -1,
     "XLA CPU devices for this process; the faster XLA:CPU flags of "
     "robustjax.parallel.configure_host_devices are set in every case (unless "
-    "XLA_FLAGS sets them). -1 (default): one per core (up to 8, a power of "
+    "XLA_FLAGS sets them) where the process can only run on the CPU (none "
+    "where JAX_PLATFORMS or an installed GPU / TPU plugin names an "
+    "accelerator). -1 (default): one per core (up to 8, a power of "
     "two); evaluation and attacks split their batches over them (PGD-10 on "
     "a 2-core CPU 1.1-1.3x faster than on one device, BUILD.md), training "
     "uses --cpu_train_devices of them. 1: one device, as JAX does. 0: JAX's "
@@ -48,6 +58,13 @@ flags.DEFINE_enum(
     "glibc_huge_pages where mimalloc is not installed. glibc_huge_pages: "
     "glibc with GLIBC_TUNABLES=glibc.malloc.hugetlb=1. system: no restart. "
     "An allocator in your own LD_PRELOAD wins.")
+flags.DEFINE_string(
+    "compilation_cache_dir", "",
+    "A local folder for JAX's persistent compilation cache (a rerun or "
+    "resume skips XLA compiles). Default: WORKDIR/jax_cache for a local "
+    "workdir, and for a bucket workdir (gs://...) the local folder "
+    f"{DEFAULT_COMPILATION_CACHE_DIR}. JAX_COMPILATION_CACHE_DIR wins. "
+    "'none': no persistent cache.")
 flags.DEFINE_bool("distributed", False,
                   "Call jax.distributed.initialize() (multi-host TPU VM / "
                   "multi-node GPU; coordinator from the environment).")
@@ -135,6 +152,42 @@ def _restart_with_cpu_malloc(malloc: str) -> None:
   os.execve(sys.executable, sys.orig_argv, environ)
 
 
+def compilation_cache_dir(workdir: str, choice: str = "",
+                          environ: Optional[Mapping[str, str]] = None
+                          ) -> Optional[str]:
+  """The local folder for JAX's persistent compilation cache, or None.
+
+  JAX writes its cache with plain file operations, so a bucket workdir
+  (gs://...) cannot hold it; such a run caches in a local folder instead.
+
+  Args:
+    workdir: the run's folder ("" for a launcher without one).
+    choice: `--compilation_cache_dir`: a local folder ("~" expanded),
+      "none" for no persistent cache, or "" for the default: WORKDIR/jax_cache
+      for a local workdir, else `DEFAULT_COMPILATION_CACHE_DIR`.
+    environ: the environment (default `os.environ`).
+
+  Returns:
+    The absolute folder, or None where nothing is to be set:
+    `JAX_COMPILATION_CACHE_DIR` set (JAX reads it itself), "none", or no
+    workdir and no folder chosen.
+  """
+  environ = os.environ if environ is None else environ
+  if environ.get("JAX_COMPILATION_CACHE_DIR") or choice == "none":
+    return None
+  if choice:
+    if not io.is_local(choice):
+      raise ValueError(
+          f"--compilation_cache_dir={choice}: use a local folder (JAX "
+          "writes its cache with plain file operations).")
+    return os.path.abspath(os.path.expanduser(choice))
+  if not workdir:
+    return None
+  if io.is_local(workdir):
+    return os.path.join(os.path.abspath(workdir), "jax_cache")
+  return os.path.abspath(os.path.expanduser(DEFAULT_COMPILATION_CACHE_DIR))
+
+
 def setup(workdir: str = ""):
   """Logging, multi-host init and the resolved config of a launcher.
 
@@ -165,11 +218,14 @@ def setup(workdir: str = ""):
       lock.acquire(workdir, _launcher_name())
   if workdir and jax.process_index() == 0:
     progress.log_to_file(workdir)
-  if workdir and io.is_local(workdir) and not os.environ.get(
-      "JAX_COMPILATION_CACHE_DIR"):
+  try:
+    cache_dir = compilation_cache_dir(workdir,
+                                      flags.FLAGS.compilation_cache_dir)
+  except ValueError as e:
+    _fatal(str(e))
+  if cache_dir:
     # Persistent compilation cache: a rerun or resume skips XLA compiles.
-    jax.config.update("jax_compilation_cache_dir",
-                      os.path.join(os.path.abspath(workdir), "jax_cache"))
+    jax.config.update("jax_compilation_cache_dir", cache_dir)
   logging.info("JAX %s: process %d/%d, %d local / %d global devices (%s); "
                "malloc: %s.",
                jax.__version__, jax.process_index(), jax.process_count(),

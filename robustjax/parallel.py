@@ -40,12 +40,14 @@ DATA_AXIS = "data"
 # training step (window = the whole feature map) to YNNPACK, which runs them
 # ~4x slower than XLA's own Eigen convolution; turning YNNPACK convolutions
 # off made a ResNet-20 train step 1.5x faster (benchmarks/train_results.md).
-# CPU compilation only: GPU/TPU programs are unaffected.
+# Set only when the process can only run on the CPU (`cpu_only_process`: no
+# accelerator plugin installed, or JAX_PLATFORMS=cpu): a GPU / TPU plugin's
+# XLA parses XLA_FLAGS as well and stops at start-up on a flag it does not
+# know.
 CPU_XLA_FLAGS = (
     "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",)
-# Added as well when the process can only run on the CPU (no accelerator
-# plugin installed, or JAX_PLATFORMS=cpu): the flag is not CPU-specific, and
-# on a GPU it would lower the optimisation of the generated kernels. LLVM
+# Added under the same condition: the flag is not CPU-specific, and on a
+# GPU it would lower the optimisation of the generated kernels. LLVM
 # optimisation level 1 for XLA:CPU's generated code (fusions; convolutions
 # and matrix products are library calls either way) cut the default
 # study's trace + compile from 109 s to 81 s with no slower steps; it moves
@@ -128,21 +130,61 @@ def _usable_cores() -> int:
     return os.cpu_count() or 1
 
 
+# Accelerator plugin modules, by the platform they bring (`platform_hint`).
+_ACCELERATOR_MODULES = (("tpu", "libtpu"), ("gpu", "jax_cuda13_plugin"),
+                        ("gpu", "jax_cuda12_plugin"),
+                        ("gpu", "jax_rocm7_plugin"),
+                        ("gpu", "jax_rocm6_plugin"))
+# `JAX_PLATFORMS` names and the platform they stand for.
+_PLATFORM_NAMES = {"cpu": "cpu", "cuda": "gpu", "rocm": "gpu", "gpu": "gpu",
+                   "tpu": "tpu"}
+
+
+def platform_hint(platforms: Optional[str] = None) -> str:
+  """The platform JAX will run this process on: "cpu", "gpu" or "tpu".
+
+  Decided without starting JAX's backends (XLA reads `XLA_FLAGS` when they
+  start, so the flags must be chosen first): where `JAX_PLATFORMS` (or the
+  `jax_platforms` config) names platforms, the first one that is not the
+  CPU ("cpu" where it names only the CPU); without one, "tpu" where
+  `libtpu` is installed, "gpu" where a CUDA / ROCm plugin is, another
+  accelerator plugin (a `jax_plugins` package or entry point) as "gpu",
+  else "cpu". A process with an accelerator plugin but no accelerator
+  falls back to the CPU at run time; it is still reported as the
+  accelerator, so that no CPU-only setting reaches a real one.
+
+  Args:
+    platforms: a `JAX_PLATFORMS` value; default: the `jax_platforms`
+      config, else the environment variable.
+  """
+  if platforms is None:
+    platforms = (jax.config.jax_platforms
+                 or os.environ.get("JAX_PLATFORMS", ""))
+  names = [p.strip().lower() for p in platforms.split(",") if p.strip()]
+  if names:
+    accelerators = [n for n in names if n != "cpu"]
+    if not accelerators:
+      return "cpu"
+    return _PLATFORM_NAMES.get(accelerators[0], accelerators[0])
+  for name, module in _ACCELERATOR_MODULES:
+    if importlib.util.find_spec(module) is not None:
+      return name
+  if importlib.util.find_spec("jax_plugins") is not None:
+    return "gpu"
+  if importlib.metadata.entry_points(group="jax_plugins"):
+    return "gpu"
+  return "cpu"
+
+
 def cpu_only_process() -> bool:
   """Whether this process can only get CPU devices from JAX.
 
-  True when `JAX_PLATFORMS` (or `jax_platforms`) names only `cpu`, or when no
-  accelerator plugin is installed (no `libtpu`, no `jax_plugins` package or
-  entry point, e.g. `jax[cuda12]`'s). Safe to call before JAX starts.
+  True when `platform_hint()` is "cpu": `JAX_PLATFORMS` (or `jax_platforms`)
+  names only `cpu`, or, without it, no accelerator plugin is installed (no
+  `libtpu`, no CUDA / ROCm plugin, no `jax_plugins` package or entry
+  point). Safe to call before JAX starts.
   """
-  platforms = jax.config.jax_platforms or os.environ.get("JAX_PLATFORMS", "")
-  if platforms:
-    return all(p.strip() == "cpu" for p in platforms.split(",") if p.strip())
-  if importlib.util.find_spec("libtpu") is not None:
-    return False
-  if importlib.util.find_spec("jax_plugins") is not None:
-    return False
-  return not importlib.metadata.entry_points(group="jax_plugins")
+  return platform_hint() == "cpu"
 
 
 def _thp_mode(path: str = _THP_ENABLED) -> str:
@@ -325,10 +367,12 @@ def configure_host_devices(num_devices: Optional[int] = None,
   evaluators do with every local device) the cores are full: PGD-10 ~1.5x
   (idle 2-core machine), and with `CPU_XLA_FLAGS` a ResNet-20 train step
   1.7-1.8x faster (benchmarks/*_results.md).
-  Also appends `CPU_XLA_FLAGS` to `XLA_FLAGS`, and `CPU_ONLY_XLA_FLAGS` when
-  `cpu_only_process()`. It only affects the CPU
-  backend: on a GPU or TPU host the accelerator devices stay the default
-  and their programs are unchanged.
+  Also appends `CPU_XLA_FLAGS` and `CPU_ONLY_XLA_FLAGS` to `XLA_FLAGS` when
+  `cpu_only_process()`: in a process that may run on a GPU or TPU
+  (`platform_hint()`) no XLA:CPU flag is set, since the accelerator's XLA
+  reads `XLA_FLAGS` too and stops at start-up on a flag it does not know.
+  The device count only affects the CPU backend: on a GPU or TPU host the
+  accelerator devices stay the default and their programs are unchanged.
 
   Training uses `train_devices` of them (`train_mesh()`; default one): on
   the idle 2-core machine a train step on one of two devices ran as fast as
@@ -364,7 +408,9 @@ def configure_host_devices(num_devices: Optional[int] = None,
         len(jax.devices("cpu")))
     return 0
   xla_flags = os.environ.get("XLA_FLAGS", "")
-  wanted = CPU_XLA_FLAGS + (CPU_ONLY_XLA_FLAGS if cpu_only_process() else ())
+  # The XLA of a GPU / TPU plugin parses XLA_FLAGS too, and one that does
+  # not know an XLA:CPU flag stops at start-up: CPU flags only for the CPU.
+  wanted = (CPU_XLA_FLAGS + CPU_ONLY_XLA_FLAGS if cpu_only_process() else ())
   new_flags = [f for f in wanted if f.split("=")[0] not in xla_flags]
   if new_flags:
     os.environ["XLA_FLAGS"] = " ".join([xla_flags] + new_flags).strip()
@@ -379,6 +425,61 @@ def configure_host_devices(num_devices: Optional[int] = None,
   _cpu_train_devices = None if train_devices is None else max(
       1, min(int(train_devices), int(num_devices)))
   return int(num_devices)
+
+
+# What float32 matrix products and convolutions compute in, by platform and
+# `jax_default_matmul_precision` (None: the backend's default). XLA:CPU
+# computes float32 whatever the setting; a GPU's default is TF32 (on NVIDIA
+# Ampere or newer, which have TF32 units), a TPU's one bfloat16 pass.
+_MATMUL_PRECISION_ALIASES = {
+    None: "default", "default": "default", "fastest": "default",
+    "bfloat16": "default", "high": "high", "tensorfloat32": "high",
+    "bfloat16_3x": "high", "highest": "highest", "float32": "highest"}
+_FLOAT32_MATMULS = {
+    "gpu": {"default": "tf32", "high": "tf32", "highest": "f32"},
+    "tpu": {"default": "bf16", "high": "bf16_3x", "highest": "f32"},
+}
+
+
+def precision_info(half_precision: Optional[bool] = None,
+                   platform_name: Optional[str] = None) -> Dict[str, object]:
+  """The arithmetic a process's models compute in (for environment.json).
+
+  Args:
+    half_precision: the config's `model.half_precision` (models built in
+      bfloat16), or None where unknown (not recorded then).
+    platform_name: "cpu", "gpu" or "tpu"; default: this process's first
+      device (starts JAX's backends).
+
+  Returns:
+    "platform" and "device_kind" (None where `platform_name` is given),
+    "matmul_precision" (`jax_default_matmul_precision`, "default" where
+    unset: the backend's default), "float32_matmuls" (what a float32
+    matrix product or convolution computes in there: "f32", "tf32", "bf16",
+    "bf16_3x", or the setting itself where not known) and, where given,
+    "half_precision" and "precision": "bf16" for bfloat16 models, else
+    "float32_matmuls".
+  """
+  kind = None
+  if platform_name is None:
+    device = jax.devices()[0]
+    platform_name, kind = device.platform, device.device_kind
+  setting = jax.config.jax_default_matmul_precision
+  level = _MATMUL_PRECISION_ALIASES.get(
+      setting.lower() if isinstance(setting, str) else setting)
+  if platform_name == "cpu":
+    matmuls = "f32"
+  elif level is None:
+    matmuls = str(setting)
+  else:
+    matmuls = _FLOAT32_MATMULS.get(platform_name, {}).get(level, level)
+  info = {"platform": platform_name, "device_kind": kind,
+          "matmul_precision": setting or "default",
+          "float32_matmuls": matmuls}
+  if half_precision is not None:
+    info["half_precision"] = bool(half_precision)
+    info["precision"] = "bf16" if half_precision else matmuls
+  return info
 
 
 @functools.lru_cache(maxsize=None)

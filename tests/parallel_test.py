@@ -622,15 +622,15 @@ class ConfigureHostDevicesTest(absltest.TestCase):
     for flag in parallel.CPU_XLA_FLAGS + parallel.CPU_ONLY_XLA_FLAGS:
       self.assertIn(flag, r["xla_flags"])
 
-  def test_flags_for_cpu_only_processes_are_left_out_otherwise(self):
+  def test_cpu_flags_are_left_out_where_an_accelerator_may_run(self):
     from robustjax import parallel
     # JAX may fall back to the CPU ("cuda,cpu" on a machine without a GPU),
-    # but a process that may get an accelerator keeps XLA's optimisation.
+    # but a GPU's XLA would read the flags too (and stop at start-up on one
+    # it does not know): no XLA:CPU flag in a process that may get one.
     r = _configure_probe(platforms="cuda,cpu")
     self.assertEqual(r["platform"], "cpu")
-    for flag in parallel.CPU_XLA_FLAGS:
-      self.assertIn(flag, r["xla_flags"])
-    for flag in parallel.CPU_ONLY_XLA_FLAGS:
+    self.assertEqual(r["xla_flags"], "")
+    for flag in parallel.CPU_XLA_FLAGS + parallel.CPU_ONLY_XLA_FLAGS:
       self.assertNotIn(flag.split("=")[0], r["xla_flags"])
     r = _configure_probe(xla_flags="--xla_backend_optimization_level=2")
     self.assertEqual(r["xla_flags"].count("xla_backend_optimization_level"),

@@ -104,8 +104,15 @@ def code_version() -> Optional[str]:
   return commit + ("-dirty" if dirty else "")
 
 
-def environment() -> dict:
-  """The machine a study ran on (numbers are bit-identical only on one)."""
+def environment(config: Optional[ml_collections.ConfigDict] = None) -> dict:
+  """The machine a study ran on (numbers are bit-identical only on one).
+
+  With the precision its models computed in (`parallel.precision_info`):
+  platform, device kind, `jax_default_matmul_precision` and what float32
+  matrix products compute in there (TF32 by default on a GPU), and, given
+  the study's `config`, whether models are built in bfloat16
+  (`model.half_precision`).
+  """
   machine = platform.processor() or platform.machine()
   try:
     with open("/proc/cpuinfo") as f:
@@ -122,7 +129,9 @@ def environment() -> dict:
   return {"machine": machine, "jax": jax.__version__,
           "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
           "xla_flags": os.environ.get("XLA_FLAGS", ""),
-          "malloc": parallel.cpu_malloc_in_use(), "code": code_version()}
+          "malloc": parallel.cpu_malloc_in_use(), "code": code_version(),
+          **parallel.precision_info(
+              None if config is None else config.model.half_precision)}
 
 
 def record_key(model_id: str, seed: int, cell_key: str) -> str:
@@ -359,7 +368,7 @@ def _run_study(config, workdir: str, shifts: Sequence[str]) -> List[dict]:
     progress.log_to_file(workdir)  # Idempotent (launchers already did).
     io.write_atomic(os.path.join(workdir, "config.json"),
                     config.to_json_best_effort(indent=2))
-    io.write_json(os.path.join(workdir, ENVIRONMENT), environment())
+    io.write_json(os.path.join(workdir, ENVIRONMENT), environment(config))
   journal = journal_lib.Journal(os.path.join(workdir, JOURNAL),
                                 check=check_record)
   journal.compact()  # Damaged records moved aside: their cells are redone.
