@@ -34,8 +34,9 @@ starts; an error is recorded in the section and the next one starts):
   synthetic splits (with 224-of-256 random crops at 224 px) and of the
   host-to-device copy (`parallel.shard_batch`).
 * study: `configs/default.py:runlocal` through `runner.run_study` into
-  DIR/study, with its `timing.jsonl` summarised (stopped by SIGINT, the
-  study's own preemption path, when its budget runs out).
+  DIR/study (emptied first), with its `timing.jsonl` summarised (stopped
+  by SIGINT, the study's own preemption path, when its budget runs out; a
+  stopped study writes no timing line, the cells it saved are counted).
 
 benchmarks/accelerator_results.md says what each figure means and holds
 the measured runs.
@@ -48,6 +49,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -76,6 +78,7 @@ from robustjax.models import batched
 from robustjax.models import factory
 from robustjax.robustness import attacks
 from robustjax.robustness import corruptions
+from robustjax.study import journal as journal_lib
 from robustjax.study import runner
 from robustjax.study import runtimes
 from robustjax.train import optim
@@ -104,9 +107,9 @@ SECTIONS = ("versions", "devices", "xla", "archs", "members", "corruptions",
             "pgd", "pipeline", "study")
 # Seconds per section on the accelerator (about 6 minutes in all, plus
 # start-up); the dry run has its own, smaller ones.
-BUDGETS = {"versions": 5, "devices": 5, "xla": 25, "archs": 150,
+BUDGETS = {"versions": 5, "devices": 5, "xla": 25, "archs": 130,
            "members": 45, "corruptions": 45, "pgd": 20, "pipeline": 15,
-           "study": 60}
+           "study": 90}
 DRY_BUDGETS = {"versions": 5, "devices": 5, "xla": 20, "archs": 25,
                "members": 15, "corruptions": 10, "pgd": 8, "pipeline": 5,
                "study": 25}
@@ -410,7 +413,7 @@ class Check:
                ("resnet20 w16 32px", cifar10_resnet.get_config(),
                 "resnet20:16")]
     mesh = parallel.train_mesh()
-    rows = []
+    rows, sequential = [], {}
     min_calls = 1 if self.dry else 3
     for label, config, arch in cases:
       if budget.out():
@@ -419,6 +422,8 @@ class Check:
       batch = config.batch_size
       _, call, compile_s = self._train_runner(model, config, mesh, batch)
       single, _ = rate(call, batch, self.measure_s, min_calls)
+      sequential[label] = {"batch": batch, "img_s": _round(single, 1),
+                           "compile_s": _round(compile_s)}
       for k in ks:
         if budget.out():
           break
@@ -435,7 +440,7 @@ class Check:
             "sequential_img_s_per_model": _round(single / k, 1),
             "sequential_compile_s": _round(compile_s),
             "speedup": _round(img_s / single, 3)})
-    return {"rows": rows}
+    return {"rows": rows, "single_model": sequential}
 
   def corruptions(self, budget):
     if self.dry:
@@ -573,6 +578,9 @@ class Check:
       config.evals.attacks.names = ("fgsm",)
       config.evals.attacks.max_examples = 16
     workdir = os.path.join(self.out, "study")
+    # A fresh study each time: a study left here by an earlier check would
+    # resume and time only what it lacked.
+    shutil.rmtree(workdir, ignore_errors=True)
     start = time.perf_counter()
     stopped = threading.Event()
 
@@ -596,6 +604,9 @@ class Check:
            "rows": len(rows) if rows is not None else None}
     if error:
       out["stopped"] = error
+    # Cells finished (a stopped study writes no timing.jsonl line).
+    out["cells_saved"] = len(journal_lib.Journal(
+        os.path.join(workdir, runner.JOURNAL)))
     path = os.path.join(workdir, runtimes.TIMING)
     if os.path.exists(path):
       with open(path) as f:
@@ -712,7 +723,8 @@ def markdown(doc) -> str:
   if st and "wall_s" in st:
     lines.append(f"| study (default runlocal) | {_fmt(st['wall_s'])} s wall, "
                  f"{_fmt(st.get('timing_compile_s'))} s compile (timing.jsonl)"
-                 f"{', stopped' if st.get('stopped') else ''} |")
+                 f", {st.get('cells_saved')} cells"
+                 f"{', stopped by its budget' if st.get('stopped') else ''} |")
   return "\n".join(lines) + "\n"
 
 
