@@ -436,6 +436,9 @@ def _read(workdir: str):
     env = io.read_json(env_path)
     notes.append(f"Machine: {env.get('machine')}; {env.get('devices')}; "
                  f"jax {env.get('jax')}"
+                 + (f"; precision {env['precision']} (float32 matmuls: "
+                    f"{env.get('float32_matmuls')})"
+                    if env.get("precision") else "")
                  + (f"; XLA_FLAGS `{env['xla_flags']}`"
                     if env.get("xla_flags") else "") + ".")
   return rows, dict(title=title, notes=notes, examples=examples,

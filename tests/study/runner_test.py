@@ -149,6 +149,10 @@ class StudyTest(absltest.TestCase):
     self.assertEqual(env["xla_flags"], os.environ.get("XLA_FLAGS", ""))
     self.assertEqual(env["malloc"], parallel.cpu_malloc_in_use())
     self.assertEqual(env["code"], runner.code_version())
+    # The precision the models ran in is in environment.json and the report.
+    self.assertIn(env["precision"], ("f32", "tf32", "bf16", "bf16_3x"))
+    self.assertIn(f"precision {env['precision']} (float32 matmuls: "
+                  f"{env['float32_matmuls']})", report)
     # Each run segment records the process's peak memory.
     segment = io.read_jsonl(os.path.join(self.workdir, runner.TIMING))[0]
     self.assertGreater(segment["peak_rss_mb"], 50)
