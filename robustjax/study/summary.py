@@ -88,7 +88,7 @@ def claims_table(result: claims_analysis.Claims) -> str:
 
   for v in result.verdicts:
     out.append(f"| ({v.key}) | **{v.verdict}** | " + " | ".join(
-        _cell_text(_deciding(v, s)) for s in primary + secondary) + " |")
+        _cell_text(v.deciding.get(s)) for s in primary + secondary) + " |")
   if result.control:
     by = {c.shift: c for c in result.control}
     out.append("| negative control | " + ", ".join(sorted(
@@ -109,11 +109,6 @@ def claims_of(results: str):
       data, claims_analysis.Options.from_config(config))
 
 
-def _deciding(v, shift):
-  return next((c for c in v.cells if c.shift == shift and
-               c.analysis == v.cells[0].analysis), None)
-
-
 def replication(result: claims_analysis.Claims,
                 other: claims_analysis.Claims, name: str) -> str:
   """Primary verdicts of two studies side by side; flags opposite ones."""
@@ -121,7 +116,7 @@ def replication(result: claims_analysis.Claims,
   cells = []
   for v, w in zip(result.verdicts, other.verdicts):
     for shift in result.options.primary:
-      a, b = _deciding(v, shift), _deciding(w, shift)
+      a, b = v.deciding.get(shift), w.deciding.get(shift)
       if a is None or b is None:
         continue
       cells.append(f"({v.key}) {shift}: {a.verdict} / {b.verdict}")

@@ -50,7 +50,6 @@ class EffectTest(absltest.TestCase):
     est = e.interval(0.05)
     self.assertAlmostEqual(est.lo, lo)
     self.assertAlmostEqual(est.hi, hi)
-    self.assertAlmostEqual(e.p_value(), scipy_stats.ttest_1samp(d, 0).pvalue)
 
   def test_examples_add_variance_at_the_normal_quantile(self):
     rng = np.random.default_rng(2)
@@ -66,16 +65,12 @@ class EffectTest(absltest.TestCase):
         t2 ** 2 * e.seed_var + z ** 2 * e.example_var))
     self.assertLess(e.half_width(0.05), t2 * e.se)
     self.assertGreater(e.half_width(0.05), z * e.se)
-    # The p-value is the level at which the interval touches zero.
-    shifted = inference.Effect(3 * e.se, e.seed_var, e.example_var, 3)
-    p = shifted.p_value()
-    self.assertAlmostEqual(shifted.interval(p).lo, 0.0, places=9)
+
 
   def test_undefined_and_degenerate(self):
     self.assertTrue(np.isnan(inference.effect([0.1, np.nan], []).value))
     e = inference.effect([0.0, 0.0, 0.0], [np.zeros((3, 5))])
     self.assertEqual(e.interval().sign, 0)
-    self.assertEqual(e.p_value(), 1.0)
     one = inference.effect([0.2], [np.zeros((1, 5))])
     self.assertEqual(one.interval().sign, 0)  # One seed decides nothing.
 

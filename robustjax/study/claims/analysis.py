@@ -109,6 +109,7 @@ class _Shift:
     self.neg_drop = shifted - clean
     bounds = np.cumsum([0] + list(table.set_sizes))
     self.sets = list(zip(bounds[:-1], bounds[1:]))
+    self._effects = {}  # The same comparison enters several analyses.
 
   def weights(self, coefs) -> Optional[np.ndarray]:
     if any(m not in self.index for m, _ in coefs):
@@ -121,6 +122,12 @@ class _Shift:
   def effects(self, w: np.ndarray) -> Tuple[inference.Effect,
                                             inference.Effect]:
     """The effect of weights `w` [M] in R and in -drop."""
+    key = w.tobytes()
+    if key not in self._effects:
+      self._effects[key] = self._compute(w)
+    return self._effects[key]
+
+  def _compute(self, w: np.ndarray):
     used = w != 0
     d = self.r[:, used] @ w[used]
     g1 = np.where(used, self.g_shifted, 0.0) * w  # [S, M]

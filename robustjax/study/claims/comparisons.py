@@ -279,14 +279,6 @@ class Cell:
   mde: float = float("nan")
   mde_10: float = float("nan")
 
-  @property
-  def se(self) -> float:
-    return max((e.se for e in self.components.values()), default=np.nan)
-
-  @property
-  def df(self) -> float:
-    return min((e.df for e in self.components.values()), default=np.nan)
-
 
 @dataclasses.dataclass
 class Verdict:
@@ -297,6 +289,12 @@ class Verdict:
   #               not testable
   effect: str  # what the effect in R is (positive = claimed)
   effect_drop: str
-  cells: List[Cell]
+  cells: List[Cell]  # The deciding analysis's first, one per shift type.
   comparisons: List[Comparison]
   notes: List[str]
+
+  @property
+  def deciding(self) -> Dict[str, Cell]:
+    """shift type -> the cell of the analysis that decides the claim."""
+    main = self.cells[0].analysis if self.cells else None
+    return {c.shift: c for c in self.cells if c.analysis == main}

@@ -53,7 +53,6 @@ import math
 from typing import List, NamedTuple, Optional, Sequence
 
 import numpy as np
-from scipy import optimize
 from scipy import stats as scipy_stats
 
 CONFIDENCE = 0.95
@@ -123,22 +122,6 @@ class Effect:
       return Estimate(float("nan"), float("nan"), float("nan"))
     half = self.half_width(alpha)
     return Estimate(self.value, self.value - half, self.value + half)
-
-  def p_value(self) -> float:
-    """Two-sided p-value of 'the effect is zero' (the smallest alpha whose
-    interval excludes zero)."""
-    if not np.isfinite(self.value) or self.num_seeds < 2:
-      return float("nan") if not np.isfinite(self.value) else 1.0
-    if self.value == 0:
-      return 1.0
-    if self.se == 0:
-      return 0.0
-    f = lambda a: self.half_width(a) - abs(self.value)
-    if f(1 - 1e-12) > 0:
-      return 1.0
-    if f(1e-15) < 0:
-      return 0.0
-    return float(optimize.brentq(f, 1e-15, 1 - 1e-12, xtol=1e-14))
 
   def mde(self, alpha: float, power: float = 0.8,
           num_seeds: Optional[int] = None) -> float:

@@ -125,8 +125,7 @@ def render_markdown(result: analysis.Claims,
     out += [f"### {v.claim}", "",
             f"**{v.verdict.upper()}**. Effect in R: {v.effect}. Effect in "
             f"drop: {v.effect_drop}.", ""]
-    deciding = [c for c in v.cells if c.in_verdict or (
-        c.analysis == v.cells[0].analysis)]
+    deciding = list(v.deciding.values())
     rest = [c for c in v.cells if c not in deciding]
     out += _table_head(True) + _cell_rows(deciding, True)
     out += _cell_rows(rest, True) + [""]
@@ -172,8 +171,8 @@ def forest_figure(result: analysis.Claims) -> mpl_figure.Figure:
   rows = []  # (label, cell, group)
   for group, primary in (("primary", True), ("secondary", False)):
     for v in result.verdicts:
-      for c in v.cells:
-        if c.analysis == v.cells[0].analysis and c.primary == primary:
+      for c in v.deciding.values():
+        if c.primary == primary:
           rows.append((f"({v.key}) {c.shift}", c, group))
   for c in result.control:
     rows.append((f"control {c.shift}", c, "negative control"))
