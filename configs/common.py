@@ -249,6 +249,9 @@ def study_block() -> ml_collections.ConfigDict:
   s.negative_control = ""  # An arch of `archs` retrained from another
   # seed (model "<arch>/replicate", method replicate); "" = none.
   s.notes = ()  # Lines the report shows under its title (e.g. warnings).
+  s.grouped = "auto"  # auto | on | off: train the cells that share one
+  # program (the seeds of a model) as one vmapped group; auto = on for
+  # GPU/TPU, off on CPU.
   s.claims = ml_collections.ConfigDict()  # How the claims are decided.
   s.claims.alpha = 0.05  # Family-wise error rate of the primary verdicts.
   s.claims.primary = ("domain", "adversarial")  # Primary shifts (the
@@ -360,6 +363,8 @@ def _validate_study_extras(c: ml_collections.ConfigDict) -> None:
       not 0.0 <= above <= 1.0):
     _fail("study.prune.gradual_above", above, "a sparsity in [0, 1] (1.0 = "
           "every model keeps its listed schedule)")
+  if c.study.grouped not in ("auto", "on", "off"):
+    _fail("study.grouped", c.study.grouped, "auto, on or off")
   control = c.study.negative_control
   if not isinstance(control, str) or (control and
                                       control not in c.study.archs):
