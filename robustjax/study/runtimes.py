@@ -13,9 +13,10 @@ timed run of that same study, on any machine:
 checks that the workdir ran the committed config to the end, compares its
 results.csv with the committed one (bit-identical, or how many rows moved:
 other CPU types round differently), appends the record and regenerates the
-README block, whose runtime table is rendered from the ledger by `table`.
-So README's runtime figures for every machine come from committed files,
-and `tests/readme_test.py` fails when they disagree.
+runtime page `runtimes.md` beside the ledger (`page`: the committed run's
+stages and every run of the ledger) and README's one runtime line (`line`).
+So every runtime figure comes from committed files, and
+`tests/readme_test.py` fails when a page disagrees with them.
 
 Records (one JSON object per line): `finished`, `machine`, `devices`,
 `malloc`, `code` (the commit that ran; None where unknown), `source` (how
@@ -39,7 +40,8 @@ LEDGER = "runtimes.jsonl"
 TIMING = "timing.jsonl"  # A study's own timing, one line per run segment.
 CONFIG = "config.json"
 RESULTS_CSV = "results.csv"
-SHOWN = 8  # Newest runs the README table shows; the ledger keeps them all.
+PAGE = "runtimes.md"  # The generated page beside the ledger.
+SHOWN = 8  # Newest runs `table` shows by default; the ledger keeps them all.
 
 
 def read(results: str) -> List[dict]:
@@ -170,7 +172,8 @@ def table(results: str, shown: int = SHOWN) -> str:
     walls = [r["wall_s"] / 60 for r in runs]
     newest = runs[-1]
     out.append(f"- {m}: {len(runs)} run(s), {min(walls):.1f}-"
-               f"{max(walls):.1f} min (median {statistics.median(walls):.1f}); newest "
+               f"{max(walls):.1f} min (median "
+               f"{statistics.median(walls):.1f}); newest "
                f"{newest['finished'][:10]}: {newest['wall_s'] / 60:.1f} min, "
                f"compile {100 * newest['compile_s'] / newest['wall_s']:.1f} %.")
   out += ["", "| finished | machine | code | allocator | study loop | "
@@ -186,3 +189,92 @@ def table(results: str, shown: int = SHOWN) -> str:
         f"({100 * r['compile_s'] / r['wall_s']:.1f} %) | {peak} | "
         f"{r['results']} |")
   return "\n".join(out)
+
+
+
+def _timing(results: str) -> List[dict]:
+  path = os.path.join(results, TIMING)
+  return io.read_jsonl(path) if io.exists(path) else []
+
+
+def _totals(segments: List[dict]):
+  wall = sum(seg["total"]["wall_s"] for seg in segments)
+  comp = sum(seg["total"]["compile_s"] for seg in segments)
+  machines = sorted({f"{seg.get('machine', '?')}, {seg.get('devices', '?')}"
+                     for seg in segments})
+  return wall, comp, "; ".join(machines)
+
+
+def stage_table(results: str) -> str:
+  """Where the committed run's time went, from `timing.jsonl` (all segments)."""
+  segments = _timing(results)
+  if not segments:
+    return f"Runtime: not recorded (no {TIMING} in the results)."
+  stages = {}
+  for seg in segments:
+    for name, v in seg["stages"].items():
+      acc = stages.setdefault(name, [0.0, 0.0])
+      acc[0] += v["wall_s"]
+      acc[1] += v["compile_s"]
+  wall, comp, machines = _totals(segments)
+  out = [f"Runtime of this run (from `{TIMING}`, {len(segments)} "
+         f"segment(s), {machines}): **{wall / 60:.1f} min** wall "
+         f"in the study loop, of which {comp / 60:.1f} min "
+         f"({100 * comp / wall:.0f} %) JAX tracing + compilation.", "",
+         "| stage | wall s | compile s |", "|---|---|---|"]
+  for name, (w, c) in sorted(stages.items(), key=lambda kv: -kv[1][0]):
+    out.append(f"| {name} | {w:.0f} | {c:.0f} |")
+  return "\n".join(out)
+
+
+def line(results: str, what: str) -> str:
+  """One line for the README: the committed run's time, linking to `page`.
+
+  Args:
+    results: the results folder (relative to the README) holding
+      `timing.jsonl`, the ledger and the page.
+    what: the run's name for the reader, e.g. 'README command (1)'.
+  """
+  link = f"{results}/{PAGE}"
+  segments = _timing(results)
+  if not segments:
+    return f"Runtime: not recorded (no {TIMING} in `{results}`)."
+  wall, comp, machines = _totals(segments)
+  return (f"Runtime: {what} takes **{wall / 60:.1f} min** in the study loop "
+          f"({100 * comp / wall:.0f} % of it JAX tracing + compilation) on "
+          f"{machines}; where the time goes and every timed run: "
+          f"[{link}]({link}).")
+
+
+def page(results: str, command: str) -> str:
+  """The generated runtime page (`runtimes.md`) of the results folder.
+
+  Args:
+    results: the results folder holding `timing.jsonl` and the ledger.
+    command: the summary command that writes the page (shown on it).
+  """
+  ledger = read(results)
+  return "\n".join([
+      f"# Runtime of `{results}`", "",
+      f"Generated from this folder's `{TIMING}` (the committed run) and "
+      f"`{LEDGER}` (one record per timed run of the same config, on any "
+      f"machine) by `{command}`; `tests/readme_test.py` checks that it "
+      "matches.", "",
+      "## The committed run", "",
+      stage_table(results), "",
+      "## Every timed run", "",
+      table(results, shown=max(len(ledger), 1)), "",
+      "The last column compares the run's `results.csv` with the committed "
+      "one. The same config on the same CPU type and XLA CPU device count "
+      "gives bit-identical results; other CPU types round floats "
+      "differently, so expect some rows to differ there.", "",
+      "## Adding a run", "",
+      "Run the study with the committed config (README command (1)), e.g. "
+      "in a fresh clone on a machine type not listed yet, then add its "
+      "workdir to the ledger and regenerate this page and the README:", "",
+      "```bash",
+      f"{command} --add_run=workdirs/default "
+      "--source=\"README command (1), fresh clone\"",
+      "```", "",
+      f"and commit `{LEDGER}`, this page and README.md. It refuses an "
+      "unfinished run or one of another config.", ""])

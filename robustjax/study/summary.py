@@ -9,14 +9,16 @@ journal (rows + per-example results) in `--results` (a folder or a bucket
 URL): the claims' verdicts with their pooled effects, family-corrected
 intervals and minimum detectable effects, the negative control, the models
 left out (and, with `--replicate=RESULTS`, the primary verdicts of a second
-study of the same grid with another `--config.seed`), the model table (means over seeds), the runtime by stage (from
-`timing.jsonl`) and the runtime of every timed run of the study, on every
-machine (the ledger `runtimes.jsonl`, robustjax/study/runtimes.py).
-`tests/readme_test.py` regenerates the block and fails when the README
-disagrees with the committed results.
+study of the same grid with another `--config.seed`), the model table
+(means over seeds) and one runtime line. The same command writes the
+runtime page `runtimes.md` beside the timed results (`--quick` if given,
+else `--results`): where the committed run's time went (`timing.jsonl`)
+and every timed run of the study, on every machine (the ledger
+`runtimes.jsonl`, robustjax/study/runtimes.py). `tests/readme_test.py`
+regenerates both and fails when a committed file disagrees.
 
 To add a timed run (e.g. README command (1) on another machine type) to the
-ledger and regenerate the block:
+ledger and regenerate the block and the page:
 
   python -m robustjax.study.summary --results=docs/results/default \
       --add_run=workdirs/default --source="README command (1), fresh clone" \
@@ -27,7 +29,7 @@ import argparse
 import math
 import os
 import re
-from typing import Optional
+from typing import Dict, Optional
 
 from robustjax import io
 from robustjax.study.claims import analysis as claims_analysis
@@ -39,32 +41,6 @@ from robustjax.study import runner
 from robustjax.study import runtimes
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
-
-
-def runtime(results: str) -> str:
-  """Where the study's time went, from its `timing.jsonl` (all segments)."""
-  path = os.path.join(results, runner.TIMING)
-  segments = io.read_jsonl(path) if io.exists(path) else []
-  if not segments:
-    return "Runtime: not recorded (no timing.jsonl in the results)."
-  stages = {}
-  for seg in segments:
-    for name, v in seg["stages"].items():
-      acc = stages.setdefault(name, [0.0, 0.0])
-      acc[0] += v["wall_s"]
-      acc[1] += v["compile_s"]
-  wall = sum(seg["total"]["wall_s"] for seg in segments)
-  comp = sum(seg["total"]["compile_s"] for seg in segments)
-  machines = sorted({f"{seg.get('machine', '?')}, {seg.get('devices', '?')}"
-                     for seg in segments})
-  out = [f"Runtime of this run (from `timing.jsonl`, {len(segments)} "
-         f"segment(s), {'; '.join(machines)}): **{wall / 60:.1f} min** wall "
-         f"in the study loop, of which {comp / 60:.1f} min ({100 * comp / wall:.0f} %) "
-         "JAX tracing + compilation.", "",
-         "| stage | wall s | compile s |", "|---|---|---|"]
-  for name, (w, c) in sorted(stages.items(), key=lambda kv: -kv[1][0]):
-    out.append(f"| {name} | {w:.0f} | {c:.0f} |")
-  return "\n".join(out)
 
 
 def _cell_text(cell, mde: bool = True) -> str:
@@ -130,7 +106,7 @@ def replication(result: claims_analysis.Claims,
 
 
 def block(results: str, replicate: Optional[str] = None,
-          quick: Optional[str] = None) -> str:
+          quick: Optional[str] = None, readme: str = "README.md") -> str:
   """The generated README block for the study workdir `results`.
 
   Args:
@@ -138,8 +114,9 @@ def block(results: str, replicate: Optional[str] = None,
     replicate: optionally a second study of the same grid with another
       `--config.seed`, whose primary verdicts are shown beside.
     quick: optionally a study of the same grid with fewer seeds (README's
-      first command): its verdicts, minimum detectable effects and runtimes
-      are shown too (else the runtimes are `results`').
+      first command): its verdicts and minimum detectable effects are shown
+      too, and the runtime line is its run's (else `results`').
+    readme: the README the block is for (named in the command it quotes).
   """
   rows, result = claims_of(results)
   env_path = os.path.join(results, runner.ENVIRONMENT)
@@ -155,11 +132,8 @@ def block(results: str, replicate: Optional[str] = None,
   out = [BEGIN, "", status, "",
          f"Generated from `{results}` ({len(models)} models x {len(seeds)} "
          f"seeds, {len(rows)} rows; machine: {env.get('machine', 'unknown')}"
-         f", {env.get('devices', '')}) by `python -m robustjax.study.summary "
-         f"--results={results}"
-         f"{f' --replicate={replicate}' if replicate else ''}"
-         f"{f' --quick={quick}' if quick else ''} "
-         "--readme=README.md`; "
+         f", {env.get('devices', '')}) by "
+         f"`{command(results, replicate, quick, readme)}`; "
          "`tests/readme_test.py` checks that it matches.", "",
          claims_table(result), ""]
   if replicate:
@@ -180,28 +154,49 @@ def block(results: str, replicate: Optional[str] = None,
     out += [f"README command (1) runs the same grid with {q_seeds} seeds "
             f"(`{quick}`): its verdicts and what it can detect (MDE; "
             "compare with the table above):", "",
-            claims_table(q_result), "", runtime(quick), "",
-            runtimes.table(quick), ""]
+            claims_table(q_result), "",
+            runtimes.line(quick, "README command (1)"), ""]
   else:
-    out += [runtime(results), "", runtimes.table(results), ""]
+    out += [runtimes.line(results, "this study"), ""]
   return "\n".join(out + [END])
 
 
-def update_readme(readme: str, results: str, check_only: bool = False,
-                  replicate: Optional[str] = None,
-                  quick: Optional[str] = None) -> Optional[str]:
-  """Rewrites the README block; with `check_only`, returns the new text."""
+def command(results: str, replicate: Optional[str] = None,
+            quick: Optional[str] = None, readme: str = "README.md") -> str:
+  """The summary command that writes these outputs (quoted in them)."""
+  return (f"python -m robustjax.study.summary --results={results}"
+          f"{f' --replicate={replicate}' if replicate else ''}"
+          f"{f' --quick={quick}' if quick else ''} --readme={readme}")
+
+
+def outputs(readme: str, results: str, replicate: Optional[str] = None,
+            quick: Optional[str] = None) -> Dict[str, str]:
+  """Every file the summary command writes: {path: text}.
+
+  The README (`readme`, a file of the checkout) with its results block
+  regenerated, and the runtime page `runtimes.md` in the timed results
+  folder (`quick` if given, else `results`; a folder or a bucket URL).
+
+  Raises:
+    ValueError: the README has no results block.
+  """
   with open(readme) as f:  # A file of the checkout (results may be a URL).
     text = f.read()
   if BEGIN not in text or END not in text:
     raise ValueError(f"{readme} has no {BEGIN} ... {END} block.")
   new = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END),
-               lambda _: block(results, replicate, quick), text, flags=re.S)
-  if check_only:
-    return new
-  with open(readme, "w") as f:
-    f.write(new)
-  return new
+               lambda _: block(results, replicate, quick, readme), text,
+               flags=re.S)
+  timed = quick or results
+  return {readme: new,
+          os.path.join(timed, runtimes.PAGE): runtimes.page(
+              timed, command(results, replicate, quick, readme))}
+
+
+def write(files: Dict[str, str]):
+  """Writes `outputs`' files (atomically; bucket URLs too)."""
+  for path, text in files.items():
+    io.write_atomic(path, text)
 
 
 def main():
@@ -231,8 +226,8 @@ def main():
     except ValueError as e:
       parser.error(str(e))
     print(f"Added to {runtimes.LEDGER}: {record}")
-  update_readme(args.readme, args.results, replicate=args.replicate,
-                quick=args.quick)
+  write(outputs(args.readme, args.results, replicate=args.replicate,
+                quick=args.quick))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""robustjax.study.runtimes: the ledger of timed runs and its README table.
+"""robustjax.study.runtimes: the ledger of timed runs, its page and line.
 
 The record of a real finished run (and its errors for an unfinished one) is
 tested on the runlocal study in tests/study/runner_test.py; here: result
-comparison, the ledger file, the table, the refusals, the committed ledger.
+comparison, the ledger file, the table, the runtime page and README line,
+the refusals, the committed ledger.
 """
 
 import os
@@ -98,6 +99,33 @@ class LedgerTest(absltest.TestCase):
         "| 2026-12-03 01:00 | Intel Xeon (2 cores), 2 x cpu | abc1234 | "
         "mimalloc 3.4.3 | 10.0 min | 120 s (20.0 %) | 1.50 GiB | identical |"])
 
+  def test_page_and_line(self):
+    self.assertIn("not recorded", runtimes.line(self.results, "x"))
+    io.append_jsonl(os.path.join(self.results, "timing.jsonl"), [
+        {"total": {"wall_s": 200.0, "compile_s": 20.0},
+         "stages": {"build/original": {"wall_s": 150.0, "compile_s": 15.0},
+                    "report": {"wall_s": 50.0, "compile_s": 5.0}},
+         "finished": "2026-12-03 01:00:00", "machine": "M (2 cores)",
+         "devices": "2 x cpu"},
+        {"total": {"wall_s": 100.0, "compile_s": 10.0},
+         "stages": {"build/original": {"wall_s": 100.0, "compile_s": 10.0}},
+         "finished": "2026-12-03 01:30:00", "machine": "M (2 cores)",
+         "devices": "2 x cpu"}])
+    runtimes.add(self.results, _record(machine="M (2 cores)",
+                                       finished="2026-12-03 01:30:00"))
+    line = runtimes.line(self.results, "README command (1)")
+    self.assertNotIn("\n", line)
+    self.assertIn("README command (1) takes **5.0 min** in the study loop "
+                  "(10 % of it JAX tracing + compilation) on M (2 cores), "
+                  "2 x cpu", line)
+    link = f"{self.results}/runtimes.md"
+    self.assertIn(f"[{link}]({link})", line)
+    page = runtimes.page(self.results, "python -m robustjax.study.summary X")
+    self.assertIn("2 segment(s)", page)
+    self.assertIn("| build/original | 250 | 25 |", page)  # Segments summed.
+    self.assertIn("| 2026-12-03 01:30 | M (2 cores), 2 x cpu |", page)
+    self.assertIn("python -m robustjax.study.summary X --add_run=", page)
+
   def test_refusals_say_what_to_do(self):
     workdir = tempfile.mkdtemp()
     with self.assertRaisesRegex(ValueError, "has no timing.jsonl: pass the "
@@ -163,7 +191,7 @@ class CommittedLedgerTest(absltest.TestCase):
 
   def test_newest_record_is_the_committed_run(self):
     # The committed timing.jsonl is the newest run of the ledger, so the
-    # README's stage table and its run table describe the same run.
+    # runtime page's stage table and its run table describe the same run.
     ledger = runtimes.read(COMMITTED)
     self.assertNotEmpty(ledger)
     segments = io.read_jsonl(os.path.join(COMMITTED, "timing.jsonl"))
