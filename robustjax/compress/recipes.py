@@ -20,8 +20,9 @@ robustjax/study/grid.py; its saved metadata says original).
 """
 
 import copy
+import dataclasses
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from absl import logging
 import ml_collections
@@ -85,14 +86,73 @@ def original(variables, config, workdir: Optional[str] = None,
                  config, workdir, time.time(), reference=variables)
 
 
+@dataclasses.dataclass
+class Training:
+  """A compression method's training, planned but not run.
+
+  `finish(final_state)` saves and returns the model. Trainings whose configs
+  differ only in `seed`, and whose recipes share the model, loss and
+  optimizer update (the originals of one arch; one-shot fine-tunes of one
+  arch at any sparsity), can run as one `train_together` group.
+  """
+  config: ml_collections.ConfigDict
+  workdir: str  # The training run's folder (`<model folder>/train`).
+  recipe: Optional[trainer.Recipe]
+  finish: Callable[[Any], saved.Compressed]
+
+  def run(self) -> saved.Compressed:
+    """Trains alone (`trainer.train_and_evaluate`) and finishes."""
+    return self.finish(trainer.train_and_evaluate(self.config, self.workdir,
+                                                  self.recipe))
+
+
+def _program_config(config) -> str:
+  c = ml_collections.ConfigDict(config.to_dict())
+  c.seed = 0
+  return c.to_json(sort_keys=True)
+
+
+def train_together(trainings: List[Training], workdir: str
+                   ) -> List[saved.Compressed]:
+  """Runs `trainings` as one vmapped `trainer.train_members` program.
+
+  Each member ends where its own `Training.run` would, up to float
+  reassociation (the members are batched), and is saved the same way.
+
+  Args:
+    trainings: trainings whose configs differ only in `seed`.
+    workdir: the group's folder (its stacked checkpoints; resumable).
+
+  Returns:
+    The finished models, in order.
+
+  Raises:
+    ValueError: if the configs differ in more than the seed.
+  """
+  programs = {_program_config(t.config) for t in trainings}
+  if len(programs) > 1:
+    raise ValueError("train_together needs trainings whose configs differ "
+                     "only in seed; train these one by one (Training.run).")
+  states = trainer.train_members(
+      [trainer.Member(t.config, t.workdir, t.recipe) for t in trainings],
+      workdir)
+  return [t.finish(s) for t, s in zip(trainings, states)]
+
+
+def plan_original(config, workdir: str, arch: Optional[str] = None
+                  ) -> Training:
+  """The training of `arch` (default: the config's model) as an original."""
+  cfg = config if arch is None else with_arch(config, arch)
+  return Training(cfg, f"{workdir}/train", None,
+                  lambda state: original(state.variables, cfg, workdir, arch))
+
+
 def train_original(config, workdir: str, arch: Optional[str] = None
                    ) -> saved.Compressed:
   """Trains `arch` (default: the config's model) and saves it as original."""
   if saved.is_done(workdir):
     return saved.load(workdir)
-  cfg = config if arch is None else with_arch(config, arch)
-  state = trainer.train_and_evaluate(cfg, f"{workdir}/train")
-  return original(state.variables, cfg, workdir, arch)
+  return plan_original(config, workdir, arch).run()
 
 
 def with_arch(config, arch: str) -> ml_collections.ConfigDict:
@@ -140,6 +200,16 @@ def prune(base_variables, config, workdir: str, *, sparsity: float,
   """
   if saved.is_done(workdir):
     return saved.load(workdir)
+  return plan_prune(base_variables, config, workdir, sparsity=sparsity,
+                    scope=scope, structure=structure, schedule=schedule,
+                    arch=arch).run()
+
+
+def plan_prune(base_variables, config, workdir: str, *, sparsity: float,
+               scope: str = "global", structure: str = "unstructured",
+               schedule: str = "oneshot", arch: Optional[str] = None
+               ) -> Training:
+  """`prune`'s fine-tuning as a `Training` (same arguments)."""
   t0 = time.time()
   c = config.compress
   cfg = config if arch is None else with_arch(config, arch)
@@ -158,20 +228,24 @@ def prune(base_variables, config, workdir: str, *, sparsity: float,
       schedule=schedule, begin_step=0,
       end_step=max(1, int(round(c.gradual_end_fraction * steps))),
       update_every=int(c.gradual_update_every), prunable=prunable)
-  state = trainer.train_and_evaluate(cfg, f"{workdir}/train", trainer.Recipe(
-      init_variables=pruner.prepare(base_variables), wrap_tx=pruner.wrap_tx))
-  report = pruning.sparsity_report(saved.to_host(state.params), prunable)
-  report.pop("layers")
   setting = dict(sparsity=float(sparsity), scope=scope,
                  structured=structure == "channel", schedule=schedule)
-  return _finish(
-      "prune", setting, factory.arch_spec(cfg), state.variables, config,
-      workdir, t0, reference=base_variables,
-      # Filter-pruned kernels are stored as their kept filters.
-      sparse_format="channel" if structure == "channel" else None,
-      extra=dict(prunable_sparsity=report["prunable_sparsity"],
-                 sparsity_report=report, pruner=pruner.config,
-                 finetune_steps=steps))
+
+  def finish(state) -> saved.Compressed:
+    report = pruning.sparsity_report(saved.to_host(state.params), prunable)
+    report.pop("layers")
+    return _finish(
+        "prune", setting, factory.arch_spec(cfg), state.variables, config,
+        workdir, t0, reference=base_variables,
+        # Filter-pruned kernels are stored as their kept filters.
+        sparse_format="channel" if structure == "channel" else None,
+        extra=dict(prunable_sparsity=report["prunable_sparsity"],
+                   sparsity_report=report, pruner=pruner.config,
+                   finetune_steps=steps))
+
+  return Training(cfg, f"{workdir}/train", trainer.Recipe(
+      init_variables=pruner.prepare(base_variables), wrap_tx=pruner.wrap_tx),
+                  finish)
 
 
 def _positive_or(value, default: float) -> float:

@@ -65,6 +65,7 @@ from robustjax.robustness import evaluators
 from robustjax.robustness.evaluators import base as evaluators_base
 from robustjax.robustness.evaluators import transfer
 from robustjax.study import grid as grid_lib
+from robustjax.study import grouped
 from robustjax.study import journal as journal_lib
 from robustjax.study import report as report_lib
 from robustjax.study import runtimes
@@ -205,26 +206,46 @@ class _Models:
     with self.times.stage(f"build/{spec.method}"):
       return self._make(spec, seed, folder)
 
-  def _make(self, spec, seed, folder) -> saved.Compressed:
+  def _config(self, spec, seed):
     # Training does not evaluate: the study's clean and domain cells
     # evaluate the finished model (with the program and batch that
     # training's evaluation used), which is saved as soon as it is built.
     # It checkpoints by time only (config.checkpoint_every_secs, and on a
     # signal), not every N steps: most of these trainings are short, and a
     # preempted long one resumes from its last checkpoint.
-    cfg = recipes.derived_config(
+    return recipes.derived_config(
         self.config, seed=grid_lib.training_seed(spec, seed),
         eval_every_steps=-2, checkpoint_every_steps=0)
-    st = spec.settings
+
+  def plan(self, spec, seed) -> recipes.Training:
+    """The training that builds an original, replicate or pruned model."""
+    cfg, folder = self._config(spec, seed), self.folder(spec, seed)
     if spec.method in ("original", "replicate"):
       # A replicate: the original's recipe from an independent seed.
-      return recipes.train_original(cfg, folder, spec.arch)
+      return recipes.plan_original(cfg, folder, spec.arch)
+    if spec.method != "prune":
+      raise ValueError(f"{spec.method} models are not planned trainings.")
+    st = spec.settings
+    return recipes.plan_prune(
+        self.get(self.by_id[spec.base_id], seed).variables, cfg, folder,
+        sparsity=st["sparsity"], scope=st["scope"], schedule=st["schedule"],
+        arch=spec.arch,
+        structure="channel" if st["structured"] else "unstructured")
+
+  def train_group(self, members: Sequence[grouped.Member]) -> None:
+    """Trains `members` (unbuilt) as one vmapped group, saving each."""
+    method = members[0][0].method
+    with self.times.stage(f"build/{method}"):
+      recipes.train_together(
+          [self.plan(spec, seed) for spec, seed in members],
+          os.path.join(self.root, "groups", grouped.folder_name(members)))
+
+  def _make(self, spec, seed, folder) -> saved.Compressed:
+    cfg = self._config(spec, seed)
+    st = spec.settings
+    if spec.method in ("original", "replicate", "prune"):
+      return self.plan(spec, seed).run()
     base = self.get(self.by_id[spec.base_id], seed)
-    if spec.method == "prune":
-      return recipes.prune(
-          base.variables, cfg, folder, sparsity=st["sparsity"],
-          scope=st["scope"], schedule=st["schedule"], arch=spec.arch,
-          structure="channel" if st["structured"] else "unstructured")
     if spec.method == "quantize":
       original = self.get(self.by_id[spec.original_id], seed)
       return recipes.quantize(base, cfg, folder, weight_bits=st["weight_bits"],
@@ -431,6 +452,8 @@ def _run_grid(config, workdir: str, shifts: Sequence[str], journal, times,
                len(specs), len(seeds), total, total - left)
   where.total = total
   models = _Models(config, workdir, specs, times)
+  if grouped.enabled(config):
+    _train_groups(models, specs, seeds, todo, where)
   bar = progress.Progress(total, "study", unit="cell", initial=total - left)
   report_lib.write_progress(workdir, total)
   last_report = time.time()
@@ -475,6 +498,23 @@ def _run_grid(config, workdir: str, shifts: Sequence[str], journal, times,
   log_times(workdir, times, cells=left)
   logging.info("Report: %s", path)
   return journal_lib.rows_of(journal)
+
+
+def _train_groups(models: _Models, specs, seeds, todo, where: _Position):
+  """Trains the unbuilt models that share a program in vmapped groups
+  (robustjax.study.grouped); the grid loop then loads them."""
+  wanted = grouped.needed(models.by_id, [
+      (models.by_id[m], s) for (m, s), keys in todo.items() if keys])
+  for members in grouped.groups(
+      specs, seeds, wanted,
+      lambda spec, seed: saved.is_done(models.folder(spec, seed))):
+    where.doing = (f"training {len(members)} models together ("
+                   f"{members[0][0].method}, {members[0][0].arch})")
+    logging.info("Training %d models as one vmapped group: %s.",
+                 len(members), ", ".join(f"{s.model_id} s{seed}"
+                                         for s, seed in members))
+    with preemption.deferred():  # Every member is saved whole.
+      models.train_group(members)
 
 
 def evaluate_saved(config, workdir: str) -> List[dict]:

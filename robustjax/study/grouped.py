@@ -1,0 +1,102 @@
+"""Which of a study's models train together as one vmapped program.
+
+With `config.study.grouped` on, the runner trains, before evaluating, the
+models that can share one compiled training program as one
+`recipes.train_together` group (`trainer.train_members`):
+
+- the originals of one arch across seeds, with the negative control's
+  replicates of that arch (their configs differ only in the seed);
+- the one-shot unstructured fine-tunes of one arch and scope across seeds
+  and sparsities (the masks live in the optimizer state, so one program
+  serves every sparsity).
+
+Gradual and channel pruning, distillation and quantization are built one by
+one as before. Each member is saved where its own training would save it, so
+evaluation, resume and the report do not know whether a model was trained in
+a group. A grouped member ends where its own training would, up to float
+reassociation (members are batched), so numbers move within float noise and
+verdicts do not (tests/study/grouped_test.py).
+
+`study.grouped`: "on", "off", or "auto": on for GPU and TPU, where one small
+model fills a few per cent of the chip; off on CPU, where the cores are
+already busy with one model and K stacked models gain nothing.
+"""
+
+import hashlib
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+
+import jax
+
+from robustjax.study import grid as grid_lib
+
+Member = Tuple[grid_lib.ModelSpec, int]  # (spec, seed)
+MODES = ("auto", "on", "off")
+
+
+def enabled(config, backend: Optional[str] = None) -> bool:
+  """Whether `config.study.grouped` trains in groups on `backend`."""
+  mode = config.study.get("grouped", "auto")
+  if mode not in MODES:
+    raise ValueError(f"config.study.grouped={mode!r} is not valid: use one "
+                     f"of {MODES}.")
+  if mode == "auto":
+    return (backend or jax.default_backend()) != "cpu"
+  return mode == "on"
+
+
+def group_of(spec: grid_lib.ModelSpec) -> Optional[Tuple[str, ...]]:
+  """The key of the training program `spec` shares, or None (built alone)."""
+  if spec.method in ("original", "replicate"):
+    return ("train", spec.arch)
+  st = spec.settings
+  if (spec.method == "prune" and st.get("schedule") == "oneshot" and
+      not st.get("structured")):
+    return ("prune", spec.arch, st.get("scope", "global"))
+  return None
+
+
+def needed(by_id: Dict[str, grid_lib.ModelSpec],
+           pending: Iterable[Member]) -> Set[Tuple[str, int]]:
+  """(model_id, seed) of the models that `pending` cells need built:
+  their own models and every model those are made from."""
+  out = set()
+  stack = [(spec.model_id, seed) for spec, seed in pending]
+  while stack:
+    key = stack.pop()
+    if key in out:
+      continue
+    out.add(key)
+    spec = by_id[key[0]]
+    stack += [(i, key[1]) for i in (spec.base_id, spec.original_id)
+              if i is not None and i != spec.model_id]
+  return out
+
+
+def groups(specs: Sequence[grid_lib.ModelSpec], seeds: Sequence[int],
+           wanted: Set[Tuple[str, int]],
+           is_built: Callable[[grid_lib.ModelSpec, int], bool]
+           ) -> List[List[Member]]:
+  """The groups to train, trainings (originals) before fine-tunes.
+
+  Only models in `wanted` and not yet built join; a group of one is left to
+  the sequential path.
+  """
+  by_key: Dict[Tuple[str, ...], List[Member]] = {}
+  for spec in specs:
+    key = group_of(spec)
+    if key is None:
+      continue
+    for seed in seeds:
+      if (spec.model_id, seed) in wanted and not is_built(spec, seed):
+        by_key.setdefault(key, []).append((spec, seed))
+  order = sorted(by_key, key=lambda k: k[0] != "train")  # Stable.
+  return [by_key[k] for k in order if len(by_key[k]) > 1]
+
+
+def folder_name(members: Sequence[Member]) -> str:
+  """A group's folder name: its program and a hash of its members (a rerun
+  with other members left to build starts a fresh group checkpoint)."""
+  key = group_of(members[0][0])
+  digest = hashlib.sha1("\n".join(sorted(
+      f"{s.model_id}|s{seed}" for s, seed in members)).encode()).hexdigest()
+  return "-".join(key).replace(":", "w").replace("/", "_") + "-" + digest[:10]
