@@ -120,9 +120,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.label_smoothing = 0.0  # Cross-entropy label smoothing.
   c.split_train_step = False  # The train step as two programs (gradients,
   # then the optimizer update): a model and its pruning fine-tunes share
-  # the gradient program (less compile when a process trains several
-  # models of one architecture briefly, as the default study); the same
-  # numbers, 0-7 % slower steps on CPU (benchmarks/compile_results.md).
+  # the gradient program, so a process that trains several models of one
+  # architecture briefly (the default study) compiles less; the same
+  # numbers, at a cost in step time on CPU.
   c.log_every_steps = 50  # Train-metric logging period.
   # Eval period; -1 = every epoch, 0 = at the end, -2 = never (studies
   # evaluate their models themselves).
@@ -174,7 +174,8 @@ def evals_block() -> ml_collections.ConfigDict:
   e.domain = True  # Accuracy on every target domain.
   e.batch_size = 500  # Examples per compiled evaluation batch.
   e.corruptions = ml_collections.ConfigDict()
-  e.corruptions.names = ()  # Corruption names; () = none.
+  e.corruptions.names = ()  # Corruption names, or "benchmark" for the 15
+  # of Hendrycks & Dietterich (robustness/corruptions/); () = none.
   e.corruptions.severities = (1, 2, 3, 4, 5)  # Severity levels (1-5).
   e.corruptions.table = "cifar"  # Severity table: cifar | imagenet.
   e.corruptions.max_examples = 500  # First N source-test images; -1 = all.
@@ -186,8 +187,9 @@ def evals_block() -> ml_collections.ConfigDict:
   e.attacks.max_examples = 200  # First N source-test images; -1 = all.
   e.attacks.chunk_size = 200  # Examples per attack chunk (memory bound).
   e.attacks.staged = False  # Attack as start + step programs looped on the
-  # host: compiles ~one step instead of `steps`, FGSM and PGD-Linf share it;
-  # runs 2-25 % slower per chunk on CPU (benchmarks/compile_results.md).
+  # host: compiles about one step instead of `steps`, and FGSM and PGD-Linf
+  # share it; each chunk runs slower, so it pays when a model is attacked in
+  # a chunk or two.
   e.attacks.transfer = True  # Study: also attack compressed models with
   # examples crafted on their float original (gradient-masking check).
   e.datasets = ml_collections.ConfigDict()  # Shifts from another dataset's
@@ -217,13 +219,6 @@ def digits_config(model: str = "resnet20", width: int = 16,
   c.checkpoint_every_steps = 100
   return c
 
-
-# The 15 benchmark corruptions of Hendrycks & Dietterich (2019).
-BENCHMARK_CORRUPTIONS = (
-    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur",
-    "glass_blur", "motion_blur", "zoom_blur", "snow", "frost", "fog",
-    "brightness", "contrast", "elastic_transform", "pixelate",
-    "jpeg_compression")
 
 
 def study_block() -> ml_collections.ConfigDict:
@@ -395,10 +390,13 @@ def _validate_study_extras(c: ml_collections.ConfigDict) -> None:
 
 
 def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Checks every value once, where the config is resolved (the launcher).
+  """Checks every value on its own, where the config is resolved.
 
-  Each problem raises a ValueError of one sentence naming the field, the
-  value and what is valid, before any work starts.
+  Types, ranges and fields that refer to each other; the names a config
+  gives (dataset, models, attacks, corruptions) are checked by the
+  library's registries (robustjax/study/config_checks.py), which the
+  launcher calls next. Each problem raises a ValueError of one sentence
+  naming the field, the value and what is valid, before any work starts.
 
   Args:
     c: a config built on `get_base_config`.
@@ -406,22 +404,9 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   Returns:
     `c`, unchanged.
   """
-  from robustjax import models  # pylint: disable=g-import-not-at-top
-  from robustjax.data import registry  # pylint: disable=g-import-not-at-top
-  from robustjax.robustness import attacks  # pylint: disable=g-import-not-at-top
-  from robustjax.robustness import corruptions  # pylint: disable=g-import-not-at-top
-  from robustjax.robustness.evaluators import dataset  # pylint: disable=g-import-not-at-top
-  if c.dataset.name not in registry.DATASETS:
-    _fail("dataset.name", c.dataset.name,
-          f"registered datasets are {', '.join(sorted(registry.DATASETS))}")
-  if c.model.name not in models.MODELS:
-    _fail("model.name", c.model.name,
-          f"registered models are {', '.join(sorted(models.MODELS))}")
   _positive(c, "batch_size", "eval_batch_size", "dataset.image_size",
-            "model.width", "log_every_steps",
-            "keep_checkpoints", "optimizer.learning_rate", "evals.batch_size",
-            "evals.attacks.steps", "evals.attacks.restarts",
-            "evals.attacks.chunk_size", "compress.calib_examples",
+            "model.width", "log_every_steps", "keep_checkpoints",
+            "optimizer.learning_rate", "compress.calib_examples",
             "compress.gradual_update_every", "compress.finetune_lr",
             "sweep.max_models", "study.seeds")
   if (not isinstance(c.checkpoint_every_steps, int) or
@@ -438,7 +423,6 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
           "use a positive step count, -1 (every epoch), 0 (at the end) or "
           "-2 (never)")
   _positive(c, "dataset.max_train_examples", "dataset.max_eval_examples",
-            "evals.corruptions.max_examples", "evals.attacks.max_examples",
             allow_minus_one=True)
   if not isinstance(c.split_train_step, bool):
     _fail("split_train_step", c.split_train_step, "use True or False")
@@ -453,10 +437,7 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
        ("bitmap", "csr", "channel")),
       ("compress.channel_norm", c.compress.channel_norm, ("l1", "l2")),
       ("compress.act_calibration", c.compress.act_calibration,
-       ("static", "dynamic")),
-      ("evals.corruptions.table", c.evals.corruptions.table,
-       ("cifar", "imagenet")),
-      ("evals.level_map", c.evals.level_map, ("auto", "map", "vmap"))):
+       ("static", "dynamic"))):
     if value not in valid:
       _fail(field, value, f"use one of {', '.join(valid)}")
   if c.compress.act_bits != 0 and not 2 <= c.compress.act_bits <= 8:
@@ -479,21 +460,14 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   for field, values, valid in (
       ("study.prune.scopes", c.study.prune.scopes, ("global", "layerwise")),
       ("study.prune.schedules", c.study.prune.schedules,
-       ("oneshot", "gradual")),
-      ("evals.corruptions.names", c.evals.corruptions.names,
-       tuple(corruptions.ALL)),
-      ("evals.attacks.names", c.evals.attacks.names,
-       tuple(sorted(attacks.ATTACKS)))):
+       ("oneshot", "gradual"))):
     if isinstance(values, str) or any(v not in valid for v in values):
       _fail(field, values, f"a tuple of names from {', '.join(valid)}")
   for field, archs in (("study.archs", c.study.archs),
                        ("study.distill.students", c.study.distill.students)):
-    for arch in archs:
-      name, _, width = arch.partition(":")
-      if name not in models.MODELS or (width and not width.isdigit()):
-        _fail(field, tuple(archs), "write 'name:width' with a registered "
-              f"model ({', '.join(sorted(models.MODELS))}) and an integer "
-              "width, e.g. 'resnet20:16'")
+    if isinstance(archs, str) or not all(isinstance(a, str) for a in archs):
+      _fail(field, archs, "a tuple of 'name:width' strings, e.g. "
+            "('resnet20:16',)")
   q_archs = c.study.quantize.archs
   if isinstance(q_archs, str) or any(a not in c.study.archs for a in q_archs):
     _fail("study.quantize.archs", q_archs,
@@ -503,16 +477,6 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if teacher and teacher not in c.study.archs:
     _fail("study.distill.teacher", teacher,
           f"it must be one of study.archs {tuple(c.study.archs)}")
-  sev = c.evals.corruptions.severities
-  if isinstance(sev, str) or any(
-      not isinstance(s, int) or not 1 <= s <= 5 for s in sev):
-    _fail("evals.corruptions.severities", sev, "severities are integers 1-5")
-  eps = c.evals.attacks.eps
-  if isinstance(eps, str) or any(
-      not isinstance(e, (int, float)) or not math.isfinite(e) or e < 0
-      for e in eps):
-    _fail("evals.attacks.eps", eps, "budgets are finite numbers >= 0 in "
-          "pixel units, e.g. (0.0, 8/255)")
   names = {a.partition(":")[0] for a in
            tuple(c.study.archs) + tuple(c.study.distill.students)}
   if c.model.init and len(names) > 1 and "{name}" not in c.model.init:
@@ -522,5 +486,4 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if isinstance(c.study.notes, str):
     _fail("study.notes", c.study.notes, "a tuple of lines")
   _validate_study_extras(c)
-  dataset.DatasetCell.check(c.evals)
   return c

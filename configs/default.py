@@ -65,7 +65,7 @@ def get_config(arg=None):
   c.compress.gradual_end_fraction = 0.5
   c.study.negative_control = "resnet8:16"
 
-  c.evals.corruptions.names = common.BENCHMARK_CORRUPTIONS
+  c.evals.corruptions.names = ("benchmark",)  # The 15 benchmark ones.
   c.evals.corruptions.max_examples = 200
   c.evals.attacks.names = ("fgsm", "pgd_linf")
   c.evals.attacks.eps = (0.0, 0.02, 0.05)
@@ -73,13 +73,11 @@ def get_config(arg=None):
   c.evals.attacks.max_examples = 200
   # One chunk of 200 examples per model and attack: compile-bound, so the
   # attacks run as start + step programs (PGD-10 compiles about as fast as
-  # FGSM and shares its step; each chunk 2-7 % slower, 13 s less compile;
-  # benchmarks/compile_results.md).
+  # FGSM and shares its step, for slightly slower chunks).
   c.evals.attacks.staged = True
   # Several short trainings per architecture: the train step as gradient +
   # update programs, so each model's pruning fine-tunes reuse its gradient
-  # program (the same numbers; 4-7 s less compile here;
-  # benchmarks/compile_results.md).
+  # program (the same numbers, less compile).
   c.split_train_step = True
 
   if arg.runlocal:

@@ -24,8 +24,8 @@ MNIST test / UCI target accuracy:
   0     97.7 / 70.0  96.9 / 60.9  96.6 / 73.3  94.7 / 56.3
   1     97.6 / 72.9  97.1 / 57.3  97.2 / 52.5  95.2 / 45.9
 
-UCI accuracy moves by several points between numerically equivalent runs
-(see benchmarks/vmap_results.md); compare means over seeds.
+UCI accuracy moves by several points between runs that differ only in float
+rounding (vmapped or one by one); compare means over seeds.
 """
 
 from configs import common

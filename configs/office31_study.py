@@ -67,7 +67,7 @@ def get_config(arg=None):
   c.compress.kd_epochs = -1.0  # As long as the originals.
 
   c.evals.batch_size = 128
-  c.evals.corruptions.names = common.BENCHMARK_CORRUPTIONS
+  c.evals.corruptions.names = ("benchmark",)  # The 15 benchmark ones.
   c.evals.corruptions.table = "imagenet"
   c.evals.corruptions.max_examples = -1
   c.evals.attacks.names = ("fgsm", "pgd_linf")

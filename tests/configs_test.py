@@ -15,6 +15,7 @@ import ml_collections
 from configs import common
 from configs import digits_resnet
 from configs import office31_resnet
+from robustjax.study import config_checks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(
@@ -54,6 +55,7 @@ class ConfigFilesTest(parameterized.TestCase):
                                 _flat_keys(config))
       json.loads(config.to_json_best_effort())  # Written as config.json.
       common.validate(config)  # Every value is valid as shipped.
+      config_checks.check_config(config)  # And every name is registered.
     if len(variants) == 2:
       smoke = variants[1]
       self.assertBetween(smoke.num_train_steps, 1, 100)

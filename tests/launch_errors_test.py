@@ -22,18 +22,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASES = (
     ("negative_eps", "study.py", "default.py:runlocal",
      ["--config.evals.attacks.eps=(-0.1,)"],
-     "config.evals.attacks.eps=(-0.1,) is not valid: budgets are finite "
-     "numbers >= 0"),
+     "evals.attacks.eps=(-0.1,) must hold finite budgets >= 0"),
     ("infinite_eps", "study.py", "default.py:runlocal",
      ["--config.evals.attacks.eps=(1e999,)"],
-     "config.evals.attacks.eps=(inf,) is not valid"),
+     "evals.attacks.eps=(inf,) must hold finite budgets"),
     ("zero_batch", "train.py", "digits_resnet.py:runlocal",
      ["--config.batch_size=0"],
      "config.batch_size=0 is not valid: use a positive number"),
     ("severity", "study.py", "default.py:runlocal",
      ["--config.evals.corruptions.severities=(0,6)"],
-     "config.evals.corruptions.severities=(0, 6) is not valid: severities "
-     "are integers 1-5"),
+     "evals.corruptions.severities=(0, 6) must hold severities in 1..5"),
     ("sparsity", "study.py", "default.py:runlocal",
      ["--config.study.prune.sparsities=(1.0,)"],
      "config.study.prune.sparsities=(1.0,) is not valid: sparsities are "
@@ -58,7 +56,16 @@ CASES = (
      "config.model.name='resnet9' is not valid: registered models are"),
     ("unknown_corruption", "evaluate.py", "default.py:runlocal",
      ["--config.evals.corruptions.names=('fogg',)"],
-     "config.evals.corruptions.names=('fogg',) is not valid"),
+     "evals.corruptions.names names an unknown corruption 'fogg'; valid "
+     "names: gaussian_noise,"),
+    ("unknown_dataset", "train.py", "digits_resnet.py:runlocal",
+     ["--config.dataset.name=digitz"],
+     "config.dataset.name='digitz' is not valid: registered datasets are "
+     "cifar10, cifar10_corrupted, digits,"),
+    ("unknown_arch", "study.py", "default.py:runlocal",
+     ["--config.study.distill.students=('resnet9:4',)"],
+     "config.study.distill.students=('resnet9:4',) is not valid: write "
+     "'name:width' with a registered model"),
 )
 
 

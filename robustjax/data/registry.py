@@ -219,6 +219,21 @@ def get_spec(name: str) -> DatasetSpec:
   return DATASETS[name]
 
 
+def check_config(dataset) -> None:
+  """Checks `config.dataset.name` against the registry, before any work.
+
+  Args:
+    dataset: the config's `dataset` block.
+
+  Raises:
+    ValueError: one sentence naming the value and the registered datasets.
+  """
+  if dataset.name not in DATASETS:
+    raise ValueError(f"config.dataset.name={dataset.name!r} is not valid: "
+                     "registered datasets are "
+                     f"{', '.join(sorted(DATASETS))}.")
+
+
 def default_data_dir() -> str:
   return os.environ.get("TFDS_DATA_DIR",
                         os.path.join(os.path.expanduser("~"),

@@ -5,7 +5,7 @@
 small dict stored with it (e.g. a compressed model's metadata).
 """
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import flax
 import jax
@@ -27,6 +27,27 @@ def parse_arch(arch: str) -> Tuple[str, int]:
   except ValueError:
     raise ValueError(f"Architecture {arch!r}: the width after ':' must be an "
                      "integer, e.g. 'resnet20:16'.") from None
+
+
+def check_archs(field: str, archs: Sequence[str]) -> None:
+  """Checks "name:width" strings of a config field against the registry.
+
+  Args:
+    field: the field's path in the config, for the message, e.g.
+      "study.archs".
+    archs: its value.
+
+  Raises:
+    ValueError: one sentence naming the field, its value, the registered
+      models and the format.
+  """
+  for arch in archs:
+    name, _, width = arch.partition(":")
+    if name not in registry.MODELS or (width and not width.isdigit()):
+      raise ValueError(
+          f"config.{field}={tuple(archs)!r} is not valid: write 'name:width' "
+          f"with a registered model ({', '.join(sorted(registry.MODELS))}) "
+          "and an integer width, e.g. 'resnet20:16'.")
 
 
 def arch_spec(config, arch: Optional[str] = None) -> Dict[str, Any]:

@@ -61,6 +61,20 @@ def get_model(name: str, num_classes: int, **kwargs: Any):
   return MODELS[name](num_classes, **kwargs)
 
 
+def check_config(model) -> None:
+  """Checks `config.model.name` against the registry, before any work.
+
+  Args:
+    model: the config's `model` block.
+
+  Raises:
+    ValueError: one sentence naming the value and the registered models.
+  """
+  if model.name not in MODELS:
+    raise ValueError(f"config.model.name={model.name!r} is not valid: "
+                     f"registered models are {', '.join(sorted(MODELS))}.")
+
+
 @functools.lru_cache(maxsize=256)
 def _shared_inference_fn(model) -> Callable[..., Any]:
   return functools.partial(input_grad.for_input_gradients(model).apply,

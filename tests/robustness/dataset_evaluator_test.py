@@ -24,6 +24,7 @@ from robustjax.data import registry
 from robustjax.robustness import evaluators
 from robustjax.robustness.evaluators import base
 from robustjax.robustness.evaluators import dataset
+from robustjax.study import config_checks
 from robustjax.study import runner
 
 
@@ -166,11 +167,11 @@ class DatasetEvaluatorTest(parameterized.TestCase):
       evaluators.check_evals(evals)
     with self.assertRaisesRegex(ValueError, message):
       evaluators.build(evals, None, {}, 0, data=_data())
-    # The launcher's validation (configs/common.py) says the same.
+    # The launcher's check of the config's names says the same.
     config = common.get_base_config()
     config.evals = ml_collections.ConfigDict(evals)
     with self.assertRaisesRegex(ValueError, message):
-      common.validate(config)
+      config_checks.check_config(config)
 
   def test_unknown_field_names_the_valid_ones(self):
     evals = _evals()

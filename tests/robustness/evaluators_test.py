@@ -25,6 +25,7 @@ import numpy as np
 from robustjax import models
 from robustjax.data.registry import Split
 from robustjax.robustness import attacks
+from robustjax.robustness import corruptions
 from robustjax.robustness import evaluators
 from robustjax.robustness.evaluators import attack as attack_eval
 from robustjax.robustness.evaluators import base
@@ -128,6 +129,21 @@ class RegistryTest(parameterized.TestCase):
     e.attacks.names = ()
     self.assertEqual(evaluators.build(e, None, {}, SEED), [])
 
+  def test_a_preset_gives_the_cells_of_its_corruptions(self):
+    named = _evals()
+    named.corruptions.names = corruptions.BENCHMARK
+    preset = _evals()
+    preset.corruptions.names = ("benchmark",)
+    a = evaluators.build(named, TEST, TARGETS, SEED)
+    b = evaluators.build(preset, TEST, TARGETS, SEED)
+    self.assertEqual([c.key for c in a], [c.key for c in b])
+    self.assertLen([c for c in b if c.shift == "corruption"], 15)
+    for x, y in zip(a, b):
+      if x.shift == "corruption":
+        self.assertEqual((x.levels, x.n, x.table), (y.levels, y.n, y.table))
+        np.testing.assert_array_equal(jax.random.key_data(x.rng),
+                                      jax.random.key_data(y.rng))
+
   def test_cell_keys_depend_only_on_seed_and_cell(self):
     a = evaluators.build(_evals(), TEST, TARGETS, SEED)
     b = evaluators.build(_evals(), TEST, {}, SEED)
@@ -153,7 +169,10 @@ class CheckTest(parameterized.TestCase):
   @parameterized.parameters(
       ("corruptions.names", ("rain",),
        r"^evals.corruptions.names names an unknown corruption 'rain'; valid "
-       r"names: gaussian_noise, shot_noise, .*, saturate\.$"),
+       r"names: gaussian_noise, shot_noise, .*, saturate, or benchmark for "
+       r"the 15 benchmark corruptions\.$"),
+      ("corruptions.names", ("benchmark", "fog"), r"^evals.corruptions.names="
+       r"\('benchmark', 'fog'\) lists 'fog' twice\.$"),
       ("corruptions.names", "fog",
        r"^evals.corruptions.names='fog' must be a tuple, e\.g\."),
       ("corruptions.names", ("fog", "fog"), "lists 'fog' twice"),

@@ -30,6 +30,8 @@ from configs import common
 from configs import office31_study
 from robustjax import io
 from robustjax.data import registry
+from robustjax.robustness import corruptions
+from robustjax.robustness.evaluators import checks
 from robustjax.study import journal as journal_lib
 from robustjax.study import report
 from robustjax.study import runner
@@ -210,7 +212,8 @@ class Cifar10StudyTest(_StudyTest):
     self.assertEqual(c.study.seeds, 3)
     # Every CIFAR-10-C corruption is generated too, and read from all 95
     # configs of the released files.
-    self.assertEqual(sorted(c.evals.corruptions.names),
+    self.assertEqual(sorted(checks.expand(c.evals.corruptions.names,
+                                          corruptions.PRESETS)),
                      sorted(registry.CIFAR10_C_CORRUPTIONS))
     self.assertEqual((c.evals.datasets.name, c.evals.datasets.domains,
                       c.evals.datasets.as_corruption),
@@ -238,8 +241,7 @@ class Office31ConfigTest(absltest.TestCase):
                      ("resnet50:64", ("resnet18:64",)))
     self.assertEqual(c.dataset.image_size, 224)
     self.assertEqual(c.evals.corruptions.table, "imagenet")
-    self.assertEqual(c.evals.corruptions.names,
-                     common.BENCHMARK_CORRUPTIONS)
+    self.assertEqual(c.evals.corruptions.names, ("benchmark",))
     np.testing.assert_allclose(np.asarray(c.evals.attacks.eps) * 255,
                                [0, 1, 2, 4, 8])
     self.assertEqual(c.study.notes, ())

@@ -58,6 +58,9 @@ BENCHMARK = ('gaussian_noise', 'shot_noise', 'impulse_noise', 'defocus_blur',
              'jpeg_compression')
 EXTRA = ('speckle_noise', 'gaussian_blur', 'spatter', 'saturate')
 ALL = BENCHMARK + EXTRA
+# Names that stand for a set of corruptions where a config lists them
+# (`evals.corruptions.names`): configs name the set instead of copying it.
+PRESETS = {'benchmark': BENCHMARK}
 NUM_SEVERITIES = 5
 TABLES = tables.TABLES
 

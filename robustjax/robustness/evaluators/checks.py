@@ -4,7 +4,7 @@ Every error is one sentence naming the field, its value and what is valid,
 raised before any work (`evaluators.check_evals`).
 """
 
-from typing import Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -62,11 +62,39 @@ def sequence(evals, path: str, example: str) -> tuple:
   return tuple(value)
 
 
-def check_names(evals, path: str, valid: Sequence[str], what: str):
+def expand(names: Sequence[str],
+           presets: Optional[Mapping[str, Sequence[str]]] = None) -> tuple:
+  """`names` with every preset name replaced by the names it stands for."""
+  presets = presets or {}
+  return tuple(n for name in names for n in presets.get(name, (name,)))
+
+
+def check_names(evals, path: str, valid: Sequence[str], what: str,
+                presets: Optional[Mapping[str, Sequence[str]]] = None):
+  """Checks a tuple of names, each in `valid` or a key of `presets`.
+
+  Args:
+    evals: the `evals` block.
+    path: the field, e.g. 'corruptions.names'.
+    valid: the registered names.
+    what: what a name names, for the message ('corruption').
+    presets: names that stand for several names (`expand`), e.g.
+      `corruptions.PRESETS`.
+
+  Raises:
+    ValueError: a string instead of a tuple, an unknown name (the message
+      lists the valid ones), or a name listed twice once presets are
+      expanded.
+  """
+  presets = presets or {}
   names = sequence(evals, path, f"('{valid[0]}',)")
   for name in names:
-    if name not in valid:
+    if name not in valid and name not in presets:
+      sets = "".join(f", or {p} for the {len(v)} {p} {what}s"
+                     for p, v in presets.items())
       raise ValueError(f"evals.{path} names an unknown {what} {name!r}; "
-                       f"valid names: {', '.join(valid)}.")
-    if names.count(name) > 1:
+                       f"valid names: {', '.join(valid)}{sets}.")
+  expanded = expand(names, presets)
+  for name in expanded:
+    if expanded.count(name) > 1:
       raise ValueError(f"evals.{path}={names!r} lists {name!r} twice.")

@@ -125,7 +125,7 @@ class CorruptionCell(base.Cell):
   def check(cls, evals):
     """Raises ValueError (one sentence) for a bad field of `evals`."""
     checks.check_names(evals, "corruptions.names", corruptions.ALL,
-                       "corruption")
+                       "corruption", presets=corruptions.PRESETS)
     severities = checks.sequence(evals, "corruptions.severities", "(1, 3, 5)")
     valid = range(1, corruptions.NUM_SEVERITIES + 1)
     if not all(checks.is_int(s) and s in valid for s in severities) or (
@@ -140,14 +140,16 @@ class CorruptionCell(base.Cell):
   @classmethod
   def cells(cls, evals, test: Split, targets: Dict[str, Split],
             seed: int, data=None) -> List[base.Cell]:
-    """One cell per name of `evals.corruptions.names`."""
+    """One cell per corruption `evals.corruptions.names` lists (a preset
+    such as "benchmark" gives one per corruption of its set)."""
     del targets, data
     c, split = base.named_block(evals, "corruptions", test)
     severities = tuple(int(s) for s in c["severities"])
     return [cls("corruption", name, severities, len(split), split,
                 c["table"], base.cell_seed(seed, f"corruption/{name}"),
                 checks.field(evals, "batch_size"),
-                checks.field(evals, "level_map")) for name in c["names"]]
+                checks.field(evals, "level_map"))
+            for name in checks.expand(c["names"], corruptions.PRESETS)]
 
   @functools.cached_property
   def _fingerprint(self) -> tuple:
