@@ -21,6 +21,7 @@ from robustjax import lock
 from robustjax import parallel
 from robustjax import preemption
 from robustjax import progress
+from robustjax.study import config_checks
 
 # The persistent compilation cache of a run whose workdir is not a local
 # folder (a gs:// bucket): one local folder per user, shared by all runs
@@ -111,7 +112,9 @@ def _launcher_name() -> str:
 
 
 def load_config():
-  """`--config`, resolved once and validated (configs/common.validate).
+  """`--config`, resolved once and validated: its values on their own
+  (configs/common.validate), then its names by the library's registries
+  (robustjax.study.config_checks).
 
   A missing or broken config file, or a bad value, ends the run with one
   sentence naming the problem (exit status 1) before any work starts.
@@ -127,7 +130,7 @@ def load_config():
     _fatal(f"--config={path}: the file could not be loaded as a config "
            "(it must define get_config(arg=None) returning a ConfigDict).")
   try:
-    return config_common.validate(config)
+    return config_checks.check_config(config_common.validate(config))
   except ValueError as e:
     _fatal(f"Config error: {e}")
 
