@@ -329,6 +329,34 @@ class ResultsTest(parameterized.TestCase):
       np.testing.assert_array_equal(a, _results()[c.key].correct)
 
 
+  def test_a_cache_too_small_for_every_cell_keeps_what_it_holds(self):
+    # Every model walks the same cells in the same order: an LRU cache that
+    # holds one of three corrupted splits would recompute all three per
+    # model. Evicted splits run fused instead; the cached one stays.
+    cells = [c for c in evaluators.build(_evals(), TEST, TARGETS, SEED + 1)
+             if c.shift == "corruption"]
+    fn, v = models.inference_fn(TinyNet()), _variables()
+    split = cells[0].split
+    one = len(cells[0].levels) * split.images[0].size * len(split.images) * 4
+    saved_store = dict(corruption._CORRUPTED)  # pylint: disable=protected-access
+    corruption._CORRUPTED.clear()  # pylint: disable=protected-access
+    corruption._EVICTED.clear()  # pylint: disable=protected-access
+    try:
+      with mock.patch.object(corruption, "CORRUPTED_CACHE_BYTES", one), \
+          mock.patch.object(corruption, "corrupted_images",
+                            wraps=corruption.corrupted_images) as made:
+        passes = [[c.run(fn, v).correct for c in cells] for _ in range(3)]
+      self.assertEqual(made.call_count, len(cells))  # The first pass only.
+      self.assertLen(corruption._CORRUPTED, 1)  # pylint: disable=protected-access
+      for later in passes[1:]:
+        for c, a, b in zip(cells, passes[0], later):
+          np.testing.assert_array_equal(a, b, err_msg=c.key)
+    finally:
+      corruption._CORRUPTED.clear()  # pylint: disable=protected-access
+      corruption._CORRUPTED.update(saved_store)  # pylint: disable=protected-access
+      corruption._EVICTED.clear()  # pylint: disable=protected-access
+
+
 class CompileOnceTest(absltest.TestCase):
 
   def test_equal_modules_share_the_function(self):

@@ -7,10 +7,12 @@ split is corrupted with the key `fold_in(cell_key, b)` (then the severity),
 where the cell key depends only on (seed, 'corruption/<name>'): every model
 sees the same corrupted images.
 
-Corrupted splits up to `CORRUPTED_CACHE_BYTES` are computed once and kept in
-a bounded cache shared by every model of the process (a study then pays
-each corruption once and each model only forward passes); bigger ones are
-corrupted on the fly inside the model's program, with identical images.
+Corrupted splits are computed once and kept in a cache of at most
+`CORRUPTED_CACHE_BYTES` shared by every model of the process (a study then
+pays each corruption once and each model only forward passes). A split
+bigger than the cache, and one that was evicted once (the study's cells do
+not all fit, so the ones cached stay), is corrupted batch by batch inside
+the model's program on the device instead, with identical images.
 """
 
 import collections
@@ -32,6 +34,12 @@ from robustjax.robustness.evaluators import checks
 
 CORRUPTED_CACHE_BYTES = 1 << 30
 _CORRUPTED = collections.OrderedDict()
+# Keys evicted once: asked for again, the cells' working set is larger than
+# the cache (every model walks the same cells in the same order, which an
+# LRU cache would miss every time), so they run fused and the cached ones
+# stay.
+_EVICTED = set()
+MAX_EVICTED_KEYS = 4096
 LEVEL_MAPS = ("auto", "map", "vmap")
 
 
@@ -163,23 +171,27 @@ class CorruptionCell(base.Cell):
     images, labels = self.split.images, self.split.labels
     batch_size = base.global_batch(self.batch_size, mesh)
     nbytes = len(self.levels) * images[0].size * len(images) * 4
-    if nbytes > CORRUPTED_CACHE_BYTES:  # Corrupted inside the model program.
+    cache_key = (self._fingerprint, self.name, self.levels, self.table,
+                 tuple(np.asarray(jax.random.key_data(self.rng)).ravel()),
+                 batch_size, _use_map(self.level_map))
+    if cache_key not in _CORRUPTED and (nbytes > CORRUPTED_CACHE_BYTES or
+                                        cache_key in _EVICTED):
+      # Corrupted inside the model program, batch by batch on the device.
       fn = _fused_program(apply_fn, self.name, self.table,
                           _use_map(self.level_map))
       args = parallel.replicate(mesh, (
           variables, self.rng, jnp.asarray(self.levels, jnp.int32)))
       return base.run_batches(lambda b, x, y: fn(args, b, x, y),
                               (images, labels), batch_size, mesh)
-    cache_key = (self._fingerprint, self.name, self.levels, self.table,
-                 tuple(np.asarray(jax.random.key_data(self.rng)).ravel()),
-                 batch_size, _use_map(self.level_map))
     if cache_key not in _CORRUPTED:
       _CORRUPTED[cache_key] = corrupted_images(
           images, self.name, self.levels, self.rng, self.table, batch_size,
           self.level_map, mesh)
       while (sum(v.nbytes for v in _CORRUPTED.values()) >
              CORRUPTED_CACHE_BYTES and len(_CORRUPTED) > 1):
-        _CORRUPTED.popitem(last=False)
+        if len(_EVICTED) >= MAX_EVICTED_KEYS:
+          _EVICTED.clear()
+        _EVICTED.add(_CORRUPTED.popitem(last=False)[0])
     _CORRUPTED.move_to_end(cache_key)
     shifted = _CORRUPTED[cache_key]
     return base.clean_correct_levels(apply_fn, variables, shifted, labels,
