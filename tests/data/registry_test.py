@@ -203,6 +203,11 @@ class RegistryErrorsTest(parameterized.TestCase):
       for domain in spec.domains:
         self.assertNotEmpty(spec.splits(domain))
         self.assertTrue(spec.tfds_name(domain))
+      # Published sizes name real domains and tfds splits.
+      for domain, splits in (spec.expected_counts or {}).items():
+        self.assertIn(domain, spec.domains)
+        self.assertContainsSubset(
+            splits, {s.split("[")[0] for s in spec.splits(domain).values()})
     self.assertLen(registry.get_spec("cifar10_corrupted").domains, 19 * 5)
     self.assertEqual(registry.get_spec("office31").num_classes, 31)
 
