@@ -14,17 +14,17 @@ starts; an error is recorded in the section and the next one starts):
 * devices: `jax.devices()`, platform, device kind, memory statistics.
 * xla: `XLA_FLAGS`, the default backend, the loaded backends, and whether a
   fresh process with the project's XLA:CPU flags appended
-  (`parallel.CPU_XLA_FLAGS`) still starts this backend.
+  (`cpu_setup.CPU_XLA_FLAGS`) still starts this backend.
 * archs: per architecture at the study shapes (ResNet-8 w16 on 16 px grey
   digits, ResNet-20 / ResNet-56 w16 on 32 px CIFAR, ResNet-18 / ResNet-50
   w64 at 224 px, the configs' batch sizes), the trainer's jitted train step
-  (`trainer.jit_step`) and the inference forward (`models.inference_fn`):
+  (`steps.jit_step`) and the inference forward (`models.inference_fn`):
   compile seconds, img/s, FLOPs per call from the compiled program's
   `cost_analysis()`, TFLOP/s and MFU against the device's peak, in f32
   (matmul precision 'highest'), TF32 ('tensorfloat32') and bf16 (the
   models' `half_precision` option).
 * members: `train_members`' program (the train step vmapped over K stacked
-  models, `trainer.jit_step(stacked=True)`) at K = 1, 3, 8, 16 against K
+  models, `steps.jit_step(stacked=True)`) at K = 1, 3, 8, 16 against K
   sequential runs of the single-model step.
 * corruptions: the 15 benchmark corruptions, all 5 severities in one
   program per corruption, at 32 px (CIFAR table) and 224 px (ImageNet
@@ -69,6 +69,7 @@ from configs import cifar10_resnet
 from configs import common as configs_common
 from configs import default as default_config
 from configs import office31_resnet
+from robustjax import cpu_setup
 from robustjax import models
 from robustjax import parallel
 from robustjax import preemption
@@ -83,7 +84,7 @@ from robustjax.study import runner
 from robustjax.study import runtimes
 from robustjax.train import optim
 from robustjax.train import state as state_lib
-from robustjax.train import trainer
+from robustjax.train import steps as steps_lib
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 # Dense peak throughput in FLOP/s by device kind and precision, vendor
@@ -243,11 +244,11 @@ class Check:
                             jax.random.PRNGKey(seed))
 
   def _step(self, model, config, mesh, tx, stacked=False, batch_axis=None):
-    loss_fn = lambda lg, lb, x, a: trainer.cross_entropy(lg, lb)
-    return trainer.jit_step(model, loss_fn, tx, mesh,
-                            crop_padding=config.dataset.crop_padding,
-                            flip=bool(config.dataset.flip), stacked=stacked,
-                            batch_axis=batch_axis)
+    loss_fn = lambda lg, lb, x, a: steps_lib.cross_entropy(lg, lb)
+    return steps_lib.jit_step(model, loss_fn, tx, mesh,
+                              crop_padding=config.dataset.crop_padding,
+                              flip=bool(config.dataset.flip),
+                              stacked=stacked, batch_axis=batch_axis)
 
   def _train_runner(self, model, config, mesh, batch, k=0):
     """(compiled step, call(), compile s): k = 0 one model, else K stacked."""
@@ -327,9 +328,9 @@ class Check:
     except Exception as e:  # pylint: disable=broad-except
       out["backends"] = f"unknown ({type(e).__name__})"
     # A fresh process with the project's XLA:CPU flags appended, as
-    # `parallel.configure_host_devices` appends them: does it still start?
+    # `cpu_setup.configure_host_devices` appends them: does it still start?
     flags = " ".join([os.environ.get("XLA_FLAGS", ""),
-                      *parallel.CPU_XLA_FLAGS]).strip()
+                      *cpu_setup.CPU_XLA_FLAGS]).strip()
     env = dict(os.environ, XLA_FLAGS=flags, PYTHONPATH=REPO)
     probe = ("import jax; jax.numpy.ones(2).block_until_ready(); "
              "print(jax.default_backend())")

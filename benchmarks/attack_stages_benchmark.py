@@ -6,7 +6,7 @@ r"""A/B of the attack evaluator's two forms: one program vs staged.
 
 `evaluators.attack.adversarial_images` (PGD-Linf, 10 steps, random start)
 on a randomly initialised model in the launchers' default process
-(`parallel.configure_host_devices()`, every device), run in one program
+(`cpu_setup.configure_host_devices()`, every device), run in one program
 (`staged=False`, the default) and as a start program plus a step program
 called `--steps` times from the host (`staged=True`, `evals.attacks.staged`).
 Prints each form's first-call compile seconds (JAX's trace + lower + XLA
@@ -33,8 +33,9 @@ def main():
   args = parser.parse_args()
   # pylint: disable=g-import-not-at-top
   sys.path.insert(0, REPO)
+  from robustjax import cpu_setup
   from robustjax import parallel
-  parallel.configure_host_devices()
+  cpu_setup.configure_host_devices()
   import jax
   import jax.numpy as jnp
   import numpy as np

@@ -21,7 +21,7 @@ What is measured, all in this one process tree on the same machine:
   compile time included in all.
 * By default (`--host_devices=auto`) the process is set up as the launchers
   set themselves up, with no flag from the user:
-  `parallel.configure_host_devices()` (one XLA CPU device per core and the
+  `cpu_setup.configure_host_devices()` (one XLA CPU device per core and the
   XLA:CPU flags) before jax starts, and each jitted batch is split over
   every device with `parallel.per_example`, as the attack evaluator does
   (rows say how many devices). `--host_devices=one` gives the launchers'
@@ -207,7 +207,7 @@ def _export_for_torch(variables, images, labels, path):
   np.savez(path, images=np.asarray(images), labels=np.asarray(labels), **flat)
 
 
-# The variables the benchmark's restart with `parallel.cpu_malloc_environ()`
+# The variables the benchmark's restart with `cpu_setup.cpu_malloc_environ()`
 # changed, as the user had them (JSON; null: unset), so torchattacks runs in
 # the user's environment.
 _USER_ENV = "_ATTACKS_BENCHMARK_USER_ENV"
@@ -252,9 +252,10 @@ def _wait_for_idle(args):
 def _jax_main(args):
   """Runs every measurement and prints a markdown report."""
   # pylint: disable=g-import-not-at-top
+  from robustjax import cpu_setup
   from robustjax import parallel
   if args.host_devices in ("auto", "one"):
-    environ = parallel.cpu_malloc_environ(args.cpu_malloc)  # As launchers.
+    environ = cpu_setup.cpu_malloc_environ(args.cpu_malloc)  # As launchers.
     if environ is not None:
       # torchattacks runs in the user's environment (`_TorchWorker`).
       environ[_USER_ENV] = json.dumps(
@@ -263,9 +264,9 @@ def _jax_main(args):
       sys.stdout.flush()
       os.execve(sys.executable, sys.orig_argv, environ)
   if args.host_devices in ("auto", "per_core"):  # The launchers' default.
-    parallel.configure_host_devices()
+    cpu_setup.configure_host_devices()
   elif args.host_devices == "one":  # --cpu_devices=1.
-    parallel.configure_host_devices(num_devices=1)
+    cpu_setup.configure_host_devices(num_devices=1)
   elif int(args.host_devices) > 1:  # Must precede jax's start.
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_"
                                f"force_host_platform_device_count="
@@ -303,7 +304,7 @@ def _jax_main(args):
       devices=jax.device_count(), xla_flags=os.environ.get("XLA_FLAGS", ""),
       conv="models.conv.Conv" if args.fast_conv else "nn.Conv",
       glibc_tunables=os.environ.get("GLIBC_TUNABLES", ""),
-      malloc=parallel.cpu_malloc_in_use()),
+      malloc=cpu_setup.cpu_malloc_in_use()),
                 load_start=os.getloadavg(), rows=[])
 
   worker = None
@@ -404,6 +405,7 @@ def _sweep(args, apply_fn, variables, images, labels, key):
   # pylint: disable=g-import-not-at-top
   import jax
   import jax.numpy as jnp
+  from robustjax import cpu_setup
   from robustjax import parallel
   from robustjax.robustness import attacks
   from robustjax.robustness.evaluators import attack as attack_eval
@@ -547,7 +549,7 @@ def main():
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--host_devices", default="auto",
                       help="auto (or per_core): the launchers' default "
-                      "(--cpu_devices=-1), parallel.configure_host_devices(): "
+                      "(--cpu_devices=-1), cpu_setup.configure_host_devices(): "
                       "one XLA CPU device per core + the XLA:CPU flags, no "
                       "flag from the user; one: configure_host_devices(1) "
                       "(--cpu_devices=1); N: N devices via XLA_FLAGS and no "
@@ -557,7 +559,7 @@ def main():
   parser.add_argument("--cpu_malloc", default="mimalloc",
                       choices=("mimalloc", "glibc_huge_pages", "system"),
                       help="with auto/one: restart with "
-                      "parallel.cpu_malloc_environ(CPU_MALLOC), as the "
+                      "cpu_setup.cpu_malloc_environ(CPU_MALLOC), as the "
                       "launchers do (--cpu_malloc); system: the allocator "
                       "the benchmark was started with.")
   parser.add_argument("--fast_conv", action="store_true",

@@ -17,11 +17,11 @@ seconds spent tracing, lowering and compiling (XLA) the program, then the
 median of timed calls, and a checksum of the outputs (the variants must give
 the same numbers). Variants, each set up before JAX starts:
 
-* `default`: `parallel.configure_host_devices(1)`, the launchers' default
+* `default`: `cpu_setup.configure_host_devices(1)`, the launchers' default
   until 2026-12-01 (since then one device per core, which on a 2-core
   machine is `two_devices`, with training on the first device).
 * `o3`: the same with XLA's default optimisation level instead of
-  `parallel.CPU_ONLY_XLA_FLAGS` (`--xla_backend_optimization_level=1`).
+  `cpu_setup.CPU_ONLY_XLA_FLAGS` (`--xla_backend_optimization_level=1`).
 * `two_devices` (`--variants=...` only): `configure_host_devices(2)`, the
   programs run on the first device, as the trainer does (`train_mesh()`)
   and as a small evaluation batch would if only large ones were sharded.
@@ -51,13 +51,13 @@ def _worker(variant: str, shapes) -> dict:
   """Builds and times both programs in this (fresh) process."""
   # pylint: disable=g-import-not-at-top
   sys.path.insert(0, REPO)
-  from robustjax import parallel
-  parallel.configure_host_devices(
+  from robustjax import cpu_setup
+  cpu_setup.configure_host_devices(
       num_devices=2 if variant == "two_devices" else 1)
   if variant == "o3":
     os.environ["XLA_FLAGS"] = " ".join(
         f for f in os.environ["XLA_FLAGS"].split()
-        if f not in parallel.CPU_ONLY_XLA_FLAGS)
+        if f not in cpu_setup.CPU_ONLY_XLA_FLAGS)
   import functools
   import jax
   import jax.numpy as jnp

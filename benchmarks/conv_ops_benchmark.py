@@ -16,7 +16,7 @@ shape and batch, three programs are timed on their own:
 
 Ours: `jax.lax.conv_general_dilated` (NHWC / HWIO, what flax's `nn.Conv`
 calls) and its `jax.vjp`, each jitted on its own, in a process set up as
-the launchers set it up (`parallel.configure_host_devices()`: XLA flags,
+the launchers set it up (`cpu_setup.configure_host_devices()`: XLA flags,
 one device per core; the program runs on the first device, as training
 does). PyTorch: `F.conv2d` and `aten.convolution_backward` with one
 output selected (what autograd runs; `torch.nn.grad.conv2d_input` passes
@@ -79,8 +79,8 @@ def _flops(batch, layer):
 def _ours_worker(args):
   # pylint: disable=g-import-not-at-top
   sys.path.insert(0, tb.REPO)
-  from robustjax import parallel
-  parallel.configure_host_devices()
+  from robustjax import cpu_setup
+  cpu_setup.configure_host_devices()
   import jax
   import numpy as np
   # pylint: enable=g-import-not-at-top

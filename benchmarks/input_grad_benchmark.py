@@ -6,7 +6,7 @@ r"""A/B of the attacks' input gradients: `models.input_grad` vs lax's.
 
 `evaluators.attack.adversarial_images` (PGD-Linf, 10 steps, random start,
 one program) on a randomly initialised model in the launchers' default
-process (`parallel.configure_host_devices()`, every device), with the
+process (`cpu_setup.configure_host_devices()`, every device), with the
 suite's apply function `models.inference_fn(model)` (its convolutions'
 input gradients from `robustjax.models.input_grad`) and with flax's plain
 `model.apply` (lax's input gradients, the suite before 2026-12-02).
@@ -46,8 +46,9 @@ def main():
   args = parser.parse_args()
   # pylint: disable=g-import-not-at-top
   sys.path.insert(0, REPO)
+  from robustjax import cpu_setup
   from robustjax import parallel
-  parallel.configure_host_devices()
+  cpu_setup.configure_host_devices()
   import jax
   import jax.numpy as jnp
   import numpy as np

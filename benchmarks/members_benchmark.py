@@ -6,7 +6,7 @@ Trains the default study's original (configs/default.py: digits, 4 epochs,
 batch 64) for K seeds twice in fresh folders, interleaved: once as K
 sequential `train_and_evaluate` runs (what the study does) and once as one
 `train_members` run (the K models stacked and vmapped). The process is set
-up as the launchers train (`parallel.configure_host_devices(1)`: their
+up as the launchers train (`cpu_setup.configure_host_devices(1)`: their
 default until 2026-12-01; since then they train on one of one device per
 core, which runs a step as fast), and
 no persistent compilation cache is used, so both include their compiles.
@@ -29,9 +29,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
 # pylint: disable=g-import-not-at-top
-from robustjax import parallel
+from robustjax import cpu_setup
 
-DEVICES = parallel.configure_host_devices(1)  # One device, as training.
+DEVICES = cpu_setup.configure_host_devices(1)  # One device, as training.
 
 import jax
 

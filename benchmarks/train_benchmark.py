@@ -31,7 +31,7 @@ XLA flags at start-up):
 * `before`: what the suite did before this benchmark: one XLA CPU device,
   flax's `nn.Conv`, no XLA flags.
 * `default`: what the launchers do with no flag or variable from the user
-  (since 2026-12-01): `parallel.configure_host_devices()`, one XLA CPU
+  (since 2026-12-01): `cpu_setup.configure_host_devices()`, one XLA CPU
   device per core with YNNPACK convolutions off (and, CPU-only, LLVM
   level 1), flax's `nn.Conv`; training on one device (`train_mesh()`),
   inference split over all of them.
@@ -40,14 +40,14 @@ XLA flags at start-up):
 * `per_core`: `--cpu_train_devices=-1`, training split over every device
   too.
 * `no_eltwise`: `default` without the train-step XLA option for large
-  activations (`parallel.train_step_compiler_options`, YNNPACK elementwise
+  activations (`cpu_setup.train_step_compiler_options`, YNNPACK elementwise
   fusions; it applies to the cifar scenario only), i.e. the default until
   2026-12-01 evening.
 * `glibc_huge_pages`: `default` restarted with glibc's malloc and
   GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (`--cpu_malloc=glibc_huge_pages`:
   XLA:CPU's large per-call buffers on transparent huge pages), i.e. the
   default from 2026-12-02 midday to afternoon; `default` gets mimalloc
-  (`parallel.cpu_malloc_environ()`) where the launchers would restart with
+  (`cpu_setup.cpu_malloc_environ()`) where the launchers would restart with
   it.
 * `no_huge_pages`: `default` with glibc's malloc as it is
   (`--cpu_malloc=system`), i.e. the default until 2026-12-02 midday.
@@ -134,6 +134,7 @@ def train_step(size, channels, batch, conv, rng, train_mesh):
   import ml_collections
   import numpy as np
   from robustjax import models
+  from robustjax import cpu_setup
   from robustjax import parallel
   from robustjax.train import optim
   from robustjax.train import state as state_lib
@@ -156,7 +157,7 @@ def train_step(size, channels, batch, conv, rng, train_mesh):
       jax.random.PRNGKey(0)))
   # As the trainer (`trainer._jitted_step`): XLA:CPU options for a step
   # with large activations in a configured process, else None.
-  options = parallel.train_step_compiler_options(
+  options = cpu_setup.train_step_compiler_options(
       batch // train_mesh.devices.size * size * size * 16,
       train_mesh.devices.flat[0].platform)
   # As the trainer compiles it by default (`trainer._jitted_step`).
@@ -171,25 +172,26 @@ def _ours_worker(args):
   """Builds the trainer's step and the evaluator's forward per scenario."""
   # pylint: disable=g-import-not-at-top
   sys.path.insert(0, REPO)
+  from robustjax import cpu_setup
   from robustjax import parallel
   # glibc_huge_pages, no_huge_pages: the same process, started with another
   # allocator (main()).
   if args.variant in ("default", "fast_conv", "glibc_huge_pages",
                       "no_huge_pages"):
-    parallel.configure_host_devices()
+    cpu_setup.configure_host_devices()
   elif args.variant == "no_eltwise":
-    parallel.configure_host_devices()
-    parallel.ELTWISE_FUSION_MIN_ELEMENTS = 1 << 62  # Never reached.
+    cpu_setup.configure_host_devices()
+    cpu_setup.ELTWISE_FUSION_MIN_ELEMENTS = 1 << 62  # Never reached.
   elif args.variant == "one_device":
-    parallel.configure_host_devices(num_devices=1)
+    cpu_setup.configure_host_devices(num_devices=1)
   elif args.variant == "per_core":  # Training sharded over every device too.
-    parallel.configure_host_devices(train_devices=None)
+    cpu_setup.configure_host_devices(train_devices=None)
   elif args.variant == "per_core_no_flags":
-    parallel.configure_host_devices(train_devices=None)
+    cpu_setup.configure_host_devices(train_devices=None)
     os.environ["XLA_FLAGS"] = " ".join(  # Before JAX starts: devices kept.
         f for f in os.environ["XLA_FLAGS"].split()
         if f.split("=")[0] not in
-        {g.split("=")[0] for g in parallel.CPU_XLA_FLAGS})
+        {g.split("=")[0] for g in cpu_setup.CPU_XLA_FLAGS})
   import flax.linen as nn
   import jax
   import jax.numpy as jnp
@@ -205,7 +207,7 @@ def _ours_worker(args):
                            jax=jax.__version__, compile_s={}, flops={},
                            glibc_tunables=os.environ.get("GLIBC_TUNABLES",
                                                          ""),
-                           malloc=parallel.cpu_malloc_in_use())
+                           malloc=cpu_setup.cpu_malloc_in_use())
   rng = np.random.default_rng(0)
   for name, (size, channels, batch) in SCENARIOS.items():
     conv = conv_lib.Conv if fast_conv else nn.Conv
@@ -448,12 +450,13 @@ def main():
   load_start = os.getloadavg()
   workers = {}
   sys.path.insert(0, REPO)
+  from robustjax import cpu_setup  # pylint: disable=g-import-not-at-top
   from robustjax import parallel  # pylint: disable=g-import-not-at-top
   for v in variants:
     env = _clean_env()
     malloc = {"before": "system", "no_huge_pages": "system",
               "glibc_huge_pages": "glibc_huge_pages"}.get(v, "mimalloc")
-    env = parallel.cpu_malloc_environ(malloc, env) or env  # As launchers do.
+    env = cpu_setup.cpu_malloc_environ(malloc, env) or env  # As launchers do.
     workers[v] = _Worker(me + ["--worker=ours", f"--variant={v}"] +
                          (["--smoke"] if args.smoke else []), env)
     print(v, json.dumps(workers[v].info), flush=True)
@@ -461,7 +464,7 @@ def main():
     workers["torch"] = _Worker([args.torch_python, os.path.abspath(__file__),
                                 "--worker=torch"] +
                                (["--smoke"] if args.smoke else []),
-                               parallel.cpu_malloc_environ(
+                               cpu_setup.cpu_malloc_environ(
                                    args.torch_malloc, _clean_env())
                                or _clean_env())
     print("torch", json.dumps(workers["torch"].info), flush=True)

@@ -4,9 +4,9 @@ r"""A/B of the train-step XLA:CPU option for large activations, one process.
       --arch=resnet20 --width=16 --size=32 --channels=3 --batch=128
 
 The trainer's `train_step` (SGD + Nesterov momentum, no augmentation) in the
-launchers' default process (`parallel.configure_host_devices()`, training
+launchers' default process (`cpu_setup.configure_host_devices()`, training
 on one device) is compiled twice, with XLA's defaults and with the option
-`parallel.train_step_compiler_options` uses (YNNPACK elementwise fusions),
+`cpu_setup.train_step_compiler_options` uses (YNNPACK elementwise fusions),
 whatever the size; the two are then timed alternately for `--rounds`
 rounds of `--reps` steps. Prints compile seconds, median img/s, the ratio
 and every round. The "2026-12-01, evening" table of
@@ -34,8 +34,9 @@ def main():
   args = parser.parse_args()
   # pylint: disable=g-import-not-at-top
   sys.path.insert(0, REPO)
+  from robustjax import cpu_setup
   from robustjax import parallel
-  parallel.configure_host_devices()
+  cpu_setup.configure_host_devices()
   import jax
   import jax.numpy as jnp
   import ml_collections
@@ -55,7 +56,7 @@ def main():
   tx = optim.make(cfg, 10_000)
   mesh = parallel.train_mesh()
   x, y = parallel.shard_batch(mesh, images, labels)
-  options = {parallel._YNN_OPTION: ",".join(parallel._YNN_ELTWISE_TYPES)}  # pylint: disable=protected-access
+  options = {cpu_setup._YNN_OPTION: ",".join(cpu_setup._YNN_ELTWISE_TYPES)}  # pylint: disable=protected-access
   runs = {}
   for name, opts in (("plain", None), ("eltwise", options)):
     state = parallel.replicate(mesh, state_lib.create(

@@ -10,7 +10,7 @@
   PYTHONPATH=. python benchmarks/train_probes.py layout   # conv: NHWC vs NCHW data
 
 Each runs in a process set up as the launchers set it up
-(`parallel.configure_host_devices()`), programs on the first device, as
+(`cpu_setup.configure_host_devices()`), programs on the first device, as
 training. Timings are medians of wall ms per call (and CPU ms where
 printed) over alternating rounds; `--smoke` shrinks every shape (tests).
 `hlo` compiles the trainer's ResNet-20 step (32x32x3, batch 128, as
@@ -465,8 +465,8 @@ def main():
     print(json.dumps(bn_torch(args)))
     return
   sys.path.insert(0, REPO)
-  from robustjax import parallel  # pylint: disable=g-import-not-at-top
-  parallel.configure_host_devices()
+  from robustjax import cpu_setup  # pylint: disable=g-import-not-at-top
+  cpu_setup.configure_host_devices()
   globals()[args.probe](args)
 
 

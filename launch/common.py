@@ -4,7 +4,6 @@ one line for a run stopped by SIGTERM / SIGINT."""
 
 import contextlib
 import os
-import re
 import sys
 from typing import Mapping, Optional
 
@@ -16,9 +15,9 @@ from ml_collections import config_flags
 
 from configs import common as config_common
 from robustjax import checkpoint
+from robustjax import cpu_setup
 from robustjax import io
 from robustjax import lock
-from robustjax import parallel
 from robustjax import preemption
 from robustjax import progress
 from robustjax.study import config_checks
@@ -33,29 +32,27 @@ DEFAULT_COMPILATION_CACHE_DIR = os.path.join("~", ".cache", "robustjax",
 flags.DEFINE_integer(
     "cpu_devices", -1,
     "XLA CPU devices for this process; the faster XLA:CPU flags of "
-    "robustjax.parallel.configure_host_devices are set in every case (unless "
-    "XLA_FLAGS sets them) where the process can only run on the CPU (none "
-    "where JAX_PLATFORMS or an installed GPU / TPU plugin names an "
+    "robustjax.cpu_setup.configure_host_devices are set in every case "
+    "(unless XLA_FLAGS sets them) where the process can only run on the CPU "
+    "(none where JAX_PLATFORMS or an installed GPU / TPU plugin names an "
     "accelerator). -1 (default): one per core (up to 8, a power of "
-    "two); evaluation and attacks split their batches over them (PGD-10 on "
-    "a 2-core CPU 1.1-1.3x faster than on one device, BUILD.md), training "
+    "two); evaluation and attacks split their batches over them, training "
     "uses --cpu_train_devices of them. 1: one device, as JAX does. 0: JAX's "
     "defaults untouched (no flags either). N: N devices. A device count in "
     "XLA_FLAGS wins (and then training uses every device). GPU/TPU runs are "
-    "unaffected.")
+    "unaffected. Why: docs/cpu_performance.md.")
 flags.DEFINE_integer(
     "cpu_train_devices", 1,
     "Of those CPU devices, how many a training step uses (default 1: no "
-    "all-reduce; XLA:CPU's in-process all-reduce aborted a training run on "
-    "a loaded 2-core machine, BUILD.md). -1: all of them.")
+    "all-reduce through XLA:CPU's in-process collectives, which can abort a "
+    "run on a loaded machine). -1: all of them.")
 flags.DEFINE_enum(
-    "cpu_malloc", "mimalloc", parallel.CPU_MALLOCS,
+    "cpu_malloc", "mimalloc", cpu_setup.CPU_MALLOCS,
     "In a CPU-only process on Linux, restart the launcher once with a memory "
     "allocator that does not page-fault XLA:CPU's large per-call buffers in "
-    "afresh on every call (robustjax.parallel.cpu_malloc_environ). mimalloc: "
-    "preloaded, freed memory kept for reuse (a ResNet-20 train step at "
-    "32x32x3 / batch 128 1.22-1.36x faster than glibc_huge_pages, at "
-    "1.3-1.7x the peak memory; benchmarks/train_results.md); falls back to "
+    "afresh on every call (robustjax.cpu_setup.cpu_malloc_environ). "
+    "mimalloc: preloaded, freed memory kept for reuse (faster than "
+    "glibc_huge_pages, at more peak memory); falls back to "
     "glibc_huge_pages where mimalloc is not installed. glibc_huge_pages: "
     "glibc with GLIBC_TUNABLES=glibc.malloc.hugetlb=1. system: no restart. "
     "An allocator in your own LD_PRELOAD wins.")
@@ -135,26 +132,6 @@ def load_config():
     _fatal(f"Config error: {e}")
 
 
-def _restart_with_cpu_malloc(malloc: str) -> None:
-  """Restarts this launcher with `parallel.cpu_malloc_environ()`, if any.
-
-  Only a process whose main program is a script of launch/ or one of the
-  `robustjax-*` console scripts restarts (never a test runner or notebook
-  that imported a launcher).
-  """
-  main_file = getattr(sys.modules.get("__main__"), "__file__", "") or ""
-  if (os.path.dirname(os.path.abspath(main_file)) != os.path.dirname(
-      os.path.abspath(__file__))
-      and not os.path.basename(main_file).startswith("robustjax-")):
-    return
-  environ = parallel.cpu_malloc_environ(malloc)
-  if environ is None:
-    return
-  sys.stdout.flush()
-  sys.stderr.flush()
-  os.execve(sys.executable, sys.orig_argv, environ)
-
-
 def compilation_cache_dir(workdir: str, choice: str = "",
                           environ: Optional[Mapping[str, str]] = None
                           ) -> Optional[str]:
@@ -202,13 +179,15 @@ def setup(workdir: str = ""):
   Returns:
     The validated `--config`.
   """
-  _restart_with_cpu_malloc(flags.FLAGS.cpu_malloc)  # Before any work.
+  # Before any work: once more under a faster allocator, on a CPU.
+  cpu_setup.restart_with_cpu_malloc(flags.FLAGS.cpu_malloc,
+                                    os.path.dirname(os.path.abspath(__file__)))
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(progress.QuietLibraries())
   config = load_config()
   # Before anything starts JAX's backends: one CPU device per core.
   if flags.FLAGS.cpu_devices != 0:
-    parallel.configure_host_devices(
+    cpu_setup.configure_host_devices(
         None if flags.FLAGS.cpu_devices < 0 else flags.FLAGS.cpu_devices,
         train_devices=(None if flags.FLAGS.cpu_train_devices < 0 else
                        flags.FLAGS.cpu_train_devices))
@@ -233,8 +212,29 @@ def setup(workdir: str = ""):
                "malloc: %s.",
                jax.__version__, jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count(),
-               jax.devices()[0].device_kind, parallel.cpu_malloc_in_use())
+               jax.devices()[0].device_kind, cpu_setup.cpu_malloc_in_use())
   return config
+
+
+def _unknown_field(argv, error: Exception) -> Optional[str]:
+  """The message for a `--config.<field>` override the config lacks, or None.
+
+  ml_collections raises `KeyError("'field'\\nDid you mean ...?")` for it,
+  wrapped in an AttributeError for a nested field.
+  """
+  while error.args and isinstance(error.args[0], BaseException):
+    error = error.args[0]
+  field, *hint = str(error.args[0] if error.args else "").splitlines()
+  field = field.strip("\"'")
+  overrides = [a.lstrip("-").split("=")[0] for a in argv[1:]
+               if a.startswith(("-config.", "--config."))]
+  bad = [o for o in overrides if field in o.split(".")[1:]]
+  if not bad:
+    return None
+  return (f"--{bad[0]}: the config has no field {field!r}. "
+          f"{' '.join(line.strip() for line in hint)} Overrides must name "
+          "an existing field, e.g. --config.model.width=8; see the config "
+          "file and configs/common.py (get_base_config) for all fields.")
 
 
 def parse_flags(argv):
@@ -255,21 +255,9 @@ def parse_flags(argv):
   except flags.Error as e:
     message = str(e)
   except (AttributeError, KeyError) as e:
-    overrides = [a.lstrip("-").split("=")[0] for a in argv[1:]
-                 if re.match(r"^--?config\.", a)]
-    detail = e
-    while isinstance(detail, BaseException) and detail.args:
-      detail = detail.args[0]  # A KeyError inside an AttributeError.
-    detail = str(detail)
-    field = re.match(r"^[\"']*([^\"'\n]*)", detail).group(1)
-    bad = [o for o in overrides if field in o.split(".")[1:]]
-    if not bad:
+    message = _unknown_field(argv, e)
+    if message is None:
       raise
-    hint = " ".join(line.strip() for line in detail.splitlines()[1:])
-    message = (f"--{bad[0]}: the config has no field {field!r}. {hint} "
-               "Overrides must name an existing field, e.g. "
-               "--config.model.width=8; see the config file and "
-               "configs/common.py (get_base_config) for all fields.")
   sys.stderr.write(f"FATAL Flags parsing error: {' '.join(message.split())}\n"
                    "Pass --helpshort or --helpfull to see help on flags.\n")
   sys.exit(1)

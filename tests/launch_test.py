@@ -9,8 +9,8 @@ import tomllib
 
 from absl.testing import absltest
 
+from robustjax import cpu_setup
 from robustjax import io
-from robustjax import parallel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -71,8 +71,8 @@ class TrainLauncherTest(absltest.TestCase):
     self.assertIn("starts logging to", log)
     # On a machine where it helps, the launcher restarted itself with
     # another allocator for XLA:CPU's buffers (--cpu_malloc) and says which.
-    restart = parallel.cpu_malloc_environ()
-    self.assertIn(f"malloc: {parallel.cpu_malloc_in_use(restart)}.", log)
+    restart = cpu_setup.cpu_malloc_environ()
+    self.assertIn(f"malloc: {cpu_setup.cpu_malloc_in_use(restart)}.", log)
     self.assertIn("Done: results in", log)
 
   def test_required_flags(self):

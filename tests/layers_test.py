@@ -1,8 +1,9 @@
 """The package's import layers: imports only run down, no lazy imports.
 
-Order (lowest first): leaves (parallel, io, checkpoint, progress), data,
-models, robustness, train, compress, study. A module may import robustjax
-modules of its own layer or below, at module level only.
+Order (lowest first): leaves (parallel, cpu_setup, platform_info, io,
+checkpoint, progress), data, models, robustness, train, compress, study. A
+module may import robustjax modules of its own layer or below, at module
+level only.
 """
 
 import ast
@@ -20,7 +21,7 @@ def _layer(module: str) -> int:
   """Layer index of a dotted robustjax module name."""
   parts = module.split(".")
   if len(parts) == 1 or parts[1] not in LAYERS:
-    return 0  # robustjax, robustjax.parallel, .io, .checkpoint, .progress
+    return 0  # robustjax, robustjax.parallel, .cpu_setup, .io, .progress, ...
   return LAYERS.index(parts[1])
 
 
@@ -52,7 +53,8 @@ class LayersTest(absltest.TestCase):
   def test_modules_are_found(self):
     names = dict(_modules())
     for m in ("robustjax.train.trainer", "robustjax.study.runner",
-              "robustjax.robustness.attacks", "robustjax.io"):
+              "robustjax.robustness.attacks", "robustjax.io",
+              "robustjax.cpu_setup"):
       self.assertIn(m, names)
 
   def test_imports_run_down_the_layers_at_module_level(self):

@@ -3,7 +3,8 @@
 XLA:CPU flags and the CPU allocator restart must not reach a GPU / TPU
 process (an accelerator's XLA reads `XLA_FLAGS` too and stops at start-up
 on a flag it does not know); the platform is faked by patching
-`parallel.platform_hint`, which decides it before JAX starts its backends.
+`platform_info.platform_hint`, which decides it before JAX starts its
+backends.
 Also: the precision recorded in a study's environment.json, and the local
 compilation cache folder of a run whose workdir is in a bucket.
 """
@@ -18,20 +19,23 @@ from absl.testing import parameterized
 import jax
 import ml_collections
 
+from robustjax import cpu_setup
 from robustjax import parallel
+from robustjax import platform_info
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LAUNCH = os.path.join(ROOT, "launch")
 
 
 class PlatformHintTest(parameterized.TestCase):
-  """`parallel.platform_hint` (no backend started)."""
+  """`platform_info.platform_hint` (no backend started)."""
 
   @parameterized.parameters(
       ("cpu", "cpu"), ("cuda", "gpu"), ("cuda,cpu", "gpu"),
       ("cpu,cuda", "gpu"), ("rocm", "gpu"), ("tpu", "tpu"),
       ("tpu,cpu", "tpu"), (" CPU ", "cpu"))
   def test_from_jax_platforms(self, platforms, expected):
-    self.assertEqual(parallel.platform_hint(platforms), expected)
+    self.assertEqual(platform_info.platform_hint(platforms), expected)
 
   @parameterized.parameters(
       ("libtpu", "tpu"), ("jax_cuda13_plugin", "gpu"),
@@ -40,12 +44,13 @@ class PlatformHintTest(parameterized.TestCase):
     find_spec = lambda name: object() if name == installed else None
     with mock.patch("importlib.util.find_spec", side_effect=find_spec), \
         mock.patch("importlib.metadata.entry_points", return_value=()):
-      self.assertEqual(parallel.platform_hint(""), expected)
+      self.assertEqual(platform_info.platform_hint(""), expected)
 
   def test_cpu_only_process_follows_the_hint(self):
     for hint, cpu_only in (("cpu", True), ("gpu", False), ("tpu", False)):
-      with mock.patch.object(parallel, "platform_hint", return_value=hint):
-        self.assertEqual(parallel.cpu_only_process(), cpu_only, hint)
+      with mock.patch.object(platform_info, "platform_hint",
+                             return_value=hint):
+        self.assertEqual(platform_info.cpu_only_process(), cpu_only, hint)
 
 
 class CpuSettingsByPlatformTest(parameterized.TestCase):
@@ -55,12 +60,13 @@ class CpuSettingsByPlatformTest(parameterized.TestCase):
     """`configure_host_devices(2)` as before JAX starts, on `hint`."""
     saved = parallel._cpu_train_devices  # pylint: disable=protected-access
     self.addCleanup(setattr, parallel, "_cpu_train_devices", saved)
-    with mock.patch.object(parallel, "platform_hint", return_value=hint), \
-        mock.patch.object(parallel, "_backends_initialized",
+    with mock.patch.object(platform_info, "platform_hint",
+                           return_value=hint), \
+        mock.patch.object(cpu_setup, "_backends_initialized",
                           return_value=False), \
         mock.patch.object(jax.config, "update") as update, \
         mock.patch.dict(os.environ, {"XLA_FLAGS": xla_flags}):
-      devices = parallel.configure_host_devices(2)
+      devices = cpu_setup.configure_host_devices(2)
       return devices, os.environ["XLA_FLAGS"], update
 
   @parameterized.parameters("gpu", "tpu")
@@ -77,41 +83,49 @@ class CpuSettingsByPlatformTest(parameterized.TestCase):
       update.assert_called_once_with("jax_num_cpu_devices", 2)
     self.assertEqual(
         flags.split(),
-        list(parallel.CPU_XLA_FLAGS + parallel.CPU_ONLY_XLA_FLAGS))
+        list(cpu_setup.CPU_XLA_FLAGS + cpu_setup.CPU_ONLY_XLA_FLAGS))
 
-  @parameterized.parameters("gpu", "tpu")
-  def test_no_allocator_restart_on_an_accelerator(self, hint):
-    from launch import common  # pylint: disable=g-import-not-at-top
+  def _restart(self, hint, malloc, main_file, environ=None):
+    """`restart_with_cpu_malloc` on `hint`, as in `main_file`: the execve."""
     main = types.ModuleType("__main__")
-    main.__file__ = os.path.join(ROOT, "launch", "study.py")
-    with mock.patch.object(parallel, "platform_hint", return_value=hint), \
-        mock.patch.dict(sys.modules, {"__main__": main}), \
-        mock.patch.object(os, "execve") as execve:
-      for malloc in parallel.CPU_MALLOCS:
-        self.assertIsNone(parallel.cpu_malloc_environ(malloc, {}), malloc)
-        common._restart_with_cpu_malloc(malloc)  # pylint: disable=protected-access
-      execve.assert_not_called()
-
-  def test_allocator_restart_on_the_cpu(self):
-    from launch import common  # pylint: disable=g-import-not-at-top
-    if (not sys.platform.startswith("linux")
-        or parallel.mimalloc_library() is None):
-      self.skipTest("mimalloc restarts a CPU launcher on Linux only")
-    main = types.ModuleType("__main__")
-    main.__file__ = os.path.join(ROOT, "launch", "study.py")
-    environ = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
-    with mock.patch.object(parallel, "platform_hint", return_value="cpu"), \
+    main.__file__ = main_file
+    environ = dict(os.environ if environ is None else environ)
+    with mock.patch.object(platform_info, "platform_hint",
+                           return_value=hint), \
         mock.patch.dict(sys.modules, {"__main__": main}), \
         mock.patch.dict(os.environ, environ, clear=True), \
         mock.patch.object(os, "execve") as execve:
-      common._restart_with_cpu_malloc("mimalloc")  # pylint: disable=protected-access
+      cpu_setup.restart_with_cpu_malloc(malloc, LAUNCH)
+    return execve
+
+  @parameterized.parameters("gpu", "tpu")
+  def test_no_allocator_restart_on_an_accelerator(self, hint):
+    study = os.path.join(LAUNCH, "study.py")
+    for malloc in cpu_setup.CPU_MALLOCS:
+      with mock.patch.object(platform_info, "platform_hint",
+                             return_value=hint):
+        self.assertIsNone(cpu_setup.cpu_malloc_environ(malloc, {}), malloc)
+      self._restart(hint, malloc, study).assert_not_called()
+
+  def test_allocator_restart_on_the_cpu(self):
+    if (not sys.platform.startswith("linux")
+        or cpu_setup.mimalloc_library() is None):
+      self.skipTest("mimalloc restarts a CPU launcher on Linux only")
+    environ = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    execve = self._restart("cpu", "mimalloc", os.path.join(LAUNCH, "study.py"),
+                           environ)
     execve.assert_called_once()
-    self.assertIn(parallel.mimalloc_library(),
+    self.assertIn(cpu_setup.mimalloc_library(),
                   execve.call_args[0][2]["LD_PRELOAD"])
+    # Only a launcher restarts: not a test runner that imported one.
+    self._restart("cpu", "mimalloc", os.path.join(ROOT, "tests", "x.py"),
+                  environ).assert_not_called()
+    self._restart("cpu", "system", os.path.join(LAUNCH, "study.py"),
+                  environ).assert_not_called()
 
 
 class PrecisionTest(parameterized.TestCase):
-  """`parallel.precision_info` and the study's environment.json."""
+  """`platform_info.precision_info` and the study's environment.json."""
 
   @parameterized.parameters(
       ("cpu", None, "f32"), ("cpu", "bfloat16", "f32"),
@@ -121,17 +135,17 @@ class PrecisionTest(parameterized.TestCase):
       ("tpu", "highest", "f32"))
   def test_float32_matmuls(self, platform, setting, expected):
     with jax.default_matmul_precision(setting):
-      info = parallel.precision_info(False, platform)
+      info = platform_info.precision_info(False, platform)
     self.assertEqual(info["float32_matmuls"], expected)
     self.assertEqual(info["precision"], expected)
     self.assertEqual(info["matmul_precision"], setting or "default")
     self.assertEqual(info["platform"], platform)
 
   def test_half_precision_models(self):
-    info = parallel.precision_info(True, "gpu")
+    info = platform_info.precision_info(True, "gpu")
     self.assertEqual((info["half_precision"], info["precision"]),
                      (True, "bf16"))
-    self.assertNotIn("precision", parallel.precision_info(None, "gpu"))
+    self.assertNotIn("precision", platform_info.precision_info(None, "gpu"))
 
   def test_environment_records_the_precision(self):
     from robustjax.study import runner  # pylint: disable=g-import-not-at-top

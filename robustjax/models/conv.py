@@ -19,9 +19,9 @@ and computes the same forward convolution and input gradient. On CPU:
   the kernel-gradient transposes (2026-12-01, benchmarks/train_results.md);
   what stops the re-computation there is YNNPACK's elementwise fusion,
   which the trainer turns on per program for large activations
-  (`robustjax.parallel.train_step_compiler_options`).
+  (`robustjax.cpu_setup.train_step_compiler_options`).
 * The kernel gradient: if YNNPACK convolutions are off
-  (`robustjax.parallel.configure_host_devices()` turns them off, as the
+  (`robustjax.cpu_setup.configure_host_devices()` turns them off, as the
   launchers do), XLA's own kernel-gradient convolution, which is then fast;
   if they are on (a process that did not call it), one matrix product per
   kernel tap, `dW[i, j] = X_ij^T @ dY`, with `X_ij` the (strided) input
@@ -133,7 +133,7 @@ def ynn_convolutions_enabled(xla_flags: Optional[str] = None) -> bool:
 
   Returns:
     False if `--xla_cpu_experimental_ynn_fusion_type` removes
-    `individual_convolution` (as `parallel.configure_host_devices` does).
+    `individual_convolution` (as `cpu_setup.configure_host_devices` does).
   """
   if xla_flags is None:
     xla_flags = os.environ.get("XLA_FLAGS", "")

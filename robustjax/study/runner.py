@@ -50,10 +50,12 @@ import ml_collections
 import numpy as np
 
 from robustjax import checkpoint
+from robustjax import cpu_setup
 from robustjax import io
 from robustjax import lock
 from robustjax import models as models_lib
 from robustjax import parallel
+from robustjax import platform_info
 from robustjax import preemption
 from robustjax import progress
 from robustjax import timing
@@ -108,7 +110,7 @@ def code_version() -> Optional[str]:
 def environment(config: Optional[ml_collections.ConfigDict] = None) -> dict:
   """The machine a study ran on (numbers are bit-identical only on one).
 
-  With the precision its models computed in (`parallel.precision_info`):
+  With the precision its models computed in (`platform_info.precision_info`):
   platform, device kind, `jax_default_matmul_precision` and what float32
   matrix products compute in there (TF32 by default on a GPU), and, given
   the study's `config`, whether models are built in bfloat16
@@ -123,15 +125,15 @@ def environment(config: Optional[ml_collections.ConfigDict] = None) -> dict:
       machine = f"{names[0]} ({len(names)} cores)"
   except OSError:
     pass
-  # XLA flags move float rounding (e.g. parallel.CPU_ONLY_XLA_FLAGS), so
+  # XLA flags move float rounding (e.g. cpu_setup.CPU_ONLY_XLA_FLAGS), so
   # bit-identical numbers need the same flags as well as the same machine.
-  # The allocator (parallel.cpu_malloc_environ) moves speed and memory, not
+  # The allocator (cpu_setup.cpu_malloc_environ) moves speed and memory, not
   # numbers.
   return {"machine": machine, "jax": jax.__version__,
           "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
           "xla_flags": os.environ.get("XLA_FLAGS", ""),
-          "malloc": parallel.cpu_malloc_in_use(), "code": code_version(),
-          **parallel.precision_info(
+          "malloc": cpu_setup.cpu_malloc_in_use(), "code": code_version(),
+          **platform_info.precision_info(
               None if config is None else config.model.half_precision)}
 
 

@@ -47,6 +47,7 @@ import numpy as np
 import optax
 
 from robustjax import checkpoint
+from robustjax import cpu_setup
 from robustjax import io
 from robustjax import lock
 from robustjax import models
@@ -225,7 +226,7 @@ def _jitted_step(model, config, num_steps: int, recipe: Recipe, tx,
   (`distillation.make_loss_fn` returns the same object for the same
   settings) or the label smoothing, augmentation, stacking, the mesh and
   the XLA:CPU options of a step with large activations
-  (`parallel.train_step_compiler_options`); and for the update, the
+  (`cpu_setup.train_step_compiler_options`); and for the update, the
   optimizer config and the recipe's `wrap_tx` (compared as a Python
   object: `pruning.magnitude_pruner` returns the same object for the same
   settings, and every one-shot pruner carries one `program_key`). The step
@@ -239,7 +240,7 @@ def _jitted_step(model, config, num_steps: int, recipe: Recipe, tx,
   length_is_argument = (recipe.wrap_tx is None or
                         hasattr(recipe.wrap_tx, "program_key"))
   devices = tuple(d.id for d in mesh.devices.flat)
-  options = None if stacked else parallel.train_step_compiler_options(
+  options = None if stacked else cpu_setup.train_step_compiler_options(
       _first_stage_elements(model, config, mesh),
       mesh.devices.flat[0].platform)
   gradient_key = (
@@ -280,8 +281,8 @@ def _jit_on_batch(fn, model, mesh, num_outputs: int, *, stacked: bool,
   if options:
     logging.info("Train step compiled with XLA:CPU options %s (largest "
                  "activation >= %d elements per device; "
-                 "parallel.train_step_compiler_options).", options,
-                 parallel.ELTWISE_FUSION_MIN_ELEMENTS)
+                 "cpu_setup.train_step_compiler_options).", options,
+                 cpu_setup.ELTWISE_FUSION_MIN_ELEMENTS)
   return jax.jit(fn, out_shardings=(parallel.replicated(mesh),) * num_outputs,
                  donate_argnums=donate, compiler_options=options)
 
@@ -298,7 +299,7 @@ def jit_step(model, loss_fn: LossFn, tx, mesh, *, crop_padding: int,
     stacked: vmap over a leading model axis of the state (`train_members`).
     batch_axis: the images' and labels' model axis when stacked (None: one
       batch for every model).
-    options: XLA compiler options (`parallel.train_step_compiler_options`).
+    options: XLA compiler options (`cpu_setup.train_step_compiler_options`).
   """
   fn = functools.partial(train_step, tx=tx, loss_fn=loss_fn,
                          crop_padding=crop_padding, flip=flip)

@@ -14,8 +14,8 @@ import numpy as np
 from absl.testing import absltest
 
 from configs import default
+from robustjax import cpu_setup
 from robustjax import io
-from robustjax import parallel
 from robustjax.compress import saved
 from robustjax.study import grid
 from robustjax.study import journal as journal_lib
@@ -147,7 +147,7 @@ class StudyTest(absltest.TestCase):
     # The XLA flags are recorded: they move float rounding.
     env = json.load(open(os.path.join(self.workdir, "environment.json")))
     self.assertEqual(env["xla_flags"], os.environ.get("XLA_FLAGS", ""))
-    self.assertEqual(env["malloc"], parallel.cpu_malloc_in_use())
+    self.assertEqual(env["malloc"], cpu_setup.cpu_malloc_in_use())
     self.assertEqual(env["code"], runner.code_version())
     # The precision the models ran in is in environment.json and the report.
     self.assertIn(env["precision"], ("f32", "tf32", "bf16", "bf16_3x"))

@@ -18,6 +18,7 @@ import optax
 from configs import digits_resnet
 from robustjax import io
 from robustjax import models
+from robustjax import cpu_setup
 from robustjax import parallel
 from robustjax import train
 from robustjax import checkpoint
@@ -358,9 +359,9 @@ class CompilerOptionsTest(absltest.TestCase):
     # As in a launcher's process (configure_host_devices' flag), with the
     # threshold lowered to the smoke run's size.
     flags = " ".join([os.environ.get("XLA_FLAGS", ""),
-                      parallel.CPU_XLA_FLAGS[0]])
+                      cpu_setup.CPU_XLA_FLAGS[0]])
     with mock.patch.dict(os.environ, {"XLA_FLAGS": flags}), \
-        mock.patch.object(parallel, "ELTWISE_FUSION_MIN_ELEMENTS", 1), \
+        mock.patch.object(cpu_setup, "ELTWISE_FUSION_MIN_ELEMENTS", 1), \
         self.assertLogs("absl", level="INFO") as logs:
       fused = run()
     self.assertLen(traces, n + 1)  # Its own program (the options are in
