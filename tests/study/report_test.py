@@ -1,20 +1,17 @@
-"""The study report: plots, partial re-rendering, seeds and error bars."""
+"""The study report: partial re-rendering, seeds and error bars."""
 
 import csv
 import json
-import math
 import os
-import sys
 
 from absl.testing import absltest
-import matplotlib
 
 from robustjax import io
 from robustjax.study import report
 
 
-def _model(model_id, arch, method, size_bits, clean, corruption,
-           adversarial, seed=None, original_id=None):
+def model_rows(model_id, arch, method, size_bits, clean, corruption,
+               adversarial, seed=None, original_id=None):
   """Rows of one model: clean, a domain, fog 1-2, PGD at eps 0 and 0.1."""
   base = dict(model_id=model_id, arch=arch, method=method, setting={},
               size_bits=size_bits, sparsity=0.0, original_id=original_id,
@@ -35,74 +32,20 @@ def _model(model_id, arch, method, size_bits, clean, corruption,
                accuracy=adversarial)]
 
 
-def _grid(seeds=(None,)):
+def grid_rows(seeds=(None,)):
+  """Two archs, each with its original and one compressed model, per seed."""
   rows = []
   for i, seed in enumerate(seeds):
     d = 0.02 * i
-    rows += _model("a/original", "a:16", "original", 4e6, 0.9 + d, 0.7, 0.4,
-                   seed)
-    rows += _model("a/prune", "a:16", "prune", 1e6, 0.88, 0.6 + d, 0.3, seed,
-                   "a/original")
-    rows += _model("b/original", "b:8", "original", 1e6, 0.85, 0.6, 0.3 + d,
-                   seed)
-    rows += _model("b/ptq", "b:8", "quantize", 3e5, 0.84, 0.58, 0.28, seed,
-                   "b/original")
+    rows += model_rows("a/original", "a:16", "original", 4e6, 0.9 + d, 0.7,
+                       0.4, seed)
+    rows += model_rows("a/prune", "a:16", "prune", 1e6, 0.88, 0.6 + d, 0.3,
+                       seed, "a/original")
+    rows += model_rows("b/original", "b:8", "original", 1e6, 0.85, 0.6,
+                       0.3 + d, seed)
+    rows += model_rows("b/ptq", "b:8", "quantize", 3e5, 0.84, 0.58, 0.28,
+                       seed, "b/original")
   return rows
-
-
-class PlotsTest(absltest.TestCase):
-
-  def test_plots_keep_the_backend_and_skip_pyplot(self):
-    backend = matplotlib.get_backend()
-    had_pyplot = "matplotlib.pyplot" in sys.modules
-    folder = self.create_tempdir().full_path
-    paths = report.plots(_grid(), folder)
-    self.assertEqual([os.path.basename(p) for p in paths],
-                     ["accuracy_vs_size.png", "accuracy_vs_severity.png",
-                      "accuracy_vs_eps.png"])
-    for p in paths:
-      with open(p, "rb") as f:
-        self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
-    self.assertEqual(matplotlib.get_backend(), backend)
-    if not had_pyplot:
-      self.assertNotIn("matplotlib.pyplot", sys.modules)
-
-  def test_shifts_without_rows_are_left_out(self):
-    rows = [r for r in _grid() if r["shift"] in ("clean", "domain")]
-    paths = report.plots(rows, self.create_tempdir().full_path)
-    self.assertEqual([os.path.basename(p) for p in paths],
-                     ["accuracy_vs_size.png"])
-
-  def test_seed_groups_mean_and_std(self):
-    groups = report.seed_groups(_grid(seeds=(0, 1, 2)))
-    self.assertEqual([(g.label, g.num_seeds) for g in groups],
-                     [("a/original", 3), ("a/prune", 3), ("b/original", 3),
-                      ("b/ptq", 3)])
-    mean, std = groups[0].stat(
-        lambda rs: [r for r in rs if r["shift"] == "clean"][0]["accuracy"])
-    self.assertAlmostEqual(mean, 0.92)  # 0.90, 0.92, 0.94.
-    self.assertAlmostEqual(std, 0.02)  # Sample std (ddof=1).
-    # Without a seed field: one group per model, no std.
-    single = report.seed_groups(_grid())
-    self.assertEqual([g.num_seeds for g in single], [1, 1, 1, 1])
-    for g in single:
-      mean, std = g.stat(lambda rs: 0.5)
-      self.assertEqual(mean, 0.5)
-      self.assertTrue(math.isnan(std))
-
-  def test_seed_suffix_leaves_the_label(self):
-    rows = (_model("a/original-seed0", "a:16", "original", 1e6, 0.9, 0.7,
-                   0.4, seed=0) +
-            _model("a/original-seed1", "a:16", "original", 1e6, 0.8, 0.7,
-                   0.4, seed=1))
-    groups = report.seed_groups(rows)
-    self.assertEqual([(g.label, g.num_seeds) for g in groups],
-                     [("a/original", 2)])
-
-  def test_caption_mentions_error_bars_only_with_seeds(self):
-    self.assertIn("error bars: +- 1 standard deviation",
-                  report.plots_caption(_grid(seeds=(0, 1))))
-    self.assertIn("no error bars", report.plots_caption(_grid()))
 
 
 class RenderTest(absltest.TestCase):
@@ -117,7 +60,7 @@ class RenderTest(absltest.TestCase):
     return workdir
 
   def test_partial_run_is_marked(self):
-    rows = _grid()
+    rows = grid_rows()
     done = [r for r in rows if r["model_id"] != "b/ptq"]  # 3 of 4 models.
     # A torn last line (a run killed mid-write) is ignored.
     workdir = self._workdir(done, cells_total=16)
@@ -138,14 +81,14 @@ class RenderTest(absltest.TestCase):
          "accuracy_vs_eps.png", "claims_forest.png"])
 
   def test_complete_and_unknown(self):
-    rows = _grid()
+    rows = grid_rows()
     text = open(report.render(self._workdir(rows, cells_total=16))).read()
     self.assertIn("Complete: 16 of 16 cells.", text)
     text = open(report.render(self._workdir(rows))).read()
     self.assertIn("**Completeness unknown:** 16 cells", text)
 
   def test_duplicates_last_write_wins(self):
-    rows = _grid()
+    rows = grid_rows()
     again = dict(rows[0], accuracy=0.5)  # a/original clean, rewritten.
     workdir = self._workdir(rows + [again])
     self.assertLen(report.read_rows(workdir), len(rows))
@@ -154,7 +97,7 @@ class RenderTest(absltest.TestCase):
     self.assertEqual(clean[0]["accuracy"], 0.5)
 
   def test_seed_column_in_csv(self):
-    workdir = self._workdir(_grid(seeds=(0, 1)))
+    workdir = self._workdir(grid_rows(seeds=(0, 1)))
     report.render(workdir)
     with open(os.path.join(workdir, "results.csv")) as f:
       seeds = {r["seed"] for r in csv.DictReader(f)}
