@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from robustjax import memo
+from robustjax.train import steps
 
 
 @jax.custom_vjp
@@ -82,7 +82,7 @@ def kd_loss(student_logits: jax.Array, teacher_logits: jax.Array,
   return jnp.mean(alpha * temperature**2 * kl + (1.0 - alpha) * ce)
 
 
-@memo.same_object_for_same_args()  # Same settings, same object.
+@steps.same_object_for_same_args  # Same settings, same object.
 def make_loss_fn(teacher_apply: Callable[[Any, jax.Array], jax.Array],
                  temperature: float = 4.0, alpha: float = 0.9):
   """A `Recipe.loss_fn` `(logits, labels, images, teacher_variables) -> loss`.

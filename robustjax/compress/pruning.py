@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from robustjax import memo
+from robustjax.train import steps
 
 Params = Any
 Masks = Any
@@ -81,7 +81,7 @@ def path_str(path) -> str:
   return "/".join(str(p) for p in names)
 
 
-@memo.same_object_for_same_args()  # Same settings, same object.
+@steps.same_object_for_same_args  # Same settings, same object.
 def default_prunable(prune_first: bool = False, prune_last: bool = False,
                      exclude: Sequence[str] = ()) -> PrunableFn:
   """Which params may be pruned: conv and dense kernels only.
@@ -365,7 +365,7 @@ class Pruner(NamedTuple):
   config: Dict[str, Any]
 
 
-@memo.same_object_for_same_args()  # Same settings, same object.
+@steps.same_object_for_same_args  # Same settings, same object.
 def magnitude_pruner(sparsity: float, *, scope: str = "global",
                      structure: str = "unstructured", norm: str = "l1",
                      schedule: str = "oneshot", begin_step: int = 0,
@@ -434,8 +434,8 @@ def magnitude_pruner(sparsity: float, *, scope: str = "global",
 
   if update_masks is None:
     # The update only reads the masks in the optimizer state: every one-shot
-    # pruner compiles the same train step (trainer.Recipe.wrap_tx).
-    wrap_tx.program_key = ("pruning.wrap_optax", "fixed masks")
+    # pruner compiles the same train step.
+    steps.set_program_key(wrap_tx, ("pruning.wrap_optax", "fixed masks"))
 
   config = dict(method="magnitude", sparsity=sparsity, scope=scope,
                 structure=structure, norm=norm, schedule=schedule,

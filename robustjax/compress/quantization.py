@@ -66,7 +66,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from robustjax import memo
+from robustjax.train import steps
 
 MODES = ("serve", "calibrate")
 ACT_CALIBRATIONS = ("static", "dynamic")
@@ -286,7 +286,7 @@ def qdense(weight_bits: int = 8, act_bits: Optional[int] = 8,
                            act_calibration=act_calibration, mode=mode)
 
 
-@memo.same_object_for_same_args()
+@steps.same_object_for_same_args
 def _calibration_step(model: nn.Module):
   """One jitted calibration pass per calibrating model (variables passed in).
 

@@ -3,10 +3,11 @@
 `train_and_evaluate(config, workdir, recipe)` trains one model.
 `train_members(members, workdir)` trains K models of one architecture that
 differ only in seed and starting weights/masks as ONE program: their states
-are stacked along a leading model axis and the same step (`gradients`, then
-`apply_gradients`) is `jax.vmap`-ed over it. Both go through the same loop (`_train`): logging,
-periodic evaluation (the evaluator registry), NaN/Inf checks, checkpoints and
-resume.
+are stacked along a leading model axis and the same step is `jax.vmap`-ed
+over it. Both go through the same loop (`_train`): logging, periodic
+evaluation (the evaluator registry), NaN/Inf checks, checkpoints and resume.
+The step itself, and the compiled programs trainings share, are in
+`robustjax.train.steps`.
 
 A compression method plugs in through a `Recipe` (pruning wraps the
 optimizer, distillation replaces the loss); the step itself never asks which
@@ -32,7 +33,6 @@ that all processes save and stop at the same step.
 """
 
 import dataclasses
-import functools
 import math
 import os
 import time
@@ -47,7 +47,6 @@ import numpy as np
 import optax
 
 from robustjax import checkpoint
-from robustjax import cpu_setup
 from robustjax import io
 from robustjax import lock
 from robustjax import models
@@ -62,9 +61,7 @@ from robustjax.robustness import evaluators
 from robustjax.train import metrics as metrics_lib
 from robustjax.train import optim
 from robustjax.train import state as state_lib
-
-# (logits, labels, images, loss_args) -> scalar loss.
-LossFn = Callable[[jax.Array, jax.Array, jax.Array, Any], jax.Array]
+from robustjax.train import steps
 
 
 @dataclasses.dataclass
@@ -76,10 +73,8 @@ class Recipe:
     init_variables: variables to start from when there is no checkpoint.
     wrap_tx: wraps the config's optax transformation (pruning keeps its
       masks in the optimizer state, see compress.pruning.wrap_optax).
-      Trainings whose `wrap_tx` are the same object share one compiled
-      step; so do those whose `wrap_tx` carry equal `program_key`
-      attributes, which a wrapper sets when its `update` does not depend on
-      its settings (one-shot pruning: the masks are in the state).
+      Trainings whose `wrap_tx` are the same object, or carry equal
+      `steps.set_program_key` keys, share one compiled step.
     loss_fn: replaces cross-entropy (e.g. knowledge distillation).
     loss_args: a pytree passed to `loss_fn` at every step as an argument
       (e.g. the teacher's variables), not baked into the compiled step.
@@ -88,7 +83,7 @@ class Recipe:
   init_variables: Any = None
   wrap_tx: Optional[Callable[[optax.GradientTransformation],
                              optax.GradientTransformation]] = None
-  loss_fn: Optional[LossFn] = None
+  loss_fn: Optional[steps.LossFn] = None
   loss_args: Any = None
 
 
@@ -98,266 +93,6 @@ class Member:
   config: ml_collections.ConfigDict
   workdir: str
   recipe: Optional[Recipe] = None
-
-
-def cross_entropy(logits, labels, label_smoothing: float = 0.0):
-  num_classes = logits.shape[-1]
-  targets = jax.nn.one_hot(labels, num_classes)
-  if label_smoothing:
-    targets = optax.smooth_labels(targets, label_smoothing)
-  return jnp.mean(optax.softmax_cross_entropy(logits, targets))
-
-
-def _default_loss(logits, labels, images, loss_args, label_smoothing):
-  del images, loss_args
-  return cross_entropy(logits, labels, label_smoothing)
-
-
-def gradients(state, images, labels, loss_args, *, model, loss_fn,
-              crop_padding, flip):
-  """The loss gradients of one batch: (grads, new batch_stats, metrics).
-
-  Reads `state`'s params, batch_stats, rng and step only (the trainer
-  passes it with `opt_state=None`, so one compiled program serves every
-  optimizer and pruning wrapper of a model).
-  """
-  rng = jax.random.fold_in(state.rng, state.step)
-  x = pipeline.augment(pipeline.to_float(images), rng, crop_padding, flip)
-
-  def loss_and_aux(params):
-    logits, new_vars = model.apply(
-        {"params": params, "batch_stats": state.batch_stats}, x, train=True,
-        mutable=["batch_stats"])
-    return loss_fn(logits, labels, x, loss_args), (logits,
-                                                    new_vars["batch_stats"])
-
-  (loss, (logits, batch_stats)), grads = jax.value_and_grad(
-      loss_and_aux, has_aux=True)(state.params)
-  metrics = {"loss": loss,
-             "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
-  return grads, batch_stats, metrics
-
-
-def apply_gradients(state, grads, batch_stats, metrics, total_steps=None, *,
-                    tx):
-  """The optimizer update of `gradients`' output: (new_state, metrics).
-
-  `total_steps` (an int32 scalar, optional) is the training length the
-  learning-rate schedule follows (`optim.make`); passed as an argument, it
-  lets trainings of different lengths share one compiled update. Adds
-  `metrics["finite"]`: 1.0 when the loss and the updated params are finite.
-  """
-  extra = {} if total_steps is None else {"total_steps": total_steps}
-  updates, opt_state = tx.update(grads, state.opt_state, state.params,
-                                 **extra)
-  params = optax.apply_updates(state.params, updates)
-  new_state = state.replace(step=state.step + 1, params=params,
-                            batch_stats=batch_stats, opt_state=opt_state)
-  # The loss was computed before this update: also check the updated params,
-  # so a non-finite update is caught before it can be checkpointed.
-  # One reduction over all leaves (concatenated) rather than one per leaf:
-  # the per-leaf form added ~60 small fusions, 0.3-0.5 s of XLA:CPU compile
-  # per train step of a ResNet-8 (benchmarks/compile_results.md).
-  finite = jnp.isfinite(metrics["loss"]) & jnp.all(jnp.isfinite(
-      jnp.concatenate([jnp.ravel(p) for p in jax.tree.leaves(params)])))
-  return new_state, dict(metrics, finite=finite.astype(jnp.float32))
-
-
-def train_step(state, images, labels, loss_args, total_steps=None, *, model,
-               tx, loss_fn, crop_padding, flip):
-  """One optimizer update; returns (new_state, metrics).
-
-  `gradients` then `apply_gradients`; jitted as one program it gives the
-  same numbers, bit for bit on XLA:CPU, as the two jitted apart
-  (`config.split_train_step`, `tests/train/trainer_test.py`).
-  """
-  grads, batch_stats, metrics = gradients(
-      state, images, labels, loss_args, model=model, loss_fn=loss_fn,
-      crop_padding=crop_padding, flip=flip)
-  return apply_gradients(state, grads, batch_stats, metrics, total_steps,
-                         tx=tx)
-
-
-# Jitted train steps (or gradient and update programs) by what they depend
-# on (see `_jitted_step`), oldest first.
-_STEPS = {}
-_MAX_STEPS = 64
-
-
-def _shared_jit(key, build: Callable[[], Callable]) -> Callable:
-  """`build()`, or the function an earlier call built for an equal key."""
-  try:
-    hash(key)
-  except TypeError:  # Anything unhashable: a fresh jit.
-    return build()
-  if key not in _STEPS:
-    if len(_STEPS) >= _MAX_STEPS:
-      _STEPS.pop(next(iter(_STEPS)))
-    _STEPS[key] = build()
-  return _STEPS[key]
-
-
-def _jitted_step(model, config, num_steps: int, recipe: Recipe, tx,
-                 stacked: bool, batch_axis: Optional[int], mesh):
-  """The jitted train step, shared by trainings that compile the same one.
-
-  `step(state, images, labels, loss_args, total_steps)` -> (new_state,
-  metrics). A study trains many models of one architecture and method
-  (seeds, sizes of one grid): their steps are the same program. A fresh
-  `jax.jit` per training would trace and lower it again and read it back
-  from the persistent cache (~0.6 s a time on a 2-core CPU); one jitted
-  function per key compiles each program once per process.
-
-  By default the step is one program (`train_step`). With
-  `config.split_train_step` it is two, `gradients` then `apply_gradients`,
-  with the same numbers bit for bit (`tests/train/trainer_test.py`): the
-  gradient program depends on the model, the loss and the augmentation
-  only, so a model and its pruning fine-tunes (one-shot or gradual, any
-  sparsity) share it; the update program depends on the optimizer and the
-  parameter shapes only (~1 s of XLA:CPU compile for a ResNet-8 against
-  ~3 s for the gradients), so a distilled student shares its
-  architecture's. That saved 4-7 s of the default study's compile; steps
-  ran at the same speed on its ResNet-8s but 4-7 % slower on a ResNet-20
-  without large-activation options (benchmarks/compile_results.md), hence
-  opt-in.
-
-  The keys hold everything a program is built from: the module (Linen
-  modules compare by value), the recipe's `loss_fn` object
-  (`distillation.make_loss_fn` returns the same object for the same
-  settings) or the label smoothing, augmentation, stacking, the mesh and
-  the XLA:CPU options of a step with large activations
-  (`cpu_setup.train_step_compiler_options`); and for the update, the
-  optimizer config and the recipe's `wrap_tx` (compared as a Python
-  object: `pruning.magnitude_pruner` returns the same object for the same
-  settings, and every one-shot pruner carries one `program_key`). The step
-  count is an argument (`optim.make`'s schedule reads it) unless the recipe
-  wraps the optimizer with a transformation that does not declare a
-  `program_key` (it might build the length into the program). Anything
-  unhashable: a fresh jit.
-  """
-  loss_fn = recipe.loss_fn or functools.partial(
-      _default_loss, label_smoothing=config.label_smoothing)
-  length_is_argument = (recipe.wrap_tx is None or
-                        hasattr(recipe.wrap_tx, "program_key"))
-  devices = tuple(d.id for d in mesh.devices.flat)
-  options = None if stacked else cpu_setup.train_step_compiler_options(
-      _first_stage_elements(model, config, mesh),
-      mesh.devices.flat[0].platform)
-  gradient_key = (
-      model, recipe.loss_fn or ("cross_entropy", float(config.label_smoothing)),
-      config.dataset.crop_padding, bool(config.dataset.flip), stacked,
-      batch_axis, devices,
-      tuple(sorted(options.items())) if options else None)
-  update_key = (
-      config.optimizer.to_json_best_effort(sort_keys=True),
-      None if length_is_argument else int(num_steps),
-      getattr(recipe.wrap_tx, "program_key", recipe.wrap_tx), stacked,
-      devices)
-  augment = dict(crop_padding=config.dataset.crop_padding,
-                 flip=config.dataset.flip)
-  if not config.get("split_train_step", False):
-    return _shared_jit(("step",) + gradient_key + update_key, lambda: jit_step(
-        model, loss_fn, tx, mesh, stacked=stacked, batch_axis=batch_axis,
-        options=options, **augment))
-  return two_program_step(
-      _shared_jit(("gradients",) + gradient_key, lambda: jit_gradients(
-          model, loss_fn, mesh, stacked=stacked, batch_axis=batch_axis,
-          options=options, **augment)),
-      _shared_jit(("update",) + update_key,
-                  lambda: jit_update(tx, mesh, stacked=stacked)))
-
-
-def _jit_on_batch(fn, model, mesh, num_outputs: int, *, stacked: bool,
-                  batch_axis: Optional[int], options: Optional[dict],
-                  num_unbatched: int, donate=()):
-  """`fn(state, images, labels, *unbatched, model=)` jitted as the trainer
-  does: vmapped over a leading model axis when `stacked`, outputs
-  replicated over `mesh`, XLA `options` (logged)."""
-  fn = functools.partial(fn, model=batched.for_vmap(model) if stacked
-                         else model)
-  if stacked:
-    fn = jax.vmap(fn, in_axes=(0, batch_axis, batch_axis) +
-                  (None,) * num_unbatched)
-  if options:
-    logging.info("Train step compiled with XLA:CPU options %s (largest "
-                 "activation >= %d elements per device; "
-                 "cpu_setup.train_step_compiler_options).", options,
-                 cpu_setup.ELTWISE_FUSION_MIN_ELEMENTS)
-  return jax.jit(fn, out_shardings=(parallel.replicated(mesh),) * num_outputs,
-                 donate_argnums=donate, compiler_options=options)
-
-
-def jit_step(model, loss_fn: LossFn, tx, mesh, *, crop_padding: int,
-             flip: bool, stacked: bool = False,
-             batch_axis: Optional[int] = None,
-             options: Optional[dict] = None):
-  """`train_step` jitted as the trainer compiles it (donates the state).
-
-  Args:
-    model, loss_fn, tx, crop_padding, flip: as `train_step`.
-    mesh: the training mesh (outputs are replicated over it).
-    stacked: vmap over a leading model axis of the state (`train_members`).
-    batch_axis: the images' and labels' model axis when stacked (None: one
-      batch for every model).
-    options: XLA compiler options (`cpu_setup.train_step_compiler_options`).
-  """
-  fn = functools.partial(train_step, tx=tx, loss_fn=loss_fn,
-                         crop_padding=crop_padding, flip=flip)
-  return _jit_on_batch(fn, model, mesh, 2, stacked=stacked,
-                       batch_axis=batch_axis, options=options,
-                       num_unbatched=2, donate=0)
-
-
-def jit_gradients(model, loss_fn: LossFn, mesh, *, crop_padding: int,
-                  flip: bool, stacked: bool = False,
-                  batch_axis: Optional[int] = None,
-                  options: Optional[dict] = None):
-  """`gradients` jitted as the trainer compiles it (arguments: `jit_step`)."""
-  fn = functools.partial(gradients, loss_fn=loss_fn,
-                         crop_padding=crop_padding, flip=flip)
-  return _jit_on_batch(fn, model, mesh, 3, stacked=stacked,
-                       batch_axis=batch_axis, options=options,
-                       num_unbatched=1)
-
-
-def jit_update(tx, mesh, *, stacked: bool = False):
-  """`apply_gradients` jitted as the trainer compiles it (donates the state)."""
-  fn = functools.partial(apply_gradients, tx=tx)
-  if stacked:
-    fn = jax.vmap(fn, in_axes=(0, 0, 0, 0, None))
-  return jax.jit(fn, out_shardings=(parallel.replicated(mesh),) * 2,
-                 donate_argnums=0)
-
-
-def two_program_step(grads_fn, update_fn):
-  """`step(state, images, labels, loss_args, total_steps=None)` ->
-  (new_state, metrics): `grads_fn` then `update_fn` (`jit_gradients`,
-  `jit_update`)."""
-
-  def step(state, images, labels, loss_args, total_steps=None):
-    # Without the optimizer state, the gradient program's signature is the
-    # same for every optimizer wrapper.
-    grads, batch_stats, metrics = grads_fn(state.replace(opt_state=None),
-                                           images, labels, loss_args)
-    return update_fn(state, grads, batch_stats, metrics, total_steps)
-
-  return step
-
-
-def _first_stage_elements(model, config, mesh) -> Optional[int]:
-  """Elements of a CIFAR-style ResNet's first-stage activation per device.
-
-  Per-device batch x height x width x `model.width`. None for other models
-  (ImageNet-style stems, modules without an integer `width`): the XLA:CPU
-  options it decides on helped CIFAR-style ResNets only (ResNet-18 at 112
-  and 224 px ran 0.91x / 0.97x with them; benchmarks/train_results.md).
-  """
-  width = getattr(model, "width", None)
-  if not isinstance(width, int) or getattr(model, "stem", None) != "cifar":
-    return None
-  _, height, image_width, _ = factory.input_shape(config)
-  per_device = max(1, int(config.batch_size) // mesh.devices.size)
-  return per_device * height * image_width * width
 
 
 def total_steps(config, steps_per_epoch: int) -> int:
@@ -490,15 +225,16 @@ def _train(members: List[Member], workdir: str, stacked: bool):
   txs = [(m.recipe or Recipe()).wrap_tx for m in members]
   # A recipe's own wrapper may not take the extra `total_steps` argument:
   # it then keeps the schedule of `base_tx` (and its step is keyed on the
-  # length, `_jitted_step`).
+  # length, `steps.set_program_key`).
   txs = [optax.with_extra_args_support(w(base_tx) if w else base_tx)
          for w in txs]
   states = [_initial_state(m.config, model, tx, m.recipe or Recipe())
             for m, tx in zip(members, txs)]
   shared_batch = len(set(seeds)) == 1
-  step_fn = _jitted_step(
-      model, config, num_steps, members[0].recipe or Recipe(), txs[0],
-      stacked, None if shared_batch else 1, mesh)
+  step_fn = steps.shared_train_step(
+      model, config, num_steps, txs[0], mesh, loss_fn=recipe.loss_fn,
+      wrap_tx=recipe.wrap_tx, stacked=stacked,
+      batch_axis=None if shared_batch else 1)
   state = batched.stack(states) if stacked else states[0]
   state = parallel.replicate(mesh, state)
   loss_args = parallel.replicate(mesh, recipe.loss_args)

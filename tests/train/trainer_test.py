@@ -25,6 +25,7 @@ from robustjax import checkpoint
 from robustjax.data import loader
 from robustjax.models import factory
 from robustjax.robustness import evaluators
+from robustjax.train import steps
 
 
 def smoke_config(num_train_steps, **optimizer):
@@ -153,13 +154,13 @@ class StepSharingTest(absltest.TestCase):
       return train.train_and_evaluate(c, self.create_tempdir().full_path,
                                       recipe)
 
-    trainer._STEPS.clear()
+    steps.clear_cache()
     first = run(seed=0)
     n = len(traces)
     self.assertGreaterEqual(n, 1)
     run(seed=1)  # Another seed: the same program, no new trace.
     self.assertLen(traces, n)
-    trainer._STEPS.clear()  # A fresh jit gives the same numbers.
+    steps.clear_cache()  # A fresh jit gives the same numbers.
     again = run(seed=0)
     self.assertLen(traces, n + 1)
     for a, b in zip(jax.tree.leaves(first.params),
@@ -211,14 +212,14 @@ class StepSharingTest(absltest.TestCase):
       return train.train_and_evaluate(c, self.create_tempdir().full_path,
                                       recipe)
 
-    trainer._STEPS.clear()
+    steps.clear_cache()
     first = run(seed=0)
     n, u = len(traces), len(updates)
     self.assertGreaterEqual(n, 1)
     self.assertGreaterEqual(u, 1)
     run(seed=1)  # Another seed: the same programs, no new trace.
     self.assertEqual((len(traces), len(updates)), (n, u))
-    trainer._STEPS.clear()  # A fresh jit gives the same numbers.
+    steps.clear_cache()  # A fresh jit gives the same numbers.
     again = run(seed=0)
     self.assertEqual((len(traces), len(updates)), (n + 1, u + 1))
     for a, b in zip(jax.tree.leaves(first.params),
@@ -245,19 +246,19 @@ class StepSharingTest(absltest.TestCase):
     from robustjax.train import trainer
     traces = _train_step_traces(self)
 
-    def run(steps, recipe=None):
-      c = smoke_config(steps)
+    def run(num_steps, recipe=None):
+      c = smoke_config(num_steps)
       c.optimizer.schedule = "cosine"  # The learning rates depend on it.
       c.checkpoint_every_steps = 0
       return train.train_and_evaluate(c, self.create_tempdir().full_path,
                                       recipe)
 
-    trainer._STEPS.clear()
+    steps.clear_cache()
     run(3)
     n = len(traces)
     shared = run(5)  # The program traced for 3 steps, told 5.
     self.assertLen(traces, n)
-    trainer._STEPS.clear()
+    steps.clear_cache()
     fresh = run(5)  # Traced for 5 steps.
     self.assertLen(traces, n + 1)
     for a, b in zip(jax.tree.leaves(shared.params),
@@ -308,8 +309,9 @@ class StepSharingTest(absltest.TestCase):
       base = optim.make(c.optimizer, 4)
       tx = optax.with_extra_args_support(
           recipe.wrap_tx(base) if recipe.wrap_tx else base)
-      steps = [trainer._jitted_step(model, cfg, 4, recipe, tx, stacked,
-                                    None, mesh) for cfg in (c, split)]
+      programs = [steps.shared_train_step(
+          model, cfg, 4, tx, mesh, loss_fn=recipe.loss_fn,
+          wrap_tx=recipe.wrap_tx, stacked=stacked) for cfg in (c, split)]
 
       def new_state(tx=tx, stacked=stacked):
         states = [state_lib.create(v["params"], v["batch_stats"], tx,
@@ -323,7 +325,7 @@ class StepSharingTest(absltest.TestCase):
       for i in range(4):
         x, y = parallel.shard_batch(mesh, images[i], labels[i])
         out = [step(st, x, y, None, length)
-               for step, st in zip(steps, states)]
+               for step, st in zip(programs, states)]
         states = [o[0] for o in out]
         for a, b in zip(jax.tree.leaves(out[0]), jax.tree.leaves(out[1])):
           np.testing.assert_array_equal(a, b)
@@ -333,19 +335,17 @@ class CompilerOptionsTest(absltest.TestCase):
   """Large-activation train steps get XLA:CPU's elementwise fusions."""
 
   def test_first_stage_elements(self):
-    from robustjax.train import trainer
     c = smoke_config(1)  # 16x16 digits, batch c.batch_size.
     mesh = parallel.make_mesh(jax.devices()[:1])
     cifar = models.get_model("resnet20", num_classes=10, width=16)
-    self.assertEqual(trainer._first_stage_elements(cifar, c, mesh),
+    self.assertEqual(steps._first_stage_elements(cifar, c, mesh),
                      c.batch_size * 16 * 16 * 16)
     # Measured on CIFAR-style ResNets only.
     imagenet = models.get_model("resnet18", num_classes=10, width=8)
-    self.assertIsNone(trainer._first_stage_elements(imagenet, c, mesh))
-    self.assertIsNone(trainer._first_stage_elements(object(), c, mesh))
+    self.assertIsNone(steps._first_stage_elements(imagenet, c, mesh))
+    self.assertIsNone(steps._first_stage_elements(object(), c, mesh))
 
   def test_options_are_used_above_the_threshold_and_move_only_rounding(self):
-    from robustjax.train import trainer
     traces = _train_step_traces(self)
 
     def run():
@@ -353,7 +353,7 @@ class CompilerOptionsTest(absltest.TestCase):
       c.checkpoint_every_steps = 0
       return train.train_and_evaluate(c, self.create_tempdir().full_path)
 
-    trainer._STEPS.clear()
+    steps.clear_cache()
     plain = run()
     n = len(traces)
     # As in a launcher's process (configure_host_devices' flag), with the
