@@ -1,17 +1,10 @@
 """Pretrained ImageNet initialisation from torchvision-layout ResNet weights.
 
-Reads ResNet-18/34/50/101/152 state dicts in the torchvision layout (also
-used by timm's ResNets) and converts them into robustjax variables
-(`params` + `batch_stats`) of the ImageNet-style models in `resnet.py`:
-
-  torchvision                        robustjax
-  conv1.weight            [O,I,H,W]  params/conv_init/kernel      [H,W,I,O]
-  bn1.weight / .bias                 params/bn_init/scale / bias
-  bn1.running_mean / _var            batch_stats/bn_init/mean / var
-  layer{i}.{j}.conv{k}, .bn{k}       stage{i}_block{j+1}/conv{k}, bn{k}
-  layer{i}.{j}.downsample.0 / .1     stage{i}_block{j+1}/proj_conv / proj_bn
-  fc.weight [C,F] / fc.bias          params/head/kernel [F,C] / bias
-  *.num_batches_tracked              (ignored)
+Converts ResNet-18/34/50/101/152 state dicts in the torchvision layout (also
+used by timm's ResNets; names and layouts in `torch_layout`) into robustjax
+variables (`params` + `batch_stats`) of the ImageNet-style models in
+`resnet.py`, and checks them against the model they initialise: the same
+architecture, depth and width, every tensor in place, the same shapes.
 
 Supported inputs: `.safetensors` (read with `safetensors.numpy`, no torch
 needed), `.pth`/`.pt` (needs torch), and a directory written by
@@ -32,32 +25,21 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
-from safetensors import numpy as st_numpy
 
 from robustjax import checkpoint
 from robustjax import io
 from robustjax.models import registry
 from robustjax.models import resnet
+from robustjax.models import torch_layout
 
-Key = Tuple[str, ...]  # ("params", "stage1_block1", "conv1", "kernel").
+Key = torch_layout.Key
 
 FORMAT = "robustjax-pretrained"  # `metadata.json` marker of converted dirs.
 METADATA_FILE = "metadata.json"
 VARIABLES_DIR = "variables"
 _COLLECTIONS = ("params", "batch_stats")
-_HEAD = "head"
 _MAX_LISTED = 8  # Names listed in an error message before "... and N more".
 
-# Leaf names per module kind: torch name -> (collection, our name).
-_LEAVES = {
-    "conv": {"weight": ("params", "kernel")},
-    "bn": {"weight": ("params", "scale"), "bias": ("params", "bias"),
-           "running_mean": ("batch_stats", "mean"),
-           "running_var": ("batch_stats", "var")},
-    "linear": {"weight": ("params", "kernel"), "bias": ("params", "bias")},
-}
-_IGNORED_LEAVES = ("num_batches_tracked",)
-_PREFIXES = ("module.", "model.")  # DataParallel / wrapper prefixes.
 # depth -> (blocks per stage, block class) of the registry's ImageNet ResNets.
 _IMAGENET_DEPTHS = registry._IMAGENET  # pylint: disable=protected-access
 
@@ -92,52 +74,12 @@ class Architecture(NamedTuple):
 
 
 # ---------------------------------------------------------------------------
-# Name mapping.
-
-
-def _module_to_ours(module: str) -> Optional[Tuple[Tuple[str, ...], str]]:
-  """torch module name -> (our module path, kind), or None if unknown."""
-  fixed = {"conv1": (("conv_init",), "conv"), "bn1": (("bn_init",), "bn"),
-           "fc": ((_HEAD,), "linear")}
-  if module in fixed:
-    return fixed[module]
-  m = re.fullmatch(r"layer(\d+)\.(\d+)\.(conv\d|bn\d|downsample\.[01])",
-                   module)
-  if not m:
-    return None
-  block = f"stage{int(m[1])}_block{int(m[2]) + 1}"
-  name = {"downsample.0": "proj_conv", "downsample.1": "proj_bn"}.get(m[3],
-                                                                      m[3])
-  return (block, name), "conv" if "conv" in name else "bn"
-
-
-def _module_to_torch(path: Tuple[str, ...]) -> Tuple[Optional[str], str]:
-  """Our module path -> (torch module name or None, kind)."""
-  fixed = {("conv_init",): ("conv1", "conv"), ("bn_init",): ("bn1", "bn"),
-           (_HEAD,): ("fc", "linear")}
-  if path in fixed:
-    return fixed[path]
-  kind = "conv" if path and "conv" in path[-1] else "bn"
-  m = len(path) == 2 and re.fullmatch(r"stage(\d+)_block(\d+)", path[0])
-  if not m:
-    return None, kind
-  name = {"proj_conv": "downsample.0", "proj_bn": "downsample.1"}.get(path[1],
-                                                                      path[1])
-  return f"layer{int(m[1])}.{int(m[2]) - 1}.{name}", kind
-
-
-def torch_name(key: Key) -> str:
-  """The torchvision name of our flat key, e.g. `layer1.0.bn1.running_var`."""
-  module, kind = _module_to_torch(tuple(key[1:-1]))
-  for torch_leaf, (collection, leaf) in _LEAVES[kind].items():
-    if module and (collection, leaf) == (key[0], key[-1]):
-      return f"{module}.{torch_leaf}"
-  return "/".join(key)
+# Checks against the model.
 
 
 def _show(key: Key, torch_names: bool) -> str:
   ours = "/".join(key)
-  return f"{torch_name(key)} ({ours})" if torch_names else ours
+  return f"{torch_layout.torch_name(key)} ({ours})" if torch_names else ours
 
 
 def _listing(keys, torch_names: bool) -> str:
@@ -145,117 +87,6 @@ def _listing(keys, torch_names: bool) -> str:
   shown = ", ".join(_show(k, torch_names) for k in keys[:_MAX_LISTED])
   more = len(keys) - _MAX_LISTED
   return shown + (f", ... and {more} more" if more > 0 else "")
-
-
-# ---------------------------------------------------------------------------
-# Reading files.
-
-
-def _strip_prefixes(state_dict: Dict[str, Any]) -> Dict[str, Any]:
-  for prefix in _PREFIXES:
-    if state_dict and all(k.startswith(prefix) for k in state_dict):
-      state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
-  return state_dict
-
-
-def _read_torch(path: str) -> Dict[str, np.ndarray]:
-  """Reads a `.pth`/`.pt` state dict (or a checkpoint dict holding one)."""
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    raise ImportError(
-        f"Reading {path} needs PyTorch, which is not installed. Either "
-        "`pip install torch==2.13.0` (CPU build is enough), or convert the "
-        "file to .safetensors once where torch is available: "
-        "`safetensors.torch.save_file(torch.load(path), 'model.safetensors')`."
-    ) from None
-  obj = torch.load(path, map_location="cpu", weights_only=True)
-  for wrapper in ("state_dict", "model", "model_state_dict"):
-    if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
-      obj = obj[wrapper]
-  if not isinstance(obj, dict):
-    raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict "
-                     "(save `model.state_dict()`, not the model).")
-  out = {}
-  for k, v in obj.items():
-    if isinstance(v, torch.Tensor):
-      v = v.detach().cpu()
-      out[k] = (v.float() if v.dtype == torch.bfloat16 else v).numpy()
-  return out
-
-
-def read_state_dict(path: str) -> Dict[str, np.ndarray]:
-  """Reads a torch-layout state dict as numpy arrays.
-
-  Args:
-    path: a `.safetensors` file (read without torch) or a `.pth`/`.pt` file
-      (needs torch). `module.` prefixes (DataParallel) are stripped.
-
-  Returns:
-    {torch name: array}, unchanged layout (OIHW convolutions).
-
-  Raises:
-    FileNotFoundError: no such file.
-    ImportError: a `.pth` file without torch installed.
-    ValueError: an unsupported extension.
-  """
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"No pretrained weights file at {path}.")
-  ext = os.path.splitext(path)[1].lower()
-  if ext == ".safetensors":
-    state_dict = st_numpy.load_file(path)
-  elif ext in (".pth", ".pt", ".bin"):
-    state_dict = _read_torch(path)
-  else:
-    raise ValueError(
-        f"Unsupported weights file {path}: expected .safetensors, .pth/.pt, "
-        "or a directory written by launch/convert_weights.py.")
-  return _strip_prefixes(state_dict)
-
-
-# ---------------------------------------------------------------------------
-# Conversion and checks.
-
-
-def convert_state_dict(
-    state_dict: Dict[str, np.ndarray]) -> Tuple[Dict[str, Any], list]:
-  """Converts a torchvision-layout ResNet state dict to robustjax variables.
-
-  Args:
-    state_dict: {torch name: array}, e.g. from `read_state_dict`.
-
-  Returns:
-    (variables, unrecognised): variables `{"params": ..., "batch_stats": ...}`
-    as nested dicts of numpy arrays (views where possible) in our layout, and
-    the torch names that do not belong to a torchvision ResNet.
-
-  Raises:
-    ValueError: nothing in `state_dict` looks like a torchvision ResNet.
-  """
-  flat, unrecognised = {}, []
-  for name, value in state_dict.items():
-    module, _, leaf = name.rpartition(".")
-    if leaf in _IGNORED_LEAVES:
-      continue
-    mapped = _module_to_ours(module)
-    if mapped is None or leaf not in _LEAVES[mapped[1]]:
-      unrecognised.append(name)
-      continue
-    path, kind = mapped
-    collection, our_leaf = _LEAVES[kind][leaf]
-    value = np.asarray(value)
-    if kind == "conv" and value.ndim == 4:
-      value = np.transpose(value, (2, 3, 1, 0))  # OIHW -> HWIO.
-    elif kind == "linear" and leaf == "weight" and value.ndim == 2:
-      value = value.T
-    flat[(collection, *path, our_leaf)] = value
-  if not flat:
-    raise ValueError(
-        "This is not a torchvision-layout ResNet state dict: none of its "
-        f"{len(state_dict)} names (e.g. {sorted(state_dict)[:4]}) is a "
-        "ResNet name such as conv1.weight, layer1.0.conv1.weight or fc.weight."
-    )
-  return flax.traverse_util.unflatten_dict(flat), sorted(unrecognised)
 
 
 def _flat(variables) -> Dict[Key, Any]:
@@ -280,7 +111,7 @@ def describe(variables) -> Architecture:
   if kernel is not None and len(kernel.shape) == 4:
     stem = {7: "imagenet", 3: "cifar"}.get(kernel.shape[0])
     in_channels, width = kernel.shape[2], kernel.shape[3]
-  head = flat.get(("params", _HEAD, "kernel"))
+  head = flat.get(("params", torch_layout.HEAD, "kernel"))
   if head is not None and len(head.shape) == 2:
     num_classes = head.shape[1]
   blocks, bottleneck = {}, False
@@ -328,7 +159,8 @@ def merge_into(pretrained, variables, source: str = "the pretrained weights",
   """Puts `pretrained` variables into `variables`, checking everything.
 
   Args:
-    pretrained: converted variables (`convert_state_dict`) of a ResNet.
+    pretrained: converted variables (`torch_layout.convert_state_dict`) of a
+      ResNet.
     variables: the model's freshly initialised variables (arrays or
       `jax.ShapeDtypeStruct`s); defines the expected names, shapes and dtypes.
     source: where `pretrained` came from, for messages.
@@ -349,7 +181,7 @@ def merge_into(pretrained, variables, source: str = "the pretrained weights",
   found, expected = describe(pretrained), describe(variables)
   _check_architecture(found, expected, source)
   have, want = _flat(pretrained), _flat(variables)
-  head_keys = {k for k in want if k[1] == _HEAD}
+  head_keys = {k for k in want if k[1] == torch_layout.HEAD}
   missing, unexpected = set(want) - set(have), set(have) - set(want)
   headless = bool(missing) and missing == head_keys  # A backbone-only file.
   if (missing and not headless) or unexpected:
@@ -410,8 +242,9 @@ def read_pretrained(path: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     directories, their metadata.
 
   Raises:
-    FileNotFoundError, ImportError, ValueError: see `read_state_dict` and
-      `convert_state_dict`; also for unrecognised (unexpected) tensors.
+    FileNotFoundError, ImportError, ValueError: see
+      `torch_layout.read_state_dict` and `torch_layout.convert_state_dict`;
+      also for unrecognised (unexpected) tensors.
   """
   if os.path.isdir(path):
     meta_path = os.path.join(path, METADATA_FILE)
@@ -429,7 +262,8 @@ def read_pretrained(path: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
           f"{path} is an Orbax checkpoint without `params`; expected a "
           "directory written by launch/convert_weights.py.")
     return variables, {"torch_names": False, "metadata": metadata}
-  variables, unrecognised = convert_state_dict(read_state_dict(path))
+  variables, unrecognised = torch_layout.convert_state_dict(
+      torch_layout.read_state_dict(path))
   if unrecognised:
     raise ValueError(
         f"{path} has {len(unrecognised)} tensors that are not part of a "
@@ -503,7 +337,7 @@ def convert_file(input_path: str, output_dir: str,
   abstract = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), image)
   merged = merge_into(pretrained, abstract, source=input_path)
   if arch.num_classes is None:  # Backbone-only file: save no head either.
-    merged["params"].pop(_HEAD)
+    merged["params"].pop(torch_layout.HEAD)
   merged = jax.tree.map(np.ascontiguousarray, merged)
   checkpoint.save_variables(os.path.join(output_dir, VARIABLES_DIR), merged)
   metadata = {

@@ -26,6 +26,7 @@ from safetensors import numpy as st_numpy
 
 from robustjax.models import pretrained
 from robustjax.models import registry
+from robustjax.models import torch_layout
 
 try:
   import torch  # pylint: disable=g-import-not-at-top
@@ -252,7 +253,7 @@ class PretrainedTest(parameterized.TestCase):
     # Zero-copy constant arrays with the exact torchvision shapes.
     sd = {k: np.broadcast_to(np.float32(0), s)
           for k, s in torchvision_shapes(depth).items()}
-    converted, unrecognised = pretrained.convert_state_dict(sd)
+    converted, unrecognised = torch_layout.convert_state_dict(sd)
     self.assertEmpty(unrecognised)
     self.assertEqual(pretrained.describe(converted).name, f"resnet{depth}")
     model = registry.get_model(f"resnet{depth}", num_classes=1000)
@@ -349,7 +350,7 @@ class PretrainedTest(parameterized.TestCase):
     open(path, "wb").close()
     with mock.patch.dict(sys.modules, {"torch": None}):
       with self.assertRaisesRegex(ImportError, r"pip install torch==2\.13\.0"):
-        pretrained.read_state_dict(path)
+        torch_layout.read_state_dict(path)
 
   def test_convert_file_then_load_directory(self):
     sd = random_state_dict(18, num_classes=1000)
