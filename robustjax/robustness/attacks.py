@@ -48,15 +48,11 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-import optax
+
+from robustjax.robustness import attack_steps
 
 Array = jax.Array
-ApplyFn = Callable[[Any, Array], Array]
-
-# Floor for L2 norms, so a zero perturbation or gradient is divided by a
-# positive number (and stays exactly zero) instead of producing NaNs.
-_TINY = 1e-12
-
+ApplyFn = attack_steps.ApplyFn
 
 class Attack(NamedTuple):
   """An adversarial attack.
@@ -77,127 +73,9 @@ class Attack(NamedTuple):
 
 
 # ----------------------------------------------------------------------------
-# Building blocks.
-
-
-def _per_example(value: Array, x: Array) -> Array:
-  """Broadcasts a scalar or per-example value [batch] against images `x`."""
-  value = jnp.asarray(value, x.dtype)
-  return value.reshape(value.shape + (1,) * (x.ndim - value.ndim))
-
-
-def _l2_norm(v: Array) -> Array:
-  """Per-example L2 norm of `v`, keeping dimensions for broadcasting."""
-  axes = tuple(range(1, v.ndim))
-  return jnp.sqrt(jnp.sum(jnp.square(v), axis=axes, keepdims=True))
-
-
-def _is_key_batch(key: Array) -> bool:
-  """Whether `key` holds several PRNG keys (typed or raw uint32 keys)."""
-  if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
-    return key.ndim >= 1
-  return key.ndim >= 2
-
-
-def _example_keys(key: Array, batch: int) -> Array:
-  """One PRNG key per example: splits a single key, checks a batch of keys."""
-  key = jnp.asarray(key)
-  if not _is_key_batch(key):
-    return jax.random.split(key, batch)
-  if key.shape[0] != batch:
-    raise ValueError(f"Got {key.shape[0]} PRNG keys for a batch of {batch} "
-                     "images; pass one key, or one key per example.")
-  return key
-
-
-def _per_example_loss(logits: Array, labels: Array) -> Array:
-  return optax.losses.softmax_cross_entropy_with_integer_labels(
-      logits.astype(jnp.float32), labels)
-
-
-def input_gradient(apply_fn: ApplyFn, variables: Any, images: Array,
-                   labels: Array) -> Array:
-  """Gradient of the summed cross-entropy w.r.t. the images only.
-
-  Args:
-    apply_fn: `apply_fn(variables, images) -> logits`.
-    variables: model variables; treated as constants.
-    images: float [batch, ...].
-    labels: int [batch].
-
-  Returns:
-    d loss / d images, shape of `images`. Example i's gradient depends only on
-    example i (inference mode), so summing keeps per-example gradients.
-  """
-  def loss(x):
-    return jnp.sum(_per_example_loss(apply_fn(variables, x), labels))
-  return jax.grad(loss)(images)
-
-
-def project_linf(adv: Array, images: Array, eps: Array) -> Array:
-  """Clips `adv` to the L-inf ball of radius `eps` around `images` and [0, 1].
-
-  Args:
-    adv: candidate images.
-    images: clean images in [0, 1].
-    eps: radius, scalar or [batch].
-
-  Returns:
-    The nearest point (in any norm) of the intersection of the two boxes;
-    `images` exactly when `eps == 0`.
-  """
-  eps = _per_example(eps, images)
-  lower = jnp.maximum(images - eps, 0.0)
-  upper = jnp.minimum(images + eps, 1.0)
-  return jnp.clip(adv, lower, upper)
-
-
-def project_l2(adv: Array, images: Array, eps: Array) -> Array:
-  """Rescales the perturbation into the L2 ball of radius `eps`, then clips.
-
-  Args:
-    adv: candidate images.
-    images: clean images in [0, 1].
-    eps: radius, scalar or [batch].
-
-  Returns:
-    `images + delta * min(1, eps / ||delta||)`, clipped to [0, 1]; clipping
-    only shrinks each coordinate of the perturbation, so the result stays in
-    the ball. `images` exactly when `eps == 0`.
-  """
-  eps = _per_example(eps, images)
-  delta = adv - images
-  factor = jnp.minimum(1.0, eps / jnp.maximum(_l2_norm(delta), _TINY))
-  return jnp.clip(images + delta * factor, 0.0, 1.0)
-
-
-# ----------------------------------------------------------------------------
 # Attacks. `perturb` functions are frozen dataclasses: they compare and hash
 # by value, so two `pgd()` calls with the same settings share compiled code in
 # the evaluators' jit cache.
-
-
-@dataclasses.dataclass(frozen=True)
-class GradientStep:
-  """One projected gradient step of an attack, L-inf (sign) or L2.
-
-  `step(apply_fn, variables, images, labels, eps, step_size, adv)` moves
-  `adv` by `step_size` along the sign (L-inf) or the normalised direction
-  (L2) of the loss gradient at `adv`, then projects onto the eps-ball around
-  `images` and [0, 1]. FGSM is this step from the clean images with
-  `step_size = eps`; PGD repeats it. Hashable by `norm`, so FGSM and
-  PGD-Linf share one compiled step program (`Stages`).
-  """
-  norm: str
-
-  def __call__(self, apply_fn, variables, images, labels, eps, step_size,
-               adv):
-    grad = input_gradient(apply_fn, variables, adv, labels)
-    if self.norm == "linf":
-      direction = jnp.sign(grad)
-      return project_linf(adv + step_size * direction, images, eps)
-    direction = grad / jnp.maximum(_l2_norm(grad), _TINY)
-    return project_l2(adv + step_size * direction, images, eps)
 
 
 class Stages(NamedTuple):
@@ -221,11 +99,11 @@ class Stages(NamedTuple):
     start: `(images, keys, eps) -> (adv, step_size)`, model-free and
       hashable; `step_size` has shape [batch, 1, ...] (broadcasts against
       `images`).
-    step: a `GradientStep`.
+    step: an `attack_steps.GradientStep`.
     steps: how many times to apply it.
   """
   start: Callable[..., Any]
-  step: GradientStep
+  step: attack_steps.GradientStep
   steps: int
 
 
@@ -240,7 +118,7 @@ class _FGSMStart:
 
 def _step_size(value, images):
   """`value` (scalar or per example) as a [batch, 1, ...] array."""
-  value = _per_example(value, images)
+  value = attack_steps.per_example(value, images)
   return jnp.broadcast_to(value, images.shape[:1] + value.shape[1:])
 
 
@@ -249,13 +127,13 @@ class _FGSM:
   """Fast gradient sign method (Goodfellow et al. 2015), L-inf."""
 
   def stages(self) -> Stages:
-    return Stages(_FGSMStart(), GradientStep("linf"), 1)
+    return Stages(_FGSMStart(), attack_steps.GradientStep("linf"), 1)
 
   def __call__(self, apply_fn, variables, images, labels, key, eps):
     del key  # Deterministic.
     adv, step_size = _FGSMStart()(images, None, eps)
-    return GradientStep("linf")(apply_fn, variables, images, labels, eps,
-                                step_size, adv)
+    return attack_steps.GradientStep("linf")(apply_fn, variables, images,
+                                             labels, eps, step_size, adv)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,13 +148,13 @@ class _PGD:
 
   def _project(self, adv, images, eps):
     if self.norm == "linf":
-      return project_linf(adv, images, eps)
-    return project_l2(adv, images, eps)
+      return attack_steps.project_linf(adv, images, eps)
+    return attack_steps.project_l2(adv, images, eps)
 
   def _random_start(self, images, keys, eps):
     """A random point of the ball (scaled by eps, so eps = 0 adds nothing)."""
     shape = images.shape[1:]
-    eps = _per_example(eps, images)
+    eps = attack_steps.per_example(eps, images)
     if self.norm == "linf":
       noise = jax.vmap(lambda k: jax.random.uniform(
           k, shape, images.dtype, -1.0, 1.0))(keys)
@@ -287,19 +165,20 @@ class _PGD:
       direction = jax.random.normal(k_dir, shape, images.dtype)
       return direction, jax.random.uniform(k_radius, (), images.dtype)
     direction, radius = jax.vmap(draw)(keys)
-    direction = direction / jnp.maximum(_l2_norm(direction), _TINY)
-    noise = direction * _per_example(radius, images) * eps
+    direction = direction / jnp.maximum(attack_steps.l2_norm(direction),
+                                        attack_steps.TINY)
+    noise = direction * attack_steps.per_example(radius, images) * eps
     return self._project(images + noise, images, eps)
 
   def _step(self, apply_fn, variables, images, labels, eps, step_size, adv):
-    return GradientStep(self.norm)(apply_fn, variables, images, labels, eps,
-                                   step_size, adv)
+    return attack_steps.GradientStep(self.norm)(
+        apply_fn, variables, images, labels, eps, step_size, adv)
 
   def _start(self, images, keys, eps):
     """The first iterate and the step size ([batch, 1, ...])."""
     if self.step_size is None:
-      step_size = _step_size(2.5 * _per_example(eps, images) / self.steps,
-                             images)
+      step_size = _step_size(
+          2.5 * attack_steps.per_example(eps, images) / self.steps, images)
     else:
       step_size = _step_size(self.step_size, images)
     adv = (self._random_start(images, keys, eps) if self.random_start
@@ -311,7 +190,8 @@ class _PGD:
     over restarts is kept inside one program)."""
     if self.restarts != 1:
       return None
-    return Stages(_PGDStart(self), GradientStep(self.norm), self.steps)
+    return Stages(_PGDStart(self), attack_steps.GradientStep(self.norm),
+                  self.steps)
 
   def _run(self, apply_fn, variables, images, labels, keys, eps, unroll):
     """One PGD run from a (random) start; returns the last iterate."""
@@ -319,7 +199,7 @@ class _PGD:
     if unroll:
       # One traced step, called `steps` times: a nested jit is traced (and
       # lowered) once, then XLA inlines the calls into the same straight-line
-      # program (tracing the model 10 times took ~1.3 s per PGD program).
+      # program (instead of tracing the model once per step).
       step = jax.jit(functools.partial(self._step, apply_fn))
       for _ in range(self.steps):
         adv = step(variables, images, labels, eps, step_size, adv)
@@ -332,7 +212,7 @@ class _PGD:
     unroll = self.unroll
     if unroll is None:
       unroll = jax.default_backend() == "cpu"
-    keys = _example_keys(key, images.shape[0])
+    keys = attack_steps.example_keys(key, images.shape[0])
     restart_keys = lambda r: _restart_keys(keys, r)
     run = functools.partial(self._run, apply_fn, variables, images, labels,
                             eps=eps, unroll=unroll)
@@ -342,7 +222,7 @@ class _PGD:
     def evaluate(adv):
       logits = apply_fn(variables, adv)
       fooled = jnp.argmax(logits, axis=-1) != labels
-      return fooled, _per_example_loss(logits, labels)
+      return fooled, attack_steps.per_example_loss(logits, labels)
 
     def restart(r, best):
       best_adv, best_fooled, best_loss = best
@@ -376,7 +256,7 @@ class _PGDStart:
   pgd: _PGD
 
   def __call__(self, images, keys, eps):
-    keys = _restart_keys(_example_keys(keys, images.shape[0]), 0)
+    keys = _restart_keys(attack_steps.example_keys(keys, images.shape[0]), 0)
     return self.pgd._start(images, keys, eps)  # pylint: disable=protected-access
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from robustjax import models
 from robustjax.models import input_grad
-from robustjax.robustness import attacks
+from robustjax.robustness import attack_steps
 
 RTOL = 1e-5
 NHWC = ("NHWC", "HWIO", "NHWC")
@@ -161,7 +161,7 @@ class ModelTest(parameterized.TestCase):
     # The input gradient, as attacks take it (kernel gradients: the
     # function-level tests above).
     grad = lambda fn: jax.jit(jax.grad(  # pylint: disable=g-long-lambda
-        lambda v, x: jnp.sum(attacks._per_example_loss(  # pylint: disable=protected-access
+        lambda v, x: jnp.sum(attack_steps.per_example_loss(
             fn(v, x), labels)), 1))(variables, x)
     self.assertLessEqual(_rel_err(grad(fast), grad(plain)), RTOL)
 

@@ -23,6 +23,7 @@ import optax
 from sklearn import datasets
 
 from robustjax import parallel
+from robustjax.robustness import attack_steps
 from robustjax.robustness import attacks
 from robustjax.robustness.evaluators import attack as attack_eval
 
@@ -376,7 +377,7 @@ class AttacksTest(parameterized.TestCase):
     _, (x, y) = _digits()
     clean = _clean_accuracy(apply_fn, qvars)
     self.assertGreater(clean, 0.8)
-    grad = attacks.input_gradient(apply_fn, qvars, x, y)
+    grad = attack_steps.input_gradient(apply_fn, qvars, x, y)
     self.assertGreater(float(jnp.mean(grad != 0)), 0.5)
     acc = np.asarray(attack_eval.robust_accuracy(
         apply_fn, qvars, x, y, jax.random.key(0), EPS_GRID,
@@ -387,7 +388,7 @@ class AttacksTest(parameterized.TestCase):
     # attack is blind (gradient masking), which is why quantized models in
     # this suite must use one.
     masked_fn = _apply_fn(act_bits=4, straight_through=False)
-    grad = attacks.input_gradient(masked_fn, qvars, x, y)
+    grad = attack_steps.input_gradient(masked_fn, qvars, x, y)
     self.assertEqual(float(jnp.max(jnp.abs(grad))), 0.0)
 
   def test_two_cpu_devices_match_one(self):
