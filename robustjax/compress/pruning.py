@@ -41,8 +41,6 @@ t1, masks recomputed inside the optimizer update every `update_every`
 steps, fixed after t1).
 """
 
-import functools
-import math
 import re
 from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Union
 
@@ -52,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from robustjax.compress import magnitude
 from robustjax.train import steps
 
 Params = Any
@@ -118,37 +117,6 @@ def prunable_tree(params: Params, prunable: Optional[PrunableFn] = None):
       lambda p, x: bool(prunable(_path_names(p), x)), params)
 
 
-def _num_pruned(sparsity, n: int):
-  """k = round(s * n), half up; exact for Python floats, traced otherwise."""
-  if isinstance(sparsity, (int, float, np.floating)):
-    if not 0.0 <= float(sparsity) <= 1.0:
-      raise ValueError(f"Sparsity must be in [0, 1], got {sparsity}.")
-    return int(math.floor(float(sparsity) * n + 0.5))
-  k = jnp.floor(jnp.asarray(sparsity, jnp.float32) * n + 0.5)
-  return jnp.clip(k, 0, n).astype(jnp.int32)
-
-
-def _keep_lowest_pruned(scores: jax.Array, k) -> jax.Array:
-  """Boolean keep-mask of `scores` (1-D) removing exactly the k lowest."""
-  n = scores.shape[0]
-  order = jnp.argsort(scores, stable=True)
-  ranks = jnp.zeros((n,), jnp.int32).at[order].set(
-      jnp.arange(n, dtype=jnp.int32))
-  return ranks >= k
-
-
-def _filter_scores(kernel: jax.Array, norm: str,
-                   normalise: bool) -> jax.Array:
-  """One score per output channel (last axis) of a conv/dense kernel."""
-  w = kernel.reshape(-1, kernel.shape[-1]).astype(jnp.float32)
-  fan_in = w.shape[0]
-  if norm == "l1":
-    s = jnp.sum(jnp.abs(w), axis=0)
-    return s / fan_in if normalise else s
-  s = jnp.sqrt(jnp.sum(w * w, axis=0))
-  return s / math.sqrt(fan_in) if normalise else s
-
-
 def magnitude_masks(params: Params, sparsity: Union[float, jax.Array], *,
                     scope: str = "global", structure: str = "unstructured",
                     norm: str = "l1", prunable: Optional[PrunableFn] = None,
@@ -174,71 +142,13 @@ def magnitude_masks(params: Params, sparsity: Union[float, jax.Array], *,
   _check("scope", scope, SCOPES)
   _check("structure", structure, STRUCTURES)
   _check("norm", norm, NORMS)
-  flags = prunable_tree(params, prunable)
   leaves, treedef = jax.tree.flatten(params)
-  flag_leaves = treedef.flatten_up_to(flags)
+  flags = treedef.flatten_up_to(prunable_tree(params, prunable))
   prev = (treedef.flatten_up_to(prev_masks) if prev_masks is not None
-          else [None] * len(leaves))
-  idx = tuple(i for i, f in enumerate(flag_leaves) if f)
-  # Number of scores per prunable leaf (weights, or output filters).
-  sizes = [int(np.size(leaves[i])) if structure == "unstructured"
-           else int(np.shape(leaves[i])[-1]) for i in idx]
-  # How many to remove: exact (Python) for a Python sparsity, else traced.
-  if scope == "layerwise":
-    ks = [_num_pruned(sparsity, n) for n in sizes]
-    if structure == "channel":  # Never remove every filter of a layer.
-      ks = [jnp.minimum(k, n - 1) if isinstance(k, jax.Array)
-            else min(k, n - 1) for k, n in zip(ks, sizes)]
-  else:
-    ks = [_num_pruned(sparsity, sum(sizes))] if idx else []
-  ks = [jnp.asarray(k, jnp.int32) for k in ks]
-  masks = _masks(leaves, prev, ks, idx=idx, scope=scope,
-                 structure=structure, norm=norm)
-  return jax.tree.unflatten(treedef, masks)
-
-
-@functools.partial(jax.jit, static_argnames=("idx", "scope", "structure",
-                                             "norm"))
-def _masks(leaves, prev, ks, *, idx, scope, structure, norm):
-  """`magnitude_masks` on flat leaves, `ks` weights/filters to remove.
-
-  One compiled program per architecture and setting: eagerly, its few
-  hundred small ops compiled one by one took ~7 s of the default study.
-  """
-  masks = [jnp.ones(jnp.shape(x), jnp.bool_) for x in leaves]
-
-  def scores_of(i):
-    x = leaves[i]
-    if structure == "unstructured":
-      s = jnp.abs(x).reshape(-1).astype(jnp.float32)
-      if prev[i] is not None:
-        s = jnp.where(prev[i].reshape(-1), s, -1.0)
-    else:
-      s = _filter_scores(x, norm, normalise=scope == "global")
-      if prev[i] is not None:
-        kept = jnp.any(prev[i].reshape(-1, x.shape[-1]), axis=0)
-        s = jnp.where(kept, s, -1.0)
-    return s
-
-  def expand(i, keep):
-    shape = jnp.shape(leaves[i])
-    if structure == "unstructured":
-      return keep.reshape(shape)
-    return jnp.broadcast_to(keep, shape)
-
-  if not idx:
-    return masks
-  if scope == "layerwise":
-    for i, k in zip(idx, ks):
-      masks[i] = expand(i, _keep_lowest_pruned(scores_of(i), k))
-  else:
-    scores = [scores_of(i) for i in idx]
-    keep = _keep_lowest_pruned(jnp.concatenate(scores), ks[0])
-    offset = 0
-    for i, s in zip(idx, scores):
-      masks[i] = expand(i, keep[offset:offset + s.shape[0]])
-      offset += s.shape[0]
-  return masks
+          else None)
+  return jax.tree.unflatten(treedef, magnitude.masks(
+      leaves, flags, sparsity, prev=prev, scope=scope, structure=structure,
+      norm=norm))
 
 
 @jax.jit  # One program per model, not one per weight shape.

@@ -16,6 +16,7 @@ import optax
 
 from configs import digits_resnet
 from robustjax import models
+from robustjax.compress import magnitude
 from robustjax.compress import pruning
 from robustjax.models import factory
 from robustjax.train import trainer
@@ -79,12 +80,12 @@ class MasksTest(parameterized.TestCase):
   def test_one_program_for_every_sparsity(self):
     """Eager calls run one jitted program per model, whatever the sparsity."""
     params = _params()["params"]
-    pruning._masks.clear_cache()  # pylint: disable=protected-access
+    magnitude._masks.clear_cache()  # pylint: disable=protected-access
     for sparsity in (0.3, 0.6, 0.9):
       masks = pruning.magnitude_masks(params, sparsity)
       n, pruned = _prunable_counts(params, masks)
       self.assertEqual(pruned, int(np.floor(sparsity * n + 0.5)))
-    self.assertEqual(pruning._masks._cache_size(), 1)  # pylint: disable=protected-access
+    self.assertEqual(magnitude._masks._cache_size(), 1)  # pylint: disable=protected-access
     # The same masks as when the whole computation is traced.
     traced = jax.jit(lambda p: pruning.magnitude_masks(p, 0.9))(params)
     jax.tree.map(np.testing.assert_array_equal, masks, traced)
