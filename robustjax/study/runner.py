@@ -42,14 +42,13 @@ import os
 import platform
 import subprocess
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 from absl import logging
 import jax
 import ml_collections
 import numpy as np
 
-from robustjax import checkpoint
 from robustjax import cpu_setup
 from robustjax import io
 from robustjax import lock
@@ -66,6 +65,7 @@ from robustjax.models import factory
 from robustjax.robustness import evaluators
 from robustjax.robustness.evaluators import base as evaluators_base
 from robustjax.robustness.evaluators import transfer
+from robustjax.study import builder
 from robustjax.study import grid as grid_lib
 from robustjax.study import grouped
 from robustjax.study import journal as journal_lib
@@ -167,95 +167,6 @@ def load_results(workdir: str) -> List[dict]:
   """Rows of a study workdir (from its journal)."""
   return journal_lib.rows_of(journal_lib.Journal(
       os.path.join(workdir, JOURNAL), check=check_record))
-
-
-class _Models:
-  """Builds (or reloads) the models of the grid, each once per seed."""
-
-  def __init__(self, config, workdir: str, specs, times=None):
-    self.config = config
-    self.times = times or timing.Stages()
-    self.root = os.path.join(workdir, "models")
-    self.by_id = {s.model_id: s for s in specs}
-    self._cache = {}
-
-  def folder(self, spec, seed: int) -> str:
-    return os.path.join(self.root,
-                        f"{spec.model_id.replace('/', '__')}__s{seed}")
-
-  def get(self, spec: grid_lib.ModelSpec, seed: int) -> saved.Compressed:
-    key = (spec.model_id, seed)
-    if key not in self._cache:
-      self._cache[key] = self._build(spec, seed, self.folder(spec, seed))
-    return self._cache[key]
-
-  def release(self, spec, seed):
-    """Drops a compressed model from memory (originals are reused)."""
-    if spec.method != "original":
-      self._cache.pop((spec.model_id, seed), None)
-
-  def _build(self, spec, seed, folder) -> saved.Compressed:
-    if saved.is_done(folder):
-      try:
-        return saved.load(folder)
-      except checkpoint.DamagedCheckpointError as e:
-        # Missing or unreadable variables, metadata that is not JSON, a
-        # checksum that differs: kept aside for inspection, then rebuilt.
-        moved = saved.set_aside(folder)
-        logging.warning("The saved model %s is damaged (%s): moved it to %s "
-                        "and rebuilding it.", folder,
-                        getattr(e, "reason", e), moved)
-    with self.times.stage(f"build/{spec.method}"):
-      return self._make(spec, seed, folder)
-
-  def _config(self, spec, seed):
-    # Training does not evaluate: the study's clean and domain cells
-    # evaluate the finished model (with the program and batch that
-    # training's evaluation used), which is saved as soon as it is built.
-    # It checkpoints by time only (config.checkpoint_every_secs, and on a
-    # signal), not every N steps: most of these trainings are short, and a
-    # preempted long one resumes from its last checkpoint.
-    return recipes.derived_config(
-        self.config, seed=grid_lib.training_seed(spec, seed),
-        eval_every_steps=-2, checkpoint_every_steps=0)
-
-  def plan(self, spec, seed) -> recipes.Training:
-    """The training that builds an original, replicate or pruned model."""
-    cfg, folder = self._config(spec, seed), self.folder(spec, seed)
-    if spec.method in ("original", "replicate"):
-      # A replicate: the original's recipe from an independent seed.
-      return recipes.plan_original(cfg, folder, spec.arch)
-    if spec.method != "prune":
-      raise ValueError(f"{spec.method} models are not planned trainings.")
-    st = spec.settings
-    return recipes.plan_prune(
-        self.get(self.by_id[spec.base_id], seed).variables, cfg, folder,
-        sparsity=st["sparsity"], scope=st["scope"], schedule=st["schedule"],
-        arch=spec.arch,
-        structure="channel" if st["structured"] else "unstructured")
-
-  def train_group(self, members: Sequence[grouped.Member]) -> None:
-    """Trains `members` (unbuilt) as one vmapped group, saving each."""
-    method = members[0][0].method
-    with self.times.stage(f"build/{method}"):
-      recipes.train_together(
-          [self.plan(spec, seed) for spec, seed in members],
-          os.path.join(self.root, "groups", grouped.folder_name(members)))
-
-  def _make(self, spec, seed, folder) -> saved.Compressed:
-    cfg = self._config(spec, seed)
-    st = spec.settings
-    if spec.method in ("original", "replicate", "prune"):
-      return self.plan(spec, seed).run()
-    base = self.get(self.by_id[spec.base_id], seed)
-    if spec.method == "quantize":
-      original = self.get(self.by_id[spec.original_id], seed)
-      return recipes.quantize(base, cfg, folder, weight_bits=st["weight_bits"],
-                              reference=original.variables)
-    if spec.method in ("distill", "distill_control"):
-      return recipes.distill(base, cfg, folder, arch=spec.arch,
-                             alpha=st["alpha"])
-    raise ValueError(f"Unknown method {spec.method!r}")
 
 
 def _transfer_keys(config, shifts) -> List[str]:
@@ -453,9 +364,11 @@ def _run_grid(config, workdir: str, shifts: Sequence[str], journal, times,
   logging.info("Study: %d models x %d seeds, %d cells, %d already done.",
                len(specs), len(seeds), total, total - left)
   where.total = total
-  models = _Models(config, workdir, specs, times)
+  models = builder.Models(config, workdir, specs, times)
   if grouped.enabled(config):
-    _train_groups(models, specs, seeds, todo, where)
+    pending = [(models.by_id[m], s) for (m, s), keys in todo.items() if keys]
+    builder.train_groups(models, specs, seeds, pending,
+                         lambda doing: setattr(where, "doing", doing))
   bar = progress.Progress(total, "study", unit="cell", initial=total - left)
   report_lib.write_progress(workdir, total)
   last_report = time.time()
@@ -500,23 +413,6 @@ def _run_grid(config, workdir: str, shifts: Sequence[str], journal, times,
   log_times(workdir, times, cells=left)
   logging.info("Report: %s", path)
   return journal_lib.rows_of(journal)
-
-
-def _train_groups(models: _Models, specs, seeds, todo, where: _Position):
-  """Trains the unbuilt models that share a program in vmapped groups
-  (robustjax.study.grouped); the grid loop then loads them."""
-  wanted = grouped.needed(models.by_id, [
-      (models.by_id[m], s) for (m, s), keys in todo.items() if keys])
-  for members in grouped.groups(
-      specs, seeds, wanted,
-      lambda spec, seed: saved.is_done(models.folder(spec, seed))):
-    where.doing = (f"training {len(members)} models together ("
-                   f"{members[0][0].method}, {members[0][0].arch})")
-    logging.info("Training %d models as one vmapped group: %s.",
-                 len(members), ", ".join(f"{s.model_id} s{seed}"
-                                         for s, seed in members))
-    with preemption.deferred():  # Every member is saved whole.
-      models.train_group(members)
 
 
 def evaluate_saved(config, workdir: str) -> List[dict]:
