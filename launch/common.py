@@ -13,7 +13,7 @@ import jax
 import ml_collections
 from ml_collections import config_flags
 
-from configs import common as config_common
+from configs import validation as config_validation
 from robustjax import checkpoint
 from robustjax import cpu_setup
 from robustjax import io
@@ -110,7 +110,7 @@ def _launcher_name() -> str:
 
 def load_config():
   """`--config`, resolved once and validated: its values on their own
-  (configs/common.validate), then its names by the library's registries
+  (configs/validation.py), then its names by the library's registries
   (robustjax.study.config_checks).
 
   A missing or broken config file, or a bad value, ends the run with one
@@ -127,7 +127,7 @@ def load_config():
     _fatal(f"--config={path}: the file could not be loaded as a config "
            "(it must define get_config(arg=None) returning a ConfigDict).")
   try:
-    return config_checks.check_config(config_common.validate(config))
+    return config_checks.check_config(config_validation.validate(config))
   except ValueError as e:
     _fatal(f"Config error: {e}")
 

@@ -15,13 +15,14 @@ import ml_collections
 from configs import common
 from configs import digits_resnet
 from configs import office31_resnet
+from configs import validation
 from robustjax.study import config_checks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(
     os.path.splitext(os.path.basename(p))[0]
     for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
-    if os.path.basename(p) not in ("__init__.py", "common.py"))
+    if os.path.basename(p) not in ("__init__.py", "common.py", "validation.py"))
 
 
 def _flat_keys(config):
@@ -54,7 +55,7 @@ class ConfigFilesTest(parameterized.TestCase):
       self.assertContainsSubset(_flat_keys(common.get_base_config()),
                                 _flat_keys(config))
       json.loads(config.to_json_best_effort())  # Written as config.json.
-      common.validate(config)  # Every value is valid as shipped.
+      validation.validate(config)  # Every value is valid as shipped.
       config_checks.check_config(config)  # And every name is registered.
     if len(variants) == 2:
       smoke = variants[1]
@@ -69,19 +70,19 @@ class ConfigFilesTest(parameterized.TestCase):
     c.split_train_step = None
     with self.assertRaisesRegex(ValueError, "config.split_train_step=None is "
                                 "not valid: use True or False."):
-      common.validate(c)
+      validation.validate(c)
 
   def test_eval_every_steps_values(self):
     c = digits_resnet.get_config("runlocal")
     for ok in (-2, -1, 0, 7):
       c.eval_every_steps = ok
-      common.validate(c)
+      validation.validate(c)
     c.eval_every_steps = -3
     with self.assertRaisesRegex(ValueError, "config.eval_every_steps=-3 is "
                                 r"not valid: use a positive step count, -1 "
                                 r"\(every epoch\), 0 \(at the end\) or -2 "
                                 r"\(never\)."):
-      common.validate(c)
+      validation.validate(c)
 
   def test_default_seeds_argument(self):
     from configs import default  # pylint: disable=g-import-not-at-top
@@ -89,13 +90,13 @@ class ConfigFilesTest(parameterized.TestCase):
     c = default.get_config("seeds=10")
     self.assertEqual(c.study.seeds, 10)
     self.assertIsInstance(c.study.seeds, int)
-    common.validate(c)
+    validation.validate(c)
     with self.assertRaisesRegex(ValueError, "Config argument seeds='2.5': "
                                 "Expected an integer"):
       default.get_config("seeds=2.5")
     with self.assertRaisesRegex(ValueError, r"config.study.seeds=0 is not "
                                 "valid: use a positive number."):
-      common.validate(default.get_config("seeds=0"))
+      validation.validate(default.get_config("seeds=0"))
 
   def test_default_negative_control_and_gradual_pruning(self):
     from configs import default  # pylint: disable=g-import-not-at-top
@@ -151,7 +152,7 @@ class ConfigFilesTest(parameterized.TestCase):
       node[leaf] = value
     with self.assertRaisesRegex(ValueError, rf"config.{field}=.* is not "
                                 f"valid: {error}"):
-      common.validate(c)
+      validation.validate(c)
 
   def test_study_extras_accepted_values(self):
     from configs import default  # pylint: disable=g-import-not-at-top
@@ -161,7 +162,7 @@ class ConfigFilesTest(parameterized.TestCase):
     c.compress.gradual_epochs = -1.0
     c.study.claims.primary = ("corruption",)
     c.study.claims.max_clean_drop = 0.0
-    common.validate(c)
+    validation.validate(c)
 
   def test_digits_arguments(self):
     c = digits_resnet.get_config("model=resnet8,width=8,epochs=2")

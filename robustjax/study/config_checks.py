@@ -1,6 +1,6 @@
 """The names a resolved config gives, checked by the registries that own them.
 
-`configs/common.validate` checks what each value may be on its own (types,
+`configs/validation.validate` checks what each value may be on its own (types,
 ranges, fields that refer to each other) without importing the library;
 `check_config` checks every name against the registry that resolves it:
 `config.dataset` by the dataset registry, `config.model` and the study's

@@ -3,8 +3,8 @@
 from absl.testing import absltest
 from absl.testing import parameterized
 
-from configs import common
 from configs import default
+from configs import validation
 from robustjax.study import config_checks
 
 
@@ -41,7 +41,7 @@ class ConfigChecksTest(parameterized.TestCase):
     for p in parents:
       node = node[p]
     node[leaf] = value
-    common.validate(c)  # Well-typed values: only the registries object.
+    validation.validate(c)  # Well-typed values: only the registries object.
     with self.assertRaisesRegex(ValueError, message):
       config_checks.check_config(c)
 

@@ -26,8 +26,8 @@ import numpy as np
 from safetensors import numpy as st_numpy
 
 from configs import cifar10_study
-from configs import common
 from configs import office31_study
+from configs import validation
 from robustjax import io
 from robustjax.data import registry
 from robustjax.robustness import corruptions
@@ -227,7 +227,7 @@ class Office31ConfigTest(absltest.TestCase):
   def test_three_sources_cover_the_six_pairs(self):
     pairs = set()
     for source in ("amazon", "dslr", "webcam"):
-      c = common.validate(office31_study.get_config(f"source={source}"))
+      c = validation.validate(office31_study.get_config(f"source={source}"))
       self.assertEqual(c.dataset.source, source)
       pairs |= {(source, t) for t in c.dataset.targets}
       self.assertEqual((c.dataset.train_split, c.dataset.test_split,
@@ -255,7 +255,7 @@ class Office31ConfigTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, r"config.model.init='/w/r50."
                                 r"safetensors' is not valid: the study "
                                 r"trains resnet18, resnet50.*\{name\}"):
-      common.validate(office31_study.get_config("init=/w/r50.safetensors"))
+      validation.validate(office31_study.get_config("init=/w/r50.safetensors"))
 
 
 if __name__ == "__main__":
