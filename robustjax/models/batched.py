@@ -2,12 +2,11 @@
 
 `jax.vmap` turns a convolution whose kernel has a model axis into one
 grouped convolution (and its kernel gradient into a `batch_group_count`
-convolution). XLA:CPU runs those far slower than K separate convolutions
-(a ResNet-8 layer, K = 8: forward 10x, gradients 12x slower), which made a
-vmapped step 6x slower than K sequential ones. `unrolled_conv` computes the
-same convolution but, under vmap, runs one ordinary convolution per model
-(forward and both gradients) inside the one program; `for_vmap(model)`
-swaps it into a model on CPU (benchmarks/vmap_results.md).
+convolution). XLA:CPU runs those far slower than K separate convolutions,
+forward and backward, so a vmapped step ran slower than K sequential ones.
+`unrolled_conv` computes the same convolution but, under vmap, runs one
+ordinary convolution per model (forward and both gradients) inside the one
+program; `for_vmap(model)` swaps it into a model on CPU.
 """
 
 import functools

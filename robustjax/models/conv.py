@@ -1,23 +1,23 @@
 """Convolutions that train fast on XLA:CPU, behind the models' injectable `conv`.
 
-On XLA:CPU (jax 0.10.2) the slow part of a ResNet training step is the
+On XLA:CPU the slow part of a ResNet training step is the
 gradient of the loss with respect to the convolution *kernels*. XLA computes
 it as one more convolution whose window is the whole feature map (e.g.
 32 x 32 for a CIFAR stage-1 layer), with both operands transposed to a
 channels-major layout first. By default XLA:CPU hands that convolution to
 YNNPACK, which runs it several times slower than the forward convolution of
 the same FLOPs, and the transposes re-compute the BatchNorm / ReLU / residual
-chain that produced the activations (benchmarks/train_results.md).
+chain that produced the activations.
 
 `conv_general_dilated` here has the signature of `lax.conv_general_dilated`
 and computes the same forward convolution and input gradient. On CPU:
 
 * The forward pass puts its input behind an optimization barrier, meant to
   make the backward pass read it instead of re-computing it. On XLA:CPU
-  (jaxlib 0.10.2) that does not hold: no barrier is left in the compiled
-  program, and barriers after a ResNet's ReLUs left the chains fused into
-  the kernel-gradient transposes (2026-12-01, benchmarks/train_results.md);
-  what stops the re-computation there is YNNPACK's elementwise fusion,
+  that does not hold: no barrier is left in the compiled program, and
+  barriers after a ResNet's ReLUs left the chains fused into the
+  kernel-gradient transposes; what stops the re-computation there is
+  YNNPACK's elementwise fusion,
   which the trainer turns on per program for large activations
   (`robustjax.cpu_setup.train_step_compiler_options`).
 * The kernel gradient: if YNNPACK convolutions are off
@@ -27,10 +27,10 @@ and computes the same forward convolution and input gradient. On CPU:
   kernel tap, `dW[i, j] = X_ij^T @ dY`, with `X_ij` the (strided) input
   shifted by tap (i, j) and `dY` the output gradient, both flattened to
   [batch * height * width, channels]: plain GEMMs in the NHWC layout the
-  activations already have (faster to run, but ~2x slower to compile).
+  activations already have (faster to run, slower to compile).
 * Under `jax.vmap` over K models (stacked kernels) it runs K plain
-  convolutions instead of one grouped convolution (which XLA:CPU runs up to
-  12x slower), forward and backward.
+  convolutions instead of one grouped convolution (which XLA:CPU runs far
+  slower), forward and backward.
 
 On other platforms (GPU, TPU) it lowers to exactly `lax.conv_general_dilated`
 (the choice is made per platform when the program is lowered, via
@@ -39,11 +39,10 @@ On other platforms (GPU, TPU) it lowers to exactly `lax.conv_general_dilated`
 `Conv` is flax's `nn.Conv` with this function: same parameters, same names,
 same initialisation, so checkpoints and pruning rules are unaffected; pass it
 as a model's `conv` (`get_model(..., conv=conv.Conv)`). It is not the
-default: with YNNPACK convolutions off (`configure_host_devices`), it gained
-only 0-6 % per training step over `nn.Conv` (within noise), while its
-wrappers made a PGD-10 program ~1.5x slower to compile
-(benchmarks/train_results.md). Its clear uses: training in a process where
-YNNPACK convolutions are on, and K models vmapped on CPU.
+default: with YNNPACK convolutions off (`configure_host_devices`), its gain
+per training step over `nn.Conv` is within noise, while its wrappers make
+attack programs slower to compile. Its clear uses: training in a process
+where YNNPACK convolutions are on, and K models vmapped on CPU.
 When only input gradients are taken (attacks), it skips the barrier and
 the kernel gradient (`symbolic_zeros`).
 
@@ -125,7 +124,7 @@ def _kernel_grad_by_taps(x, dy, kernel_shape, strides, pads, precision):
 
 
 def ynn_convolutions_enabled(xla_flags: Optional[str] = None) -> bool:
-  """Whether XLA:CPU hands convolutions to YNNPACK (jax 0.10.2's default).
+  """Whether XLA:CPU hands convolutions to YNNPACK (its default).
 
   Args:
     xla_flags: the XLA flags; default: the `XLA_FLAGS` environment variable

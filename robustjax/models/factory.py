@@ -96,10 +96,10 @@ def init_path(config) -> str:
 
 def init_variables(model, config, rng) -> Dict[str, Any]:
   """Fresh variables for `model` (+ pretrained weights if `model.init`)."""
-  # Not jitted: XLA:CPU needs 5-10 s to compile a ResNet's init. Lazy: the
+  # Not jitted: XLA:CPU is slow to compile a ResNet's init. Lazy: the
   # initializers run eagerly (the values `model.init` gives), the forward
   # pass is only traced, so its convolutions and normalisations are not
-  # compiled op by op (~4 s of the default study's compile time). In train
+  # compiled op by op (a large part of a short study's compile time). In train
   # mode, so that normalisation has nothing to compute from its (known)
   # initial statistics either; the variables are the same.
   variables = model.lazy_init(

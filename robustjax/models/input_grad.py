@@ -1,18 +1,17 @@
 """Convolution input gradients that run fast on XLA:CPU (for attacks).
 
 Gradient attacks (FGSM, PGD) differentiate the loss with respect to the
-*input* only, at fixed weights. On XLA:CPU (jaxlib 0.10.2, the launchers'
-process) two kinds of convolution have a slow input gradient
-(benchmarks/attacks_results.md, "2026-12-02"):
+*input* only, at fixed weights. On XLA:CPU (the launchers' process) two
+kinds of convolution have a slow input gradient:
 
 * Strided convolutions. XLA computes the input gradient as a stride-1
   convolution over the output gradient dilated with zeros
   (`lhs_dilation`): 3/4 of its multiply-adds read inserted zeros, and XLA
-  runs it on about one thread (ResNet-20's 3x3 stride-2 layer at 32x32x16,
-  batch 128: ~19 ms wall and CPU, against ~5 ms wall for its forward pass).
+  runs it on about one thread, several times slower than the layer's
+  forward pass.
 * Convolutions with few input channels (an RGB or grey stem): the input
-  gradient is a convolution with 1-3 output channels (~11 ms wall, 17 ms
-  CPU for ResNet-20's stem at batch 128).
+  gradient is a convolution with 1-3 output channels, which XLA:CPU runs
+  poorly.
 
 `conv_general_dilated` below has the signature of `lax.conv_general_dilated`,
 computes exactly its forward pass (the same call), and defines the input
@@ -29,10 +28,10 @@ order, so the result moves by float rounding only):
 
 On other platforms (GPU, TPU) the function is `lax.conv_general_dilated`
 itself: the choice is made when it is traced, by JAX's default backend
-(`lax.platform_dependent`, which decides when the program is lowered, made
-every PGD-10 program trace both forms: ~0.2 s more per program; a program
-placed on another backend's devices than the default one gets the default
-backend's form, which changes only its speed). The kernel gradient is lax's
+(`lax.platform_dependent`, which decides when the program is lowered, would
+make every attack program trace both forms; a program placed on another
+backend's devices than the default one gets the default backend's form,
+which changes only its speed). The kernel gradient is lax's
 own, and it is not even traced when only input gradients are taken
 (`symbolic_zeros`). Other configurations (dilation, groups,
 layouts other than NHWC / HWIO) fall back to `lax.conv_general_dilated`.
@@ -43,13 +42,10 @@ every evaluator and attack of the suite uses it. Training keeps flax's
 `nn.Conv`: there the input gradients of strided layers are a small part of
 the step (no measurable gain) and the trained numbers stay as they were.
 
-What it buys (benchmarks/attacks_results.md, "2026-12-02", 2-core EPYC):
-the changed layers' input gradients run 1.2-4.3x faster (wall) and take
-0.9-3.9x less CPU time, the grey stem most; PGD-10 in the launchers'
-two-device process 1.1x faster at the default study's shapes (ResNet-8,
-16x16x1) and 1.03x at ResNet-20 / 32x32x3, where these layers are ~2 % of
-a PGD step's CPU time and the old form's idle core was used by the other
-device anyway.
+What it buys: the changed layers' input gradients run faster and take
+less CPU time, the grey stem most; a whole PGD step gains less, since these
+layers are a small part of its CPU time (the attack benchmark measures
+it).
 """
 
 import functools
@@ -96,9 +92,8 @@ def strided_input_grad(dy, w, in_hw: Tuple[int, int],
 
   One stride-1 convolution per phase (s_h x s_w of them) with that phase's
   taps only, then the phases interleaved. (One convolution for all phases,
-  with the taps that miss a phase as zeros, compiled ~0.2 s faster per
-  PGD-10 program but took up to 3x the CPU time: a 1x1 stride-2 kernel
-  reaches one phase of four.)
+  with the taps that miss a phase as zeros, compiles faster but takes more
+  CPU time: a 1x1 stride-2 kernel reaches one phase of four.)
 
   Args:
     dy: output gradient, [N, Ho, Wo, O].

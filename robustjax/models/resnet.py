@@ -51,8 +51,8 @@ def lecun_normal(key, shape, dtype=jnp.float32):
   normal on [-2, 2] sigma, variance 1 / fan_in, fan_in = every axis but the
   last), but the draw is made at a power-of-two length and then cut to
   `shape`, so all kernels of all architectures share a handful of compiled
-  samplers: XLA:CPU takes ~0.6 s to compile the sampler for each new shape,
-  which made up a third of a small model's first-use compile time.
+  samplers: compiling a sampler for each new shape made up a large part of
+  a small model's first-use compile time on XLA:CPU.
   """
   shape = tuple(int(d) for d in shape)
   size = math.prod(shape)

@@ -37,7 +37,7 @@ which gives the common 2/255 for eps = 8/255 and 10 steps; a float
 `step_size` is absolute (pixel units) and used for every eps.
 
 On CPU, PGD is unrolled into straight-line code by default: XLA:CPU runs the
-same steps inside a `lax.fori_loop` several times slower. The unrolled step is
+same steps inside a `lax.fori_loop` much slower. The unrolled step is
 a nested `jax.jit`, so the model is traced once per program, not once per
 step. Elsewhere the loop is a `lax.fori_loop`, which compiles faster.
 """

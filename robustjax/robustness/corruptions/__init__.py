@@ -132,8 +132,8 @@ def get_corruption(name: str, table: str = 'cifar') -> Corruption:
   fn = _FUNCTIONS[name]
   params = tables.PARAMS[table][name]
   if name == 'frost':
-    # Generate the textures (NumPy, ~1 s, cached) now rather than inside the
-    # first trace, where a study's log would count them as compile time.
+    # Generate the textures (NumPy, cached) now rather than inside the first
+    # trace, where a study's log would count them as compile time.
     frost.frost_textures()
 
   def apply(images, severity, key=None):

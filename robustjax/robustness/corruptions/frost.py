@@ -3,7 +3,7 @@
 The reference (Hendrycks & Dietterich 2019) blends the image with a random
 crop of one of five frost photographs. We do not ship or download those
 photographs; instead this module *generates* five tileable frost-like
-textures with NumPy from fixed seeds (deterministic, ~0.5 s once per
+textures with NumPy from fixed seeds (deterministic, generated once per
 process, then cached):
 
 * a low-frequency 1/f^beta "cloudy ice" background,

@@ -262,7 +262,7 @@ def poisson_from_uniform(u: jax.Array, lam: jax.Array, small: float = 10.0,
     p = p * lam_s * (1.0 / i)
     cdf = cdf + p
   # ndtri, not sqrt(2) erfinv(2u - 1): fused with the search above, XLA's
-  # CPU code for erfinv is ~3x slower.
+  # CPU code for erfinv is much slower.
   z = jax.scipy.special.ndtri(u)
   sd = jnp.sqrt(jnp.maximum(lam, small))
   q = (lam + sd * z + (z * z - 1) / 6 + (z ** 3 - 3 * z) / (24 * sd)

@@ -16,9 +16,9 @@ runs instead as a model-free start program and a one-step program called
 step program per model and norm shared by FGSM and PGD-Linf; the same
 images up to float rounding (bit for bit in the tests' float models; a
 program boundary changes XLA:CPU's FMA contractions, which moved one
-example of one PTQ cell of the default study); on CPU each chunk ran
-2-25 % slower, so it pays when a model is attacked in a chunk or two (the
-default study). A transfer cell crafted on a
+example of one PTQ cell of the default study); each chunk runs slower, so
+it pays when a model is attacked in a chunk or two and compiling dominates
+(the default study). A transfer cell crafted on a
 model (`evaluators.transfer`) runs the very same attack program, so it adds
 no compile, and a model's transfer attack on itself equals its white-box
 attack. A budget of 0 is no attack: those rows are the clean correctness
@@ -26,11 +26,9 @@ from the clean program, so they equal the clean cell on the same examples
 bit for bit, for float and integer-quantized models alike.
 
 Chunks are split over the device mesh (`parallel.make_mesh()`), each
-device attacking its own examples (`parallel.per_example`); with one XLA
-CPU device per core (the launchers' default) PGD-10 ran 1.1-1.3x faster
-than on one device on a 2-core CPU, at the default study's shapes and at
-ResNet-20, 32 px, batch 256 (there 1.36x and 1.53x torchattacks in two
-runs; benchmarks/attacks_results.md, run F).
+device attacking its own examples (`parallel.per_example`), so a CPU
+split into one XLA device per core (the launchers' default) attacks on
+every core.
 
 Inside `keep_images(apply_fn, variables, store)` the attack cells run on
 that model hand their adversarial images to `store`: a study's transfer
@@ -64,8 +62,7 @@ def _perturb_program(apply_fn: Callable, attack: attacks.Attack, impl,
   device attacks its own examples, with no communication. Left to XLA's
   sharding propagation, the eps vmap (merged into the convolutions' batch
   axis, eps-major) made the partitioner all-gather the batch in every
-  step: on 2 CPU devices PGD ran 1.4-2x slower than on one
-  (benchmarks/attacks_results.md, run F).
+  step, which made several devices slower than one.
   """
   def build():
     def perturb(args, images, labels, keys):
@@ -200,8 +197,7 @@ def robust_correct(apply_fn: Callable, variables: Any, images, labels,
       without restarts) as a start program and a step program called
       `steps` times from the host, instead of one program: PGD-10
       compiles about as fast as FGSM and FGSM and PGD-Linf share the step
-      program, but on CPU each chunk ran 2-25 % slower
-      (benchmarks/compile_results.md); the same images up to float
+      program, but each chunk runs slower; the same images up to float
       rounding. Worth it when a model's attack is a chunk or two
       (`evals.attacks.staged`).
     on_images: called with the adversarial images of the radii > 0

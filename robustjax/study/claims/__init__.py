@@ -63,8 +63,8 @@ a mean over seeds of per-seed paired effects; its interval adds to the
 seeds' spread (at the t quantile on S - 1 degrees of freedom) the variance
 that sampling the test examples adds (crossed seed x example random effects,
 ANOVA estimator; at the normal quantile). A simulation with a known truth
-(tests/study/claims_calibration_test.py, full table in
-benchmarks/claims_calibration_results.md) checks that it holds its level.
+(tests/study/claims_calibration_test.py, and the claims calibration
+benchmark for the full table) checks that it holds its level.
 
 Verdicts: the primary endpoints are the paper's two shift types, domain and
 adversarial (`primary`); their deciding cells (4 claims x 2 shift types) are

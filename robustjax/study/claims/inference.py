@@ -35,15 +35,14 @@ interval over examples. A Satterthwaite interval, whose degrees of freedom
 are computed from the estimated components, was tried first and did not
 hold its level at 3 seeds: when the 2-df seed variance is estimated near
 zero by chance, its degrees of freedom jump and the t quantile falls exactly
-in the studies whose standard error is too small
-(benchmarks/claims_calibration_results.md).
+in the studies whose standard error is too small.
 
 Nonlinear statistics (ratios of accuracies) enter through their per-example
 influence (the delta method): `u_si` is the first-order contribution of
 example i to seed s's effect; the seed term always uses the exact d_s.
 
-`tests/study/claims_calibration_test.py` and
-`benchmarks/claims_calibration.py` check by simulation, with a known truth,
+`tests/study/claims_calibration_test.py` and the claims calibration
+benchmark check by simulation, with a known truth,
 that intervals built this way hold their nominal level at 3 and 10 seeds and
 at seed / example variance ratios from 0 to more than 20.
 """
