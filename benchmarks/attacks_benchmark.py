@@ -1,10 +1,10 @@
 """Speed of robustjax attacks vs torchattacks 3.5.1 on CIFAR-style ResNet-20.
 
-Run by hand on an otherwise idle machine (results: attacks_results.md):
+Run by hand on an otherwise idle machine (results: attacks_results.md),
+with `$TORCH_PYTHON` the python of a venv with torch and torchattacks:
 
-  . /tmp/venvs/core/bin/activate
   PYTHONPATH=. python benchmarks/attacks_benchmark.py \
-      --torch_python=/tmp/venvs/torch/bin/python
+      --torch_python=$TORCH_PYTHON --output=attacks.json
 
 What is measured, all in this one process tree on the same machine:
 
@@ -14,27 +14,28 @@ What is measured, all in this one process tree on the same machine:
   images/s; unrolled vs `lax.fori_loop`, and the same 256 images attacked in
   chunks of a smaller jitted batch. torchattacks: the same ResNet-20 in
   PyTorch (eval mode, identical weights, logits checked), run in a subprocess
-  of the torch venv (`--torch_python`), also whole-batch and chunked.
-* An eps sweep (5 radii, PGD-10): `evaluators.attack.robust_accuracy`, one compiled program
-  vmapped over the grid, vs a Python loop of per-eps programs each compiled
-  for its own constant eps, vs a loop over one program with eps traced;
-  compile time included in all.
+  of the torch venv (`--torch_python`, a `harness.Worker`), also
+  whole-batch and chunked.
+* An eps sweep (5 radii, PGD-10): `evaluators.attack.robust_accuracy`, one
+  compiled program vmapped over the grid, vs a Python loop of per-eps
+  programs each compiled for its own constant eps, vs a loop over one
+  program with eps traced; compile time included in all.
 * By default (`--host_devices=auto`) the process is set up as the launchers
   set themselves up, with no flag from the user:
   `cpu_setup.configure_host_devices()` (one XLA CPU device per core and the
   XLA:CPU flags) before jax starts, and each jitted batch is split over
   every device with `parallel.per_example`, as the attack evaluator does
   (rows say how many devices). `--host_devices=one` gives the launchers'
-  `--cpu_devices=1` (their default before 2026-12-01), `--host_devices=1`
-  JAX's defaults.
+  `--cpu_devices=1`, `--host_devices=1` JAX's defaults.
 
 Ours and torchattacks run alternately, run by run (a persistent torch worker
 process answers one timed run per request), so both see the same machine
 load; the table gives best and median img/s of `--repeats` runs, the median
-of the per-round speed ratios, CPU time per image and the 1-minute load
-average. The script first waits (up to `--wait_idle_s`) for the load to drop
-below `--max_load`; other people's jobs on a shared machine make absolute
-numbers low, so re-run until the load column is near 0.
+of the per-round speed ratios with its interval (`harness.interval_line`),
+CPU time per image and the 1-minute load average. The script first waits
+(up to `--wait_idle_s`) for the load to drop below `--max_load`; other
+people's jobs on a shared machine make absolute numbers low, so re-run
+until the load column is near 0.
 
 The same file is the torch worker (`--torch_worker`), so it imports jax and
 torch lazily: the torch venv has no jax and the core venv no torch.
@@ -44,15 +45,12 @@ import argparse
 import functools
 import json
 import os
-import platform
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
-import bench_model  # benchmarks/, the script's own folder.
+import harness  # benchmarks/, the script's own folder.
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -67,16 +65,6 @@ PGD_STEPS = 10
 SMOKE_IMAGE_SIZE = 8
 SMOKE_PGD_STEPS = 2
 SMOKE_SWEEP_EPS = (0.0, 8 / 255)  # Fewer programs for the per-eps loop.
-
-
-def _load():
-  return round(os.getloadavg()[0], 2)
-
-
-def _cpu_seconds():
-  """User + system CPU time of this process, all threads."""
-  usage = resource.getrusage(resource.RUSAGE_SELF)
-  return usage.ru_utime + usage.ru_stime
 
 
 # ----------------------------------------------------------------------------
@@ -160,25 +148,15 @@ def _torch_worker(args):
       fgsm=torchattacks.FGSM(model, eps=EPS),
       pgd10=torchattacks.PGD(model, eps=EPS, alpha=STEP, steps=10,
                              random_start=True))
-  print(json.dumps(dict(torch=torch.__version__,
-                        torchattacks=torchattacks.__version__,
-                        threads=torch.get_num_threads(), logits=logits)),
-        flush=True)
-  warm = set()
-  for line in sys.stdin:  # One request per line: {"attack": .., "chunk": ..}.
-    request = json.loads(line)
-    attack, chunk = attacks[request["attack"]], request["chunk"]
 
-    def run():
-      for s in range(0, len(images), chunk):
-        attack(images[s:s + chunk], labels[s:s + chunk])
-    if (request["attack"], chunk) not in warm:
-      run()
-      warm.add((request["attack"], chunk))
-    cpu, start = _cpu_seconds(), time.perf_counter()
-    run()
-    print(json.dumps(dict(seconds=time.perf_counter() - start,
-                          cpu_seconds=_cpu_seconds() - cpu)), flush=True)
+  def run(attack, chunk):
+    for s in range(0, len(images), chunk):
+      attacks[attack](images[s:s + chunk], labels[s:s + chunk])
+
+  harness.serve(run, dict(torch=torch.__version__,
+                          torchattacks=torchattacks.__version__,
+                          threads=torch.get_num_threads(), logits=logits),
+                warm_up=True)
 
 
 # ----------------------------------------------------------------------------
@@ -213,47 +191,22 @@ def _export_for_torch(variables, images, labels, path):
 _USER_ENV = "_ATTACKS_BENCHMARK_USER_ENV"
 
 
-class _TorchWorker:
-  """The torch venv's worker process; times one attack run per request."""
-
-  def __init__(self, torch_python, workdir):
-    env = dict(os.environ)
-    for k, v in json.loads(env.pop(_USER_ENV, "{}")).items():
-      if v is None:  # Undo our restart's allocator.
-        env.pop(k, None)
-      else:
-        env[k] = v
-    self._proc = subprocess.Popen(
-        [torch_python, os.path.abspath(__file__), "--torch_worker",
-         f"--workdir={workdir}"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-    self.info = json.loads(self._proc.stdout.readline())
-
-  def time(self, attack, chunk):
-    self._proc.stdin.write(json.dumps(dict(attack=attack, chunk=chunk)) + "\n")
-    self._proc.stdin.flush()
-    return json.loads(self._proc.stdout.readline())
-
-  def close(self):
-    self._proc.stdin.close()
-    self._proc.wait()
-
-
-def _wait_for_idle(args):
-  deadline = time.time() + args.wait_idle_s
-  while _load() > args.max_load and time.time() < deadline:
-    time.sleep(10)
-  if _load() > args.max_load:
-    print(f"WARNING: load average {_load()} > {args.max_load}: other "
-          "processes compete for the 2 cores; only the interleaved ratios "
-          "are meaningful. Re-run when idle.", flush=True)
+def _torch_worker_process(torch_python, workdir):
+  """The torch venv's worker (`_torch_worker`) in the user's environment."""
+  env = dict(os.environ)
+  for k, v in json.loads(env.pop(_USER_ENV, "{}")).items():
+    if v is None:  # Undo our restart's allocator.
+      env.pop(k, None)
+    else:
+      env[k] = v
+  return harness.Worker([torch_python, os.path.abspath(__file__),
+                         "--torch_worker", f"--workdir={workdir}"], env)
 
 
 def _jax_main(args):
   """Runs every measurement and prints a markdown report."""
   # pylint: disable=g-import-not-at-top
   from robustjax import cpu_setup
-  from robustjax import parallel
   if args.host_devices in ("auto", "one"):
     environ = cpu_setup.cpu_malloc_environ(args.cpu_malloc)  # As launchers.
     if environ is not None:
@@ -276,11 +229,12 @@ def _jax_main(args):
   import jax.numpy as jnp
   import numpy as np
   from robustjax import models
+  from robustjax import parallel
   from robustjax.models import conv as conv_lib
   from robustjax.robustness import attacks
   # pylint: enable=g-import-not-at-top
 
-  _wait_for_idle(args)
+  harness.wait_for_idle(args.max_load, args.wait_idle_s)
   n = args.batch_size
   model = models.get_model("resnet20", num_classes=10, mean=CIFAR_MEAN,
                            std=CIFAR_STD,
@@ -298,13 +252,13 @@ def _jax_main(args):
   apply_fn = models.inference_fn(model)
   labels = jnp.argmax(apply_fn(variables, images), -1).astype(jnp.int32)
   key = jax.random.key(0)
-  report = dict(machine=dict(
-      cpu=_cpu_name(), cores=os.cpu_count(), python=platform.python_version(),
+  report = dict(machine=harness.machine(
       jax=jax.__version__, backend=jax.default_backend(),
       devices=jax.device_count(), xla_flags=os.environ.get("XLA_FLAGS", ""),
       conv="models.conv.Conv" if args.fast_conv else "nn.Conv",
       glibc_tunables=os.environ.get("GLIBC_TUNABLES", ""),
       malloc=cpu_setup.cpu_malloc_in_use()),
+                date=time.strftime("%Y-%m-%d %H:%M"),
                 load_start=os.getloadavg(), rows=[])
 
   worker = None
@@ -312,7 +266,7 @@ def _jax_main(args):
     workdir = tempfile.mkdtemp(prefix="attacks_benchmark_")
     _export_for_torch(variables, images, labels,
                       os.path.join(workdir, "data.npz"))
-    worker = _TorchWorker(args.torch_python, workdir)
+    worker = _torch_worker_process(args.torch_python, workdir)
     ours = np.asarray(apply_fn(variables, images[:16]))
     report["torch"] = {k: v for k, v in worker.info.items() if k != "logits"}
     report["max_logit_diff_vs_torch"] = float(np.max(np.abs(
@@ -324,7 +278,7 @@ def _jax_main(args):
   # plain jit on one device); with several devices, one PGD row on one device
   # shows the gain. `models.inference_fn` (the suite's path) computes input
   # gradients with `models.input_grad`; the "lax input gradients" row runs
-  # flax's plain `model.apply` (the suite's path before 2026-12-02).
+  # flax's plain `model.apply`.
   pgd_args = dict(steps=PGD_STEPS, step_size=STEP, random_start=True)
   every = jax.device_count()
   pgd = lambda: attacks.pgd(unroll=True, **pgd_args)
@@ -381,12 +335,16 @@ def _jax_main(args):
         report["rows"], runners, configs):
       if r >= repeats:
         continue
-      load, cpu, start = _load(), _cpu_seconds(), time.perf_counter()
+      load, cpu = harness.load(), harness.cpu_seconds()
+      start = time.perf_counter()
       run()
       row["ours"].append(dict(seconds=time.perf_counter() - start,
-                              cpu_seconds=_cpu_seconds() - cpu, load=load))
+                              cpu_seconds=harness.cpu_seconds() - cpu,
+                              load=load))
       if worker and torch_name:
-        row["torch"].append(dict(worker.time(torch_name, chunk), load=_load()))
+        row["torch"].append(dict(worker.request(attack=torch_name,
+                                                chunk=chunk),
+                                 load=harness.load()))
       print(row["label"], chunk, row["ours"][-1], row["torch"][-1:],
             flush=True)
   if worker:
@@ -405,7 +363,6 @@ def _sweep(args, apply_fn, variables, images, labels, key):
   # pylint: disable=g-import-not-at-top
   import jax
   import jax.numpy as jnp
-  from robustjax import cpu_setup
   from robustjax import parallel
   from robustjax.robustness import attacks
   from robustjax.robustness.evaluators import attack as attack_eval
@@ -415,14 +372,14 @@ def _sweep(args, apply_fn, variables, images, labels, key):
   results = []
 
   def record(label, fn):
-    load = _load()
+    load = harness.load()
     start = time.perf_counter()
     accuracy = jax.block_until_ready(fn())
     seconds = time.perf_counter() - start
     results.append(dict(label=label, seconds=seconds,
                         img_s=len(SWEEP_EPS) * len(images) / seconds,
                         accuracy=[round(float(a), 4) for a in accuracy],
-                        load_before=load, load_after=_load()))
+                        load_before=load, load_after=harness.load()))
     print(results[-1], flush=True)
 
   # A fresh apply_fn object for each variant, so nothing is cached yet.
@@ -469,17 +426,6 @@ def _chunked_mean(count, variables, images, labels, key, chunk):
   return sum(means) / len(images)
 
 
-def _cpu_name():
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor()
-
-
 def round_ratios(row):
   """Per round, torchattacks' time / ours (our speed-up) for a report row."""
   return [t["seconds"] / o["seconds"]
@@ -513,13 +459,9 @@ def _markdown(report, n):
     lines.append("| " + " | ".join(cells) + " |")
   for row in report["rows"]:
     if row["torch"]:
-      ratios = round_ratios(row)
-      lo, hi, coverage = bench_model.median_interval(ratios)
-      lines.append(f"- {row['label']}, batch {row['chunk']}: ours / torch "
-                   f"per round, {len(ratios)} rounds: median "
-                   f"{statistics.median(ratios):.2f}, {coverage:.1%} "
-                   f"interval of the median {lo:.2f}-{hi:.2f} (order "
-                   f"statistics); rounds {min(ratios):.2f}-{max(ratios):.2f}")
+      lines.append(harness.interval_line(
+          f"{row['label']}, batch {row['chunk']}: ours / torch",
+          round_ratios(row)))
   lines += ["", "| eps sweep (PGD-10, 5 eps, compile included) | seconds | "
             "img x eps / s | accuracy per eps | load before/after |",
             "|---|---|---|---|---|"]

@@ -67,7 +67,7 @@ def _worker(variant: str, shapes) -> dict:
   from robustjax.robustness import attacks
   from robustjax.train import optim
   from robustjax.train import state as state_lib
-  from robustjax.train import trainer
+  from robustjax.train import steps
   # pylint: enable=g-import-not-at-top
   jax.config.update("jax_enable_compilation_cache", False)
   s = shapes
@@ -107,8 +107,8 @@ def _worker(variant: str, shapes) -> dict:
   state = state_lib.create(variables["params"], variables["batch_stats"], tx,
                            jax.random.PRNGKey(0))
   step = jax.jit(functools.partial(
-      trainer.train_step, model=model, tx=tx,
-      loss_fn=lambda lg, lb, x, a: trainer.cross_entropy(lg, lb),
+      steps.train_step, model=model, tx=tx,
+      loss_fn=lambda lg, lb, x, a: steps.cross_entropy(lg, lb),
       crop_padding=2, flip=False))
   images = jnp.asarray(rng.integers(0, 256, (s["batch"],) + shape, np.uint8))
   labels = jnp.asarray(rng.integers(0, 10, (s["batch"],), np.int32))

@@ -1,10 +1,14 @@
 """Benchmark: our JAX corruptions vs the reference (imagecorruptions 1.1.2).
 
-Run by hand (not part of the tests), on an otherwise idle machine:
+Run by hand (not part of the tests), on an otherwise idle machine, with
+`$IC_PYTHON` the python of a venv with imagecorruptions 1.1.2 (numpy 1.26,
+scikit-image 0.20, OpenCV 4.10):
 
-  python benchmarks/corruptions_benchmark.py \
-      --ic_python=/tmp/venvs/ic/bin/python \
+  python benchmarks/corruptions_benchmark.py --ic_python=$IC_PYTHON \
       --out=benchmarks/corruptions_results.md
+
+`--render_only` rewrites the markdown from the .json next to it (a test
+checks that the committed file is what it writes).
 
 In one run it measures, on the same natural images (random crops of the
 photographs shipped with scikit-image, resized to 32 px and 224 px):
@@ -26,10 +30,9 @@ flagged in the output.
 """
 
 import argparse
-import glob
 import json
 import os
-import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,24 +43,15 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import harness  # pylint: disable=g-bad-import-order  (benchmarks/)
+
+sys.path.insert(0, harness.REPO)
 from robustjax.robustness import corruptions  # pylint: disable=g-import-not-at-top,wrong-import-position
 from robustjax.robustness.corruptions import tables  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PHOTOS = ('astronaut.png', 'chelsea.png', 'coffee.png', 'rocket.jpg',
           'motorcycle_left.png', 'ihc.png')
-
-
-def cpu_name():
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
 
 
 def load_photos(ic_python):
@@ -173,7 +167,9 @@ def _fmt_list(v, fmt='{:.3f}'):
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument('--ic_python', default='/tmp/venvs/ic/bin/python')
+  p.add_argument('--ic_python', default=os.environ.get('IC_PYTHON', ''),
+                 help='python of the imagecorruptions venv (default: '
+                 '$IC_PYTHON)')
   p.add_argument('--batch32', type=int, default=64)
   p.add_argument('--batch224', type=int, default=8)
   p.add_argument('--severity', type=int, default=3)
@@ -197,17 +193,18 @@ def main():
   a = p.parse_args()
   if a.render_only:
     with open(os.path.splitext(a.out)[0] + '.json') as f:
-      write_markdown(json.load(f), a, a.out)
+      write_markdown(json.load(f), a.out)
     return
+  if not a.ic_python:
+    p.error('--ic_python (or $IC_PYTHON) is needed to run the reference')
 
   photos = load_photos(a.ic_python)
-  deadline = time.time() + a.wait_idle_s
-  while os.getloadavg()[0] >= a.max_load and time.time() < deadline:
-    time.sleep(10)
+  harness.wait_for_idle(a.max_load, a.wait_idle_s)
   load_before = os.getloadavg()
   print(f'load average before: {load_before}', flush=True)
   res = {'load_before': load_before, 'severity': a.severity,
-         'cpu': cpu_name(), 'argv': ' '.join(sys.argv),
+         'date': time.strftime('%Y-%m-%d %H:%M'),
+         'cpu': harness.cpu_name(), 'argv': harness.public_command(sys.argv),
          'ncpu': os.cpu_count(), 'jax': jax.__version__,
          'device': str(jax.devices()[0]), 'throughput': {}}
   key = jax.random.key(0)
@@ -262,21 +259,55 @@ def main():
   res['load_after'] = os.getloadavg()
   with open(os.path.splitext(a.out)[0] + '.json', 'w') as f:
     json.dump(res, f, indent=1)
-  write_markdown(res, a, a.out)
+  write_markdown(res, a.out)
   print(f'wrote {a.out}')
 
 
-def write_markdown(res, a, path):
+def all15_ratio(res, size) -> float:
+  """Ours / imagecorruptions, all 15 benchmark corruptions in one program."""
+  s = {str(k): v for k, v in res['throughput'].items()}[str(size)]['all15']
+  return s['ours_img_s'] / s['ic_img_s']
+
+
+def _summary(res):
+  """The current summary: what is measured, the figures, the machine."""
+  lines = ['## Current summary', '']
+  t = {str(k): v for k, v in res['throughput'].items()}  # JSON: str keys.
+  if '32' in t and '224' in t:
+    s32, s224 = t['32']['all15'], t['224']['all15']
+    per = [r['ours_img_s'] / r['ic_img_s'] for r in t['32']['rows'].values()]
+    lines += [
+        f'All 15 benchmark corruptions as one jitted program, severity '
+        f'{res["severity"]}, per image: **{all15_ratio(res, 32):,.0f}x** '
+        f'imagecorruptions 1.1.2 at 32 px ({s32["ours_img_s"]:,.0f} vs '
+        f'{s32["ic_img_s"]:,.2f} img/s; batch {t["32"]["batch"]}, CIFAR '
+        f'table) and **{all15_ratio(res, 224):,.0f}x** at 224 px '
+        f'({s224["ours_img_s"]:,.0f} vs {s224["ic_img_s"]:,.2f} img/s; batch '
+        f'{t["224"]["batch"]}, ImageNet table). Corruption by corruption at '
+        f'32 px: median {statistics.median(per):,.1f}x, range '
+        f'{min(per):,.1f}x-{max(per):,.0f}x. Machine: {res["ncpu"]}-core '
+        f'{res["cpu"]}, CPU only, JAX {res["jax"]}. One run, every number '
+        'in `corruptions_results.json`; the agreement with the reference '
+        'algorithms is discussed in docs/corruptions.md.', '']
+  return lines
+
+
+def write_markdown(res, path):
   """Results tables (the .json next to it has every number)."""
   busy = res['load_before'][0]
+  date = f' ({res["date"]})' if 'date' in res else ''
   lines = [
       '# Corruption benchmark results',
       '',
-      'Generated by `benchmarks/corruptions_benchmark.py` (command below);',
-      'every number in one run. See docs/corruptions.md for the discussion.',
+      'Generated by `benchmarks/corruptions_benchmark.py` from',
+      '`corruptions_results.json` (`--render_only` rewrites it).',
+      '',
+  ] + _summary(res) + [
+      f'## The run{date}',
       '',
       '```',
-      'python ' + res.get('argv', 'benchmarks/corruptions_benchmark.py'),
+      'python ' + harness.public_command(res.get(
+          'argv', 'benchmarks/corruptions_benchmark.py').split()),
       '```',
       '',
       f'* Machine: {res["ncpu"]}-core {res["cpu"]}, CPU only; JAX '
@@ -289,14 +320,14 @@ def write_markdown(res, a, path):
       'benchmark\'s own 2-3 threads)'
       + (' -- **machine busy before the run, timings unreliable**'
          if busy > 0.5 else ''),
-      f'* Severity {a.severity}; images: random crops of the scikit-image '
+      f'* Severity {res["severity"]}; images: random crops of the scikit-image '
       'photographs, resized to 32 and 224 px. Ours: CIFAR table at 32 px, '
       'ImageNet table at 224 px; imagecorruptions always uses the ImageNet '
       'constants. Throughput excludes compilation (reported separately).',
       '',
   ]
   for size, t in res['throughput'].items():
-    lines += [f'## Throughput at {size} px (ours: batch {t["batch"]}, '
+    lines += [f'### Throughput at {size} px (ours: batch {t["batch"]}, '
               f'{t["table"]} table)', '',
               '| corruption | ours img/s | imagecorruptions img/s | ratio | '
               'our compile s |', '|---|---:|---:|---:|---:|']
@@ -312,7 +343,7 @@ def write_markdown(res, a, path):
         f'| all 15 benchmark, sum of separate calls | '
         f'{s["ours_sum_img_s"]:,.0f} | {s["ic_img_s"]:,.2f} | '
         f'{s["ours_sum_img_s"] / s["ic_img_s"]:,.0f}x | |', '']
-  lines += ['## imagecorruptions crashes on this stack (unmodified call)', '']
+  lines += ['### imagecorruptions crashes on this stack (unmodified call)', '']
   if res['crashes']:
     for name, err in res['crashes'].items():
       lines.append(f'* `{name}`: `{err}`')
@@ -321,7 +352,7 @@ def write_markdown(res, a, path):
   lines += ['', '(Timed above with `skimage.filters.gaussian` wrapped to map '
             '`multichannel=True` to `channel_axis=-1`.)', '']
   for tag, rows in res.get('agree', {}).items():
-    lines += [f'## Agreement, {tag.replace("_", " table, ")} px: mean '
+    lines += [f'### Agreement, {tag.replace("_", " table, ")} px: mean '
               '|corrupt - clean| for severities 1 / 2 / 3 / 4 / 5', '']
     kinds = [k for k in ('ic', 'oracle') if k in next(iter(rows.values()))]
     head = '| corruption | images | ours | ' + ' | '.join(

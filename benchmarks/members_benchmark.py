@@ -1,16 +1,16 @@
 """K seeds of one model: one vmapped program (`train_members`) vs K runs.
 
-  python benchmarks/members_benchmark.py [--k=3] [--arch=resnet8:16]
+  python benchmarks/members_benchmark.py --rounds=2 --output=members.json
 
 Trains the default study's original (configs/default.py: digits, 4 epochs,
 batch 64) for K seeds twice in fresh folders, interleaved: once as K
 sequential `train_and_evaluate` runs (what the study does) and once as one
 `train_members` run (the K models stacked and vmapped). The process is set
-up as the launchers train (`cpu_setup.configure_host_devices(1)`: their
-default until 2026-12-01; since then they train on one of one device per
-core, which runs a step as fast), and
-no persistent compilation cache is used, so both include their compiles.
-Prints wall seconds of each and the ratio; members_results.md records runs.
+up as the launchers train (`cpu_setup.configure_host_devices(1)`: one
+device; the launchers train on one of one device per core, which runs a
+step as fast), and no persistent compilation cache is used, so both include
+their compiles. Prints (and with `--output` writes) the JSON of wall
+seconds per round and the per-round ratio; members_results.md records runs.
 Rounds alternate which goes first; the first round includes the compiles
 (and the eager-op programs whoever runs first compiles for both), later
 rounds reuse the in-process programs (steady state).
@@ -19,14 +19,14 @@ rounds reuse the in-process programs (steady state).
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))
+import harness  # benchmarks/, the script's own folder.
+
+sys.path.insert(0, harness.REPO)
 
 # pylint: disable=g-import-not-at-top
 from robustjax import cpu_setup
@@ -65,6 +65,7 @@ def main():
   parser.add_argument("--k", type=int, default=3)
   parser.add_argument("--arch", default="resnet8:16")
   parser.add_argument("--rounds", type=int, default=2)
+  parser.add_argument("--output", default="", help="also write JSON here.")
   args = parser.parse_args()
   results = {"sequential": [], "vmapped": []}
   for r in range(args.rounds):
@@ -77,11 +78,23 @@ def main():
         shutil.rmtree(root, ignore_errors=True)
       print(f"round {r}: {name} {results[name][-1]:.1f} s", flush=True)
   best = {n: min(v) for n, v in results.items()}
-  print(json.dumps({
+  report = {
       "k": args.k, "arch": args.arch, "devices": jax.device_count(),
-      "machine": platform.processor() or platform.machine(),
+      "machine": harness.machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
       "load_avg_end": os.getloadavg(), "seconds": results, "best": best,
-      "vmapped_speedup": best["sequential"] / best["vmapped"]}, indent=1))
+      "vmapped_speedup": best["sequential"] / best["vmapped"]}
+  print(json.dumps(report, indent=1))
+  print(harness.interval_line("sequential / vmapped time",
+                              round_ratios(report)))
+  if args.output:
+    with open(args.output, "w") as f:
+      json.dump(report, f, indent=1)
+
+
+def round_ratios(report):
+  """Per round, the sequential runs' time / the vmapped run's."""
+  return [s / v for s, v in zip(report["seconds"]["sequential"],
+                                report["seconds"]["vmapped"])]
 
 
 if __name__ == "__main__":

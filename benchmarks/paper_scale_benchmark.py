@@ -25,12 +25,13 @@ turns these into time estimates for one GPU / a v4-8 TPU.
 
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import harness  # benchmarks/, the script's own folder.
+
+sys.path.insert(0, harness.REPO)
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax
 import jax.numpy as jnp
@@ -50,7 +51,7 @@ from robustjax.models import factory
 from robustjax.models import pretrained
 from robustjax.train import optim
 from robustjax.train import state as state_lib
-from robustjax.train import trainer
+from robustjax.train import steps
 from tests.models import pretrained_test
 
 # Office-31's image sizes per domain (width, height).
@@ -99,9 +100,9 @@ def measure(label, config_module, name, width, batch, eval_batch, quick):
   tx = optim.make(config.optimizer, 1000)
   state = state_lib.create(variables["params"], variables["batch_stats"], tx,
                            jax.random.PRNGKey(1))
-  # The trainer's one-program step on one device (`trainer.jit_step`).
-  jitted = trainer.jit_step(
-      model, lambda lg, lb, x, a: trainer.cross_entropy(lg, lb), tx,
+  # The trainer's one-program step on one device (`steps.jit_step`).
+  jitted = steps.jit_step(
+      model, lambda lg, lb, x, a: steps.cross_entropy(lg, lb), tx,
       parallel.make_mesh(jax.devices()[:1]), crop_padding=0, flip=True)
   step = lambda st, images, labels: jitted(st, images, labels, None)
   rng = np.random.default_rng(0)
@@ -210,7 +211,7 @@ def main():
   quick = "--quick" in sys.argv
   load = os.getloadavg()
   results = {
-      "machine": f"{platform.processor() or platform.machine()}, "
+      "machine": f"{harness.cpu_name()}, "
                  f"{os.cpu_count()} cores, jax {jax.__version__}",
       "load_average_at_start": load,
       "matmul_gflops_at_start": matmul_gflops(),

@@ -1,18 +1,19 @@
 """Training and inference speed: robustjax vs PyTorch on the same CPU, one run.
 
-  /work/main/.venv/bin/python benchmarks/train_benchmark.py \
-      --torch_python=/path/to/torch-venv/bin/python      # results: train_results.md
+  python benchmarks/train_benchmark.py --torch_python=$TORCH_PYTHON \
+      --variants=default --rounds=21 --output=train.json  # train_results.md
+
+(`$TORCH_PYTHON`: the python of a venv with torch.)
 
 What is timed (all in this one process tree, on the same machine):
 
-* Training: the trainer's own `robustjax.train.trainer.train_step` (SGD with
+* Training: the trainer's own `robustjax.train.steps.train_step` (SGD with
   Nesterov momentum 0.9, weight decay 5e-4 on kernels, cross-entropy, the
   config's defaults: no augmentation), jitted as the trainer jits it by
-  default (`trainer.jit_step`: state donated, outputs replicated on the
-  mesh; run I timed the two-program form of `split_train_step`), on
-  CIFAR-style ResNet-20 (width
-  16) for two shapes: `cifar` (32x32x3, batch 128) and `digits` (16x16x1,
-  batch 64, what configs/digits_resnet.py trains).
+  default (`steps.jit_step`: state donated, outputs replicated on the
+  mesh), on CIFAR-style ResNet-20 (width 16) for two shapes: `cifar`
+  (32x32x3, batch 128) and `digits` (16x16x1, batch 64, what
+  configs/digits_resnet.py trains).
   PyTorch: the same network (eager, `torch.optim.SGD` with the same
   hyper-parameters), the same batch and shape, in a worker process of a
   separate venv with torch (`--torch_python`; torch is never a dependency of
@@ -28,36 +29,34 @@ What is timed (all in this one process tree, on the same machine):
 Our variants, each a worker process of its own (JAX fixes devices and
 XLA flags at start-up):
 
-* `before`: what the suite did before this benchmark: one XLA CPU device,
-  flax's `nn.Conv`, no XLA flags.
-* `default`: what the launchers do with no flag or variable from the user
-  (since 2026-12-01): `cpu_setup.configure_host_devices()`, one XLA CPU
-  device per core with YNNPACK convolutions off (and, CPU-only, LLVM
-  level 1), flax's `nn.Conv`; training on one device (`train_mesh()`),
-  inference split over all of them.
-* `one_device`: `--cpu_devices=1`, `configure_host_devices(1)` (the
-  launchers' default before 2026-12-01): the same flags, one device.
+* `before`: JAX's defaults: one XLA CPU device, flax's `nn.Conv`, no XLA
+  flags.
+* `default`: what the launchers do with no flag or variable from the user:
+  `cpu_setup.configure_host_devices()`, one XLA CPU device per core with
+  YNNPACK convolutions off (and, CPU-only, LLVM level 1), flax's
+  `nn.Conv`; training on one device (`train_mesh()`), inference split over
+  all of them; restarted with mimalloc (`cpu_setup.cpu_malloc_environ()`)
+  where the launchers would restart with it.
+* `one_device`: `--cpu_devices=1`, `configure_host_devices(1)`: the same
+  flags, one device.
 * `per_core`: `--cpu_train_devices=-1`, training split over every device
   too.
 * `no_eltwise`: `default` without the train-step XLA option for large
   activations (`cpu_setup.train_step_compiler_options`, YNNPACK elementwise
-  fusions; it applies to the cifar scenario only), i.e. the default until
-  2026-12-01 evening.
+  fusions; it applies to the cifar scenario only).
 * `glibc_huge_pages`: `default` restarted with glibc's malloc and
   GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (`--cpu_malloc=glibc_huge_pages`:
-  XLA:CPU's large per-call buffers on transparent huge pages), i.e. the
-  default from 2026-12-02 midday to afternoon; `default` gets mimalloc
-  (`cpu_setup.cpu_malloc_environ()`) where the launchers would restart with
-  it.
+  XLA:CPU's large per-call buffers on transparent huge pages).
 * `no_huge_pages`: `default` with glibc's malloc as it is
-  (`--cpu_malloc=system`), i.e. the default until 2026-12-02 midday.
+  (`--cpu_malloc=system`).
 * with `--ablations`: `fast_conv` (`default` + `robustjax.models.conv.Conv`)
   and `per_core_no_flags` (one device per core, no XLA flag).
 
-Workers answer one timed request at a time and requests go round-robin over
-variants and PyTorch, so all see the same machine load; the report gives
-median img/s, the median of per-round ratios to PyTorch, CPU ms per image
-and the 1-minute load average. Compile times are measured separately
+Workers (`harness.Worker`) answer one timed request at a time and requests
+go round-robin over variants and PyTorch, so all see the same machine load;
+the report gives median img/s, the median of per-round ratios to PyTorch
+with its interval (`harness.interval_line`), CPU ms per image and the
+1-minute load average. Compile times are measured separately
 (`lower().compile()`, no persistent cache) and excluded from img/s.
 
 The same file is the worker (`--worker=ours|torch`): the torch venv has no
@@ -67,16 +66,13 @@ JAX and the JAX venv no torch, so both are imported lazily.
 import argparse
 import json
 import os
-import platform
-import resource
 import statistics
-import subprocess
 import sys
 import time
 
-import bench_model  # benchmarks/, the script's own folder.
+import harness  # benchmarks/, the script's own folder.
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = harness.REPO
 SCENARIOS = {  # name: (image size, channels, train batch)
     "cifar": (32, 3, 128),
     "digits": (16, 1, 64),
@@ -95,24 +91,9 @@ MEAN, STD = 0.45, 0.25  # One value per channel (speed does not depend on it).
 LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 5e-4
 
 
-def _cpu_seconds():
-  usage = resource.getrusage(resource.RUSAGE_SELF)
-  return usage.ru_utime + usage.ru_stime
-
-
 def _serve(runners, info):
-  """Worker loop: one JSON request per stdin line -> one timed run."""
-  print(json.dumps(info), flush=True)
-  for line in sys.stdin:
-    request = json.loads(line)
-    run = runners[request["what"]]
-    cpu, start = _cpu_seconds(), time.perf_counter()
-    run(request["reps"])
-    print(json.dumps(dict(
-        seconds=time.perf_counter() - start, cpu_seconds=_cpu_seconds() - cpu,
-        # The worker's peak resident memory so far (Linux: KiB).
-        max_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)),
-          flush=True)
+  """The worker's loop (`harness.serve`): a request is {"what", "reps"}."""
+  harness.serve(lambda what, reps: runners[what](reps), info)
 
 
 # ----------------------------------------------------------------------------
@@ -125,20 +106,20 @@ def train_step(size, channels, batch, conv, rng, train_mesh):
   Returns the model, host copies of its variables (the step donates its
   state's buffers), the jitted (not yet compiled) step, the replicated
   state, the sharded batch drawn from `rng` (uint8 images, int labels) and
-  the step's XLA compiler options. Also used by train_probes.py. Import
-  after `sys.path` holds the repository and JAX is configured.
+  the step's XLA compiler options. Import after `sys.path` holds the
+  repository and JAX is configured.
   """
   # pylint: disable=g-import-not-at-top
   import jax
   import jax.numpy as jnp
   import ml_collections
   import numpy as np
-  from robustjax import models
   from robustjax import cpu_setup
+  from robustjax import models
   from robustjax import parallel
   from robustjax.train import optim
   from robustjax.train import state as state_lib
-  from robustjax.train import trainer
+  from robustjax.train import steps
   # pylint: enable=g-import-not-at-top
   model = models.get_model("resnet20", num_classes=10, width=16,
                            mean=(MEAN,) * channels, std=(STD,) * channels,
@@ -155,14 +136,14 @@ def train_step(size, channels, batch, conv, rng, train_mesh):
   state = parallel.replicate(train_mesh, state_lib.create(
       variables["params"], variables["batch_stats"], tx,
       jax.random.PRNGKey(0)))
-  # As the trainer (`trainer._jitted_step`): XLA:CPU options for a step
+  # As the trainer (`steps.shared_train_step`): XLA:CPU options for a step
   # with large activations in a configured process, else None.
   options = cpu_setup.train_step_compiler_options(
       batch // train_mesh.devices.size * size * size * 16,
       train_mesh.devices.flat[0].platform)
-  # As the trainer compiles it by default (`trainer._jitted_step`).
-  step = trainer.jit_step(
-      model, lambda lg, lb, x, a: trainer.cross_entropy(lg, lb), tx,
+  # As the trainer compiles it by default (`steps.shared_train_step`).
+  step = steps.jit_step(
+      model, lambda lg, lb, x, a: steps.cross_entropy(lg, lb), tx,
       train_mesh, crop_padding=0, flip=False, options=options)
   return (model, variables, step, state,
           parallel.shard_batch(train_mesh, images, labels), options)
@@ -173,7 +154,6 @@ def _ours_worker(args):
   # pylint: disable=g-import-not-at-top
   sys.path.insert(0, REPO)
   from robustjax import cpu_setup
-  from robustjax import parallel
   # glibc_huge_pages, no_huge_pages: the same process, started with another
   # allocator (main()).
   if args.variant in ("default", "fast_conv", "glibc_huge_pages",
@@ -197,6 +177,7 @@ def _ours_worker(args):
   import jax.numpy as jnp
   import numpy as np
   from robustjax import models
+  from robustjax import parallel
   from robustjax.models import conv as conv_lib
   # pylint: enable=g-import-not-at-top
 
@@ -352,55 +333,15 @@ def _torch_worker(args):
     best = min(best, time.perf_counter() - start)
   _serve(runners, dict(torch=torch.__version__,
                        threads=torch.get_num_threads(),
-                       ld_preload=os.environ.get("LD_PRELOAD", ""),
+                       # The preloaded libraries' names, not their paths.
+                       ld_preload=" ".join(os.path.basename(p) for p in
+                                           os.environ.get("LD_PRELOAD",
+                                                          "").split()),
                        matmul_gflops=2 * 2048**3 / best / 1e9))
 
 
 # ----------------------------------------------------------------------------
 # Driver.
-
-
-class _Worker:
-
-  def __init__(self, cmd, env=None):
-    self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, text=True, env=env,
-                                 cwd=REPO)
-    line = self.proc.stdout.readline()
-    if not line:
-      raise RuntimeError(f"worker {cmd} died during set-up")
-    self.info = json.loads(line)
-
-  def time(self, what, reps):
-    self.proc.stdin.write(json.dumps(dict(what=what, reps=reps)) + "\n")
-    self.proc.stdin.flush()
-    return json.loads(self.proc.stdout.readline())
-
-  def close(self):
-    self.proc.stdin.close()
-    self.proc.wait()
-
-
-def _cpu_name():
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor()
-
-
-def _clean_env():
-  env = dict(os.environ)
-  for k in ("XLA_FLAGS", "JAX_COMPILATION_CACHE_DIR", "JAX_NUM_CPU_DEVICES",
-            "GLIBC_TUNABLES", "LD_PRELOAD"):
-    env.pop(k, None)
-  for k in [k for k in env if k.startswith("MIMALLOC_")]:
-    env.pop(k)
-  env["JAX_PLATFORMS"] = "cpu"
-  return env
 
 
 def main():
@@ -451,22 +392,21 @@ def main():
   workers = {}
   sys.path.insert(0, REPO)
   from robustjax import cpu_setup  # pylint: disable=g-import-not-at-top
-  from robustjax import parallel  # pylint: disable=g-import-not-at-top
+  smoke = ["--smoke"] if args.smoke else []
   for v in variants:
-    env = _clean_env()
+    env = harness.clean_env()
     malloc = {"before": "system", "no_huge_pages": "system",
               "glibc_huge_pages": "glibc_huge_pages"}.get(v, "mimalloc")
     env = cpu_setup.cpu_malloc_environ(malloc, env) or env  # As launchers do.
-    workers[v] = _Worker(me + ["--worker=ours", f"--variant={v}"] +
-                         (["--smoke"] if args.smoke else []), env)
+    workers[v] = harness.Worker(
+        me + ["--worker=ours", f"--variant={v}"] + smoke, env)
     print(v, json.dumps(workers[v].info), flush=True)
   if args.torch_python:
-    workers["torch"] = _Worker([args.torch_python, os.path.abspath(__file__),
-                                "--worker=torch"] +
-                               (["--smoke"] if args.smoke else []),
-                               cpu_setup.cpu_malloc_environ(
-                                   args.torch_malloc, _clean_env())
-                               or _clean_env())
+    workers["torch"] = harness.Worker(
+        [args.torch_python, os.path.abspath(__file__), "--worker=torch"] +
+        smoke, cpu_setup.cpu_malloc_environ(args.torch_malloc,
+                                            harness.clean_env())
+        or harness.clean_env())
     print("torch", json.dumps(workers["torch"].info), flush=True)
   whats = [f"{s}/{k}" for s in SCENARIOS for k in ("train", "eval")]
   runs = {(w, what): [] for w in workers for what in whats}
@@ -475,15 +415,14 @@ def main():
       reps = args.train_reps if what.endswith("train") else args.eval_reps
       for w, worker in workers.items():
         load = os.getloadavg()[0]
-        runs[(w, what)].append(dict(worker.time(what, reps), load=load,
-                                    reps=reps))
+        runs[(w, what)].append(dict(worker.request(what=what, reps=reps),
+                                    load=load, reps=reps))
     print(f"round {r + 1}/{args.rounds} done, load "
           f"{os.getloadavg()[0]:.1f}", flush=True)
   for worker in workers.values():
     worker.close()
   report = dict(
-      machine=dict(cpu=_cpu_name(), cores=os.cpu_count(),
-                   python=platform.python_version()),
+      machine=harness.machine(), date=time.strftime("%Y-%m-%d %H:%M"),
       load_start=load_start, load_end=os.getloadavg(),
       info={w: worker.info for w, worker in workers.items()},
       runs={f"{w}|{what}": v for (w, what), v in runs.items()})
@@ -548,13 +487,10 @@ def _markdown(report, variants, whats, with_torch):
   if with_torch:  # Each ratio to PyTorch with the interval of its median.
     for what in whats:
       for w in variants:
-        ratios = round_ratios(report, w, "torch", what)
-        lo, hi, coverage = bench_model.median_interval(ratios)
-        lines.append(
-            f"- {what}, {w} / PyTorch per round, {len(ratios)} rounds: "
-            f"median {statistics.median(ratios):.2f}, {coverage:.1%} "
-            f"interval of the median {lo:.2f}-{hi:.2f} (order statistics)")
-  lines += ["", f"matmul peak (2048^2 float32): XLA {first['matmul_gflops']:.1f} GFLOP/s"
+        lines.append(harness.interval_line(
+            f"{what}, {w} / PyTorch", round_ratios(report, w, "torch", what)))
+  lines += ["", "matmul peak (2048^2 float32): XLA "
+            f"{first['matmul_gflops']:.1f} GFLOP/s"
             + (f", torch {info['torch']['matmul_gflops']:.1f} GFLOP/s"
                if with_torch else "") + f"; peak used: {peak:.1f}",
             "forward MFLOP / image (XLA cost analysis): " + ", ".join(
@@ -576,7 +512,7 @@ def _markdown(report, variants, whats, with_torch):
   rss = {w: max(r.get("max_rss_mb", 0) for k, runs in report["runs"].items()
                 if k.startswith(f"{w}|") for r in runs)
          for w in variants + (["torch"] if with_torch else [])}
-  if all(rss.values()):  # Reports from before 2026-12-02 midday have none.
+  if all(rss.values()):  # Older reports have none.
     lines.append("peak resident memory per worker process (both scenarios), "
                  "MB: " + ", ".join(f"{w} {v:.0f}" for w, v in rss.items()))
   return "\n".join(lines)

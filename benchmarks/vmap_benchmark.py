@@ -31,13 +31,14 @@ results go to benchmarks/vmap_results.md by hand.
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import harness  # benchmarks/, the script's own folder.
+
+REPO = harness.REPO
 sys.path.insert(0, REPO)
 
 
@@ -96,7 +97,7 @@ def measure(k, mode, steps, width):
     for i in range(k):  # Warm-up.
       states[i], _ = compiled(states[i], *batch)
     jax.block_until_ready(states)
-    t0, c0 = time.time(), _cpu()
+    t0, c0 = time.time(), harness.cpu_seconds()
     for i in range(k):
       for s in range(steps):
         states[i], m = compiled(states[i], *streams[configs[i].seed].batch(s))
@@ -122,12 +123,12 @@ def measure(k, mode, steps, width):
     compile_s = time.time() - t0
     state, _ = compiled(state, *batch(0))  # Warm-up.
     jax.block_until_ready(state)
-    t0, c0 = time.time(), _cpu()
+    t0, c0 = time.time(), harness.cpu_seconds()
     for s in range(steps):
       state, m = compiled(state, *batch(s))
     jax.block_until_ready(m)
     run_s = time.time() - t0
-  run_cpu_s = _cpu() - c0
+  run_cpu_s = harness.cpu_seconds() - c0
   mem = compiled.memory_analysis()
   return dict(
       k=k, mode=mode, steps=steps, width=width, compile_s=compile_s,
@@ -137,17 +138,12 @@ def measure(k, mode, steps, width):
       peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
-def _cpu():
-  r = resource.getrusage(resource.RUSAGE_SELF)
-  return r.ru_utime + r.ru_stime
-
-
 def _single_step(config, model, tx):
   import functools
-  from robustjax.train import trainer
+  from robustjax.train import steps
   step = functools.partial(
-      trainer.train_step, model=model, tx=tx,
-      loss_fn=lambda lg, lb, x, a: trainer.cross_entropy(lg, lb),
+      steps.train_step, model=model, tx=tx,
+      loss_fn=lambda lg, lb, x, a: steps.cross_entropy(lg, lb),
       crop_padding=config.dataset.crop_padding, flip=config.dataset.flip)
   return lambda state, x, y: step(state, x, y, None)
 
@@ -204,8 +200,8 @@ def main():
     print("RESULT " + json.dumps(measure(int(k), mode, args.steps,
                                          args.width)))
     return
-  print(f"# {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
+  print(f"# {harness.cpu_name()}, {os.cpu_count()} CPUs, load "
+        f"{harness.load():.2f}")
   rows = []
   for k in (int(x) for x in args.ks.split(",")):
     for mode in args.modes.split(","):

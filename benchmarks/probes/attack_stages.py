@@ -1,6 +1,6 @@
 r"""A/B of the attack evaluator's two forms: one program vs staged.
 
-  PYTHONPATH=. python benchmarks/attack_stages_benchmark.py \
+  PYTHONPATH=. python benchmarks/probes/attack_stages.py \
       --arch=resnet8 --width=16 --size=16 --channels=1 --examples=200 \
       --eps=0.02,0.05
 
@@ -14,16 +14,12 @@ events, `robustjax.timing`), whether the two give the same images bit for
 bit, and the median seconds per attack over `--rounds` alternating rounds
 (one chunk of `--examples` images x the eps grid), with the per-round time
 ratio. The "2026-12-01, night" tables of benchmarks/compile_results.md
-came from this script (then a /tmp copy).
+came from an uncommitted copy of this script.
 """
 
 import argparse
-import os
-import sys
 
-import bench_model  # benchmarks/, the script's own folder.
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import bench_model  # benchmarks/probes/, the script's own folder.
 
 
 def main():
@@ -31,11 +27,9 @@ def main():
   bench_model.add_flags(parser, arch="resnet8", size=16, channels=1)
   bench_model.add_attack_flags(parser)
   args = parser.parse_args()
+  bench_model.configure_process()
   # pylint: disable=g-import-not-at-top
-  sys.path.insert(0, REPO)
-  from robustjax import cpu_setup
   from robustjax import parallel
-  cpu_setup.configure_host_devices()
   import jax
   import jax.numpy as jnp
   import numpy as np

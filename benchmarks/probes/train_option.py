@@ -1,6 +1,6 @@
 r"""A/B of the train-step XLA:CPU option for large activations, one process.
 
-  PYTHONPATH=. python benchmarks/train_option_benchmark.py \
+  PYTHONPATH=. python benchmarks/probes/train_option.py \
       --arch=resnet20 --width=16 --size=32 --channels=3 --batch=128
 
 The trainer's `train_step` (SGD + Nesterov momentum, no augmentation) in the
@@ -10,18 +10,14 @@ on one device) is compiled twice, with XLA's defaults and with the option
 whatever the size; the two are then timed alternately for `--rounds`
 rounds of `--reps` steps. Prints compile seconds, median img/s, the ratio
 and every round. The "2026-12-01, evening" table of
-benchmarks/train_results.md came from this script (then a /tmp copy).
+benchmarks/train_results.md came from an uncommitted copy of this script.
 """
 
 import argparse
 import functools
-import os
-import sys
 import time
 
-import bench_model  # benchmarks/, the script's own folder.
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import bench_model  # benchmarks/probes/, the script's own folder.
 
 
 def main():
@@ -32,18 +28,17 @@ def main():
   parser.add_argument("--reps", type=int, default=0,
                       help="steps per round; 0: about 2000 images.")
   args = parser.parse_args()
+  bench_model.configure_process()
   # pylint: disable=g-import-not-at-top
-  sys.path.insert(0, REPO)
   from robustjax import cpu_setup
   from robustjax import parallel
-  cpu_setup.configure_host_devices()
   import jax
   import jax.numpy as jnp
   import ml_collections
   import numpy as np
   from robustjax.train import optim
   from robustjax.train import state as state_lib
-  from robustjax.train import trainer
+  from robustjax.train import steps
   # pylint: enable=g-import-not-at-top
 
   model, images, labels = bench_model.model_and_batch(args, args.batch)
@@ -63,8 +58,8 @@ def main():
         variables["params"], variables["batch_stats"], tx,
         jax.random.PRNGKey(0)))
     step = jax.jit(functools.partial(
-        trainer.train_step, model=model, tx=tx,
-        loss_fn=lambda lg, lb, x, a: trainer.cross_entropy(lg, lb),
+        steps.train_step, model=model, tx=tx,
+        loss_fn=lambda lg, lb, x, a: steps.cross_entropy(lg, lb),
         crop_padding=0, flip=False),
                    out_shardings=(parallel.replicated(mesh),) * 2,
                    donate_argnums=0, compiler_options=opts)

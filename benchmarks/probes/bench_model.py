@@ -1,38 +1,25 @@
-"""What the benchmarks share: for the one-process A/B benchmarks
-(attack_stages_benchmark.py, train_option_benchmark.py,
-input_grad_benchmark.py) the random CIFAR/digits-style model and batch and
-the alternating timing of two runs; for the benchmarks against PyTorch
-(attacks_benchmark.py, train_benchmark.py) the interval of a median
-per-round ratio.
-
-Import it after `sys.path` holds the repository (the scripts do that).
+"""What the one-process A/B probes share (attack_stages.py, train_option.py,
+input_grad.py): the process set-up, the random CIFAR/digits-style model
+and batch, and the alternating timing of two runs.
 """
 
-import math
+import os
+import sys
 import time
 
 import numpy as np
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
 
-def median_interval(values, level=0.95):
-  """Distribution-free interval of the median: (lo, hi, coverage).
 
-  The order statistics x_(k) <= median <= x_(n+1-k) for the largest k with
-  P(Binomial(n, 1/2) < k) <= (1 - level) / 2; coverage is the interval's
-  exact probability (>= level when n allows, the whole range otherwise).
-  """
-  x = sorted(values)
-  n = len(x)
-  cdf, k = 0.0, 0  # cdf = P(B <= k - 1).
-  while True:
-    p_k = math.comb(n, k) / 2.0**n
-    if cdf + p_k > (1.0 - level) / 2.0 or k + 1 > n - k:
-      break
-    cdf += p_k
-    k += 1
-  k = max(k, 1)
-  coverage = 1.0 - 2.0 * sum(math.comb(n, i) for i in range(k)) / 2.0**n
-  return x[k - 1], x[n - k], coverage
+def configure_process():
+  """Puts the repository on `sys.path` and sets the process up as the
+  launchers do (`cpu_setup.configure_host_devices()`); call before JAX
+  starts."""
+  sys.path.insert(0, REPO)
+  from robustjax import cpu_setup  # pylint: disable=g-import-not-at-top
+  cpu_setup.configure_host_devices()
 
 
 def add_flags(parser, *, arch, size, channels):

@@ -1,6 +1,6 @@
 r"""A/B of the attacks' input gradients: `models.input_grad` vs lax's.
 
-  PYTHONPATH=. python benchmarks/input_grad_benchmark.py \
+  PYTHONPATH=. python benchmarks/probes/input_grad.py \
       --arch=resnet8 --width=16 --size=16 --channels=1 --examples=200 \
       --eps=0.02,0.05
 
@@ -9,7 +9,7 @@ one program) on a randomly initialised model in the launchers' default
 process (`cpu_setup.configure_host_devices()`, every device), with the
 suite's apply function `models.inference_fn(model)` (its convolutions'
 input gradients from `robustjax.models.input_grad`) and with flax's plain
-`model.apply` (lax's input gradients, the suite before 2026-12-02).
+`model.apply` (lax's input gradients, the code before `input_grad`).
 Prints each one's first-call compile seconds (`robustjax.timing`), the
 share of adversarial pixels that agree bit for bit, and the median seconds
 per attack over `--rounds` alternating rounds with the per-round ratio.
@@ -26,13 +26,9 @@ Results: benchmarks/attacks_results.md ("2026-12-02").
 
 import argparse
 import functools
-import os
-import sys
 import time
 
-import bench_model  # benchmarks/, the script's own folder.
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import bench_model  # benchmarks/probes/, the script's own folder.
 
 
 def main():
@@ -44,11 +40,9 @@ def main():
   parser.add_argument("--batch", type=int, default=128,
                       help="batch of --layers.")
   args = parser.parse_args()
+  bench_model.configure_process()
   # pylint: disable=g-import-not-at-top
-  sys.path.insert(0, REPO)
-  from robustjax import cpu_setup
   from robustjax import parallel
-  cpu_setup.configure_host_devices()
   import jax
   import jax.numpy as jnp
   import numpy as np
