@@ -53,7 +53,7 @@ than NHWC/HWIO, kernels larger than `MAX_TAPS` taps) fall back to
 
 import functools
 import os
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import flax.linen as nn
 import jax
@@ -231,46 +231,66 @@ def _cpu_conv(strides, pads, precision, taps):
   return f
 
 
-def conv_general_dilated(lhs, rhs, window_strides: Sequence[int],
-                         padding: Padding,
-                         lhs_dilation: Optional[Sequence[int]] = None,
-                         rhs_dilation: Optional[Sequence[int]] = None,
-                         dimension_numbers: Any = None,
-                         feature_group_count: int = 1,
-                         batch_group_count: int = 1,
-                         precision: Any = None,
-                         preferred_element_type: Any = None) -> jax.Array:
-  """`lax.conv_general_dilated` with a faster kernel gradient on CPU.
+def lax_drop_in(fast: Callable[..., jax.Array], doc: str) -> Callable:
+  """A function with `lax.conv_general_dilated`'s signature around `fast`.
 
   Args:
-    lhs: input, NHWC for the fast path.
-    rhs: kernel, HWIO for the fast path.
-    window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
-      feature_group_count, batch_group_count, precision,
-      preferred_element_type: as for `lax.conv_general_dilated`.
+    fast: `fast(lhs, rhs, strides, pads, precision, plain) -> output`,
+      called for the convolutions `supported` takes, with int strides and
+      explicit (lo, hi) pads; `plain(lhs, rhs)` is lax's convolution with
+      the same arguments, for the cases `fast` leaves to lax. Every other
+      convolution goes to lax directly.
+    doc: the docstring of the function made.
 
   Returns:
-    The convolution, equal to `lax.conv_general_dilated`'s output; its
-    gradients equal lax's up to float summation order.
+    `conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
+    rhs_dilation, dimension_numbers, feature_group_count,
+    batch_group_count, precision, preferred_element_type)`.
   """
-  plain = functools.partial(
-      lax.conv_general_dilated, window_strides=window_strides,
-      padding=padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
-      dimension_numbers=dimension_numbers,
-      feature_group_count=feature_group_count,
-      batch_group_count=batch_group_count, precision=precision,
-      preferred_element_type=preferred_element_type)
-  if not supported(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
-                   feature_group_count, batch_group_count,
-                   preferred_element_type) or (
-                       rhs.shape[0] * rhs.shape[1] > MAX_TAPS):
+  def conv_general_dilated(lhs, rhs, window_strides: Sequence[int],
+                           padding: Padding,
+                           lhs_dilation: Optional[Sequence[int]] = None,
+                           rhs_dilation: Optional[Sequence[int]] = None,
+                           dimension_numbers: Any = None,
+                           feature_group_count: int = 1,
+                           batch_group_count: int = 1,
+                           precision: Any = None,
+                           preferred_element_type: Any = None) -> jax.Array:
+    plain = functools.partial(
+        lax.conv_general_dilated, window_strides=window_strides,
+        padding=padding, lhs_dilation=lhs_dilation,
+        rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+        feature_group_count=feature_group_count,
+        batch_group_count=batch_group_count, precision=precision,
+        preferred_element_type=preferred_element_type)
+    if not supported(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
+                     feature_group_count, batch_group_count,
+                     preferred_element_type):
+      return plain(lhs, rhs)
+    strides = tuple(int(s) for s in window_strides)
+    pads = explicit_pads(padding, lhs, rhs, strides)
+    if isinstance(precision, list):
+      precision = tuple(precision)
+    return fast(lhs, rhs, strides, pads, precision, plain)
+
+  conv_general_dilated.__doc__ = doc
+  return conv_general_dilated
+
+
+def _fast_kernel_grad(lhs, rhs, strides, pads, precision, plain):
+  if rhs.shape[0] * rhs.shape[1] > MAX_TAPS:
     return plain(lhs, rhs)
-  strides = tuple(int(s) for s in window_strides)
-  pads = explicit_pads(padding, lhs, rhs, strides)
-  if isinstance(precision, list):
-    precision = tuple(precision)
   fast = _cpu_conv(strides, pads, precision, ynn_convolutions_enabled())
   return lax.platform_dependent(lhs, rhs, cpu=fast, default=plain)
+
+
+conv_general_dilated = lax_drop_in(_fast_kernel_grad, """\
+`lax.conv_general_dilated` with a faster kernel gradient on CPU.
+
+Same arguments as `lax.conv_general_dilated`; NHWC inputs and HWIO kernels
+take the fast path. Returns the convolution, equal to lax's output; its
+gradients equal lax's up to float summation order.
+""")
 
 
 class Conv(nn.Conv):

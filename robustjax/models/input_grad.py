@@ -49,7 +49,7 @@ it).
 """
 
 import functools
-from typing import Any, Optional, Sequence, Tuple
+from typing import Tuple
 
 import flax.linen as nn
 import jax
@@ -62,7 +62,6 @@ from robustjax.models import conv as conv_lib
 # computed as one matrix product + col2im (grey: 1, RGB: 3).
 FEW_CHANNELS = 4
 
-Padding = conv_lib.Padding
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
@@ -192,36 +191,20 @@ def _conv_fn(in_hw, strides, pads, precision):
   return f
 
 
-def conv_general_dilated(lhs, rhs, window_strides: Sequence[int],
-                         padding: Padding,
-                         lhs_dilation: Optional[Sequence[int]] = None,
-                         rhs_dilation: Optional[Sequence[int]] = None,
-                         dimension_numbers: Any = None,
-                         feature_group_count: int = 1,
-                         batch_group_count: int = 1,
-                         precision: Any = None,
-                         preferred_element_type: Any = None) -> jax.Array:
-  """`lax.conv_general_dilated` with a faster input gradient on CPU.
-
-  Same arguments and forward result as `lax.conv_general_dilated`; see the
-  module docstring for the input gradient.
-  """
-  strides = tuple(int(s) for s in window_strides)
+def _fast_input_grad_path(lhs, rhs, strides, pads, precision, plain):
   if (jax.default_backend() != "cpu"
-      or not conv_lib.supported(lhs, rhs, lhs_dilation, rhs_dilation,
-                                dimension_numbers, feature_group_count,
-                                batch_group_count, preferred_element_type)
       or (max(strides) == 1 and rhs.shape[2] > FEW_CHANNELS)):
-    # Unsupported, or lax's input gradient is fine.
-    return lax.conv_general_dilated(
-        lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-        dimension_numbers, feature_group_count, batch_group_count, precision,
-        preferred_element_type)
+    return plain(lhs, rhs)  # lax's input gradient is fine.
   in_hw = tuple(int(d) for d in lhs.shape[1:3])
-  pads = conv_lib.explicit_pads(padding, lhs, rhs, strides)
-  if isinstance(precision, list):
-    precision = tuple(precision)
   return _conv_fn(in_hw, strides, pads, precision)(lhs, rhs)
+
+
+conv_general_dilated = conv_lib.lax_drop_in(_fast_input_grad_path, """\
+`lax.conv_general_dilated` with a faster input gradient on CPU.
+
+Same arguments and forward result as `lax.conv_general_dilated`; see the
+module docstring for the input gradient.
+""")
 
 
 # One object, so that models cloned with it compare (and hash) equal and
