@@ -40,22 +40,23 @@ from robustjax.compress import recipes
 from robustjax.train import trainer
 
 
-def _configs(k: int, arch: str):
-  config = recipes.with_arch(default.get_config(), arch)
+def _configs(k: int, arch: str, smoke: bool = False):
+  config = recipes.with_arch(default.get_config("runlocal" if smoke else None),
+                             arch)
   return [recipes.derived_config(config, seed=s) for s in range(k)]
 
 
-def sequential(k: int, arch: str, root: str) -> float:
+def sequential(k: int, arch: str, root: str, smoke: bool) -> float:
   t = time.perf_counter()
-  for i, cfg in enumerate(_configs(k, arch)):
+  for i, cfg in enumerate(_configs(k, arch, smoke)):
     trainer.train_and_evaluate(cfg, os.path.join(root, f"seq{i}"))
   return time.perf_counter() - t
 
 
-def vmapped(k: int, arch: str, root: str) -> float:
+def vmapped(k: int, arch: str, root: str, smoke: bool) -> float:
   t = time.perf_counter()
   members = [trainer.Member(cfg, os.path.join(root, f"member{i}"))
-             for i, cfg in enumerate(_configs(k, arch))]
+             for i, cfg in enumerate(_configs(k, arch, smoke))]
   trainer.train_members(members, os.path.join(root, "group"))
   return time.perf_counter() - t
 
@@ -66,14 +67,19 @@ def main():
   parser.add_argument("--arch", default="resnet8:16")
   parser.add_argument("--rounds", type=int, default=2)
   parser.add_argument("--output", default="", help="also write JSON here.")
+  parser.add_argument("--smoke", action="store_true",
+                      help="K = 2 of the `runlocal` config, one round: checks "
+                      "that the benchmark runs (tests).")
   args = parser.parse_args()
+  if args.smoke:
+    args.k, args.rounds = 2, 1
   results = {"sequential": [], "vmapped": []}
   for r in range(args.rounds):
     order = (("sequential", sequential), ("vmapped", vmapped))
     for name, fn in order[::(-1) ** r]:  # Alternate who goes first.
       root = tempfile.mkdtemp()
       try:
-        results[name].append(fn(args.k, args.arch, root))
+        results[name].append(fn(args.k, args.arch, root, args.smoke))
       finally:
         shutil.rmtree(root, ignore_errors=True)
       print(f"round {r}: {name} {results[name][-1]:.1f} s", flush=True)

@@ -78,6 +78,17 @@ class SmokeTest(absltest.TestCase):
       # The flag may only move float rounding; here it moved nothing.
       self.assertLen(sums, 1, rows)
 
+  def test_members_benchmark(self):
+    out = os.path.join(self.create_tempdir().full_path, "members.json")
+    _run("members_benchmark.py", "--smoke", f"--output={out}")
+    with open(out) as f:
+      report = json.load(f)
+    self.assertContainsSubset({"cpu", "cores", "python"}, report["machine"])
+    self.assertEqual(report["k"], 2)
+    for mode in ("sequential", "vmapped"):  # One round of each, timed.
+      self.assertLen(report["seconds"][mode], 1)
+      self.assertGreater(report["seconds"][mode][0], 0.0)
+
   def test_attacks_benchmark(self):
     out = os.path.join(self.create_tempdir().full_path, "attacks.json")
     stdout = _run("attacks_benchmark.py", "--smoke", f"--output={out}")
