@@ -91,9 +91,10 @@ class Training:
   """A compression method's training, planned but not run.
 
   `finish(final_state)` saves and returns the model. Trainings whose configs
-  differ only in `seed`, and whose recipes share the model, loss and
-  optimizer update (the originals of one arch; one-shot fine-tunes of one
-  arch at any sparsity), can run as one `train_together` group.
+  differ only in `seed`, and whose recipes share the model, loss function
+  and optimizer update (the originals of one arch; one-shot fine-tunes of
+  one arch at any sparsity; the students of one arch and alpha, each with
+  its own teacher), can run as one `train_together` group.
   """
   config: ml_collections.ConfigDict
   workdir: str  # The training run's folder (`<model folder>/train`).
@@ -277,6 +278,12 @@ def distill(teacher: saved.Compressed, config, workdir: str, *, arch: str,
   """
   if saved.is_done(workdir):
     return saved.load(workdir)
+  return plan_distill(teacher, config, workdir, arch=arch, alpha=alpha).run()
+
+
+def plan_distill(teacher: saved.Compressed, config, workdir: str, *,
+                 arch: str, alpha: Optional[float] = None) -> Training:
+  """`distill`'s training as a `Training` (same arguments)."""
   t0 = time.time()
   c = config.compress
   temperature = float(c.kd_temperature)
@@ -290,14 +297,17 @@ def distill(teacher: saved.Compressed, config, workdir: str, *, arch: str,
         loss_fn=distillation.make_loss_fn(teacher.apply_fn, temperature,
                                           alpha),
         loss_args=teacher.variables)
-  state = trainer.train_and_evaluate(cfg, f"{workdir}/train", recipe)
   setting = dict(alpha=alpha, teacher=teacher.metadata["model"]["name"] +
                  f":{teacher.metadata['model']['width']}" if alpha else None,
                  temperature=temperature if alpha else None)
-  return _finish("distill" if alpha else "distill_control", setting,
-                 factory.arch_spec(cfg), state.variables, config, workdir,
-                 t0, reference=teacher.variables,
-                 extra=dict(epochs=float(cfg.num_epochs)))
+
+  def finish(state) -> saved.Compressed:
+    return _finish("distill" if alpha else "distill_control", setting,
+                   factory.arch_spec(cfg), state.variables, config, workdir,
+                   t0, reference=teacher.variables,
+                   extra=dict(epochs=float(cfg.num_epochs)))
+
+  return Training(cfg, f"{workdir}/train", recipe, finish)
 
 
 def calibration_images(train_split, num: int, seed: int = 0,

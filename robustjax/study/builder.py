@@ -77,9 +77,13 @@ class Models:
     if spec.method in ("original", "replicate"):
       # A replicate: the original's recipe from an independent seed.
       return recipes.plan_original(cfg, folder, spec.arch)
-    if spec.method != "prune":
-      raise ValueError(f"{spec.method} models are not planned trainings.")
     st = spec.settings
+    if spec.method in ("distill", "distill_control"):
+      return recipes.plan_distill(self.get(self.by_id[spec.base_id], seed),
+                                  cfg, folder, arch=spec.arch,
+                                  alpha=st["alpha"])
+    if spec.method != "prune":
+      raise ValueError(f"Unknown method {spec.method!r}")
     return recipes.plan_prune(
         self.get(self.by_id[spec.base_id], seed).variables, cfg, folder,
         sparsity=st["sparsity"], scope=st["scope"], schedule=st["schedule"],
@@ -95,19 +99,13 @@ class Models:
           os.path.join(self.root, "groups", grouped.folder_name(members)))
 
   def _make(self, spec, seed, folder) -> saved.Compressed:
-    cfg = self._config(spec, seed)
-    st = spec.settings
-    if spec.method in ("original", "replicate", "prune"):
+    if spec.method != "quantize":  # Every other method trains.
       return self.plan(spec, seed).run()
     base = self.get(self.by_id[spec.base_id], seed)
-    if spec.method == "quantize":
-      original = self.get(self.by_id[spec.original_id], seed)
-      return recipes.quantize(base, cfg, folder, weight_bits=st["weight_bits"],
-                              reference=original.variables)
-    if spec.method in ("distill", "distill_control"):
-      return recipes.distill(base, cfg, folder, arch=spec.arch,
-                             alpha=st["alpha"])
-    raise ValueError(f"Unknown method {spec.method!r}")
+    original = self.get(self.by_id[spec.original_id], seed)
+    return recipes.quantize(base, self._config(spec, seed), folder,
+                            weight_bits=spec.settings["weight_bits"],
+                            reference=original.variables)
 
 
 def train_groups(models: Models, specs, seeds,

@@ -8,10 +8,12 @@ models that can share one compiled training program as one
   replicates of that arch (their configs differ only in the seed);
 - the one-shot unstructured fine-tunes of one arch and scope across seeds
   and sparsities (the masks live in the optimizer state, so one program
-  serves every sparsity).
+  serves every sparsity);
+- the distilled students of one arch (and alpha) across seeds, each with
+  its own seed's teacher (stacked loss arguments), and their no-KD controls.
 
-Gradual and channel pruning, distillation and quantization are built one by
-one as before. Each member is saved where its own training would save it, so
+Gradual and channel pruning and quantization are built one by one as
+before. Each member is saved where its own training would save it, so
 evaluation, resume and the report do not know whether a model was trained in
 a group. A grouped member ends where its own training would, up to float
 reassociation (members are batched), so numbers move within float noise and
@@ -49,6 +51,11 @@ def group_of(spec: grid_lib.ModelSpec) -> Optional[Tuple[str, ...]]:
   if spec.method in ("original", "replicate"):
     return ("train", spec.arch)
   st = spec.settings
+  if spec.method == "distill_control":  # Plain cross-entropy, no teacher.
+    return ("control", spec.arch)
+  if spec.method == "distill":  # Each member brings its own teacher.
+    return ("distill", spec.arch, str(st.get("alpha")),
+            str(st.get("teacher")))
   if (spec.method == "prune" and st.get("schedule") == "oneshot" and
       not st.get("structured")):
     return ("prune", spec.arch, st.get("scope", "global"))
@@ -89,7 +96,8 @@ def groups(specs: Sequence[grid_lib.ModelSpec], seeds: Sequence[int],
     for seed in seeds:
       if (spec.model_id, seed) in wanted and not is_built(spec, seed):
         by_key.setdefault(key, []).append((spec, seed))
-  order = sorted(by_key, key=lambda k: k[0] != "train")  # Stable.
+  order = sorted(by_key, key=lambda k: k[0] != "train")  # Stable: the
+  # originals (teachers, bases) first, then their compressed models.
   return [by_key[k] for k in order if len(by_key[k]) > 1]
 
 

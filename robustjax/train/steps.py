@@ -182,7 +182,8 @@ def shared_train_step(model, config, num_steps: int, tx, mesh, *,
                       loss_fn: Optional[LossFn] = None,
                       wrap_tx: Optional[Callable] = None,
                       stacked: bool = False,
-                      batch_axis: Optional[int] = None):
+                      batch_axis: Optional[int] = None,
+                      loss_axis: Optional[int] = None):
   """The jitted train step of a training, shared with equal earlier ones.
 
   Args:
@@ -197,6 +198,8 @@ def shared_train_step(model, config, num_steps: int, tx, mesh, *,
     stacked: vmap over a leading model axis of the state (`train_members`).
     batch_axis: the images' and labels' model axis when stacked (None: one
       batch for every model).
+    loss_axis: the loss arguments' model axis when stacked (None: one
+      `loss_args` for every model, e.g. one teacher).
 
   Returns:
     `step(state, images, labels, loss_args, total_steps)` -> (new_state,
@@ -211,7 +214,7 @@ def shared_train_step(model, config, num_steps: int, tx, mesh, *,
   gradient_key = (
       model, loss_fn or ("cross_entropy", float(config.label_smoothing)),
       config.dataset.crop_padding, bool(config.dataset.flip), stacked,
-      batch_axis, devices,
+      batch_axis, loss_axis, devices,
       tuple(sorted(options.items())) if options else None)
   update_key = (
       config.optimizer.to_json_best_effort(sort_keys=True),
@@ -224,26 +227,26 @@ def shared_train_step(model, config, num_steps: int, tx, mesh, *,
   if not config.get("split_train_step", False):
     return shared(("step",) + gradient_key + update_key, lambda: jit_step(
         model, loss_fn, tx, mesh, stacked=stacked, batch_axis=batch_axis,
-        options=options, **augment))
+        loss_axis=loss_axis, options=options, **augment))
   return two_program_step(
       shared(("gradients",) + gradient_key, lambda: jit_gradients(
           model, loss_fn, mesh, stacked=stacked, batch_axis=batch_axis,
-          options=options, **augment)),
+          loss_axis=loss_axis, options=options, **augment)),
       shared(("update",) + update_key,
              lambda: jit_update(tx, mesh, stacked=stacked)))
 
 
 def _jit_on_batch(fn, model, mesh, num_outputs: int, *, stacked: bool,
                   batch_axis: Optional[int], options: Optional[dict],
-                  num_unbatched: int, donate=()):
-  """`fn(state, images, labels, *unbatched, model=)` jitted as the trainer
-  does: vmapped over a leading model axis when `stacked`, outputs
-  replicated over `mesh`, XLA `options` (logged)."""
+                  extra_axes: tuple, donate=()):
+  """`fn(state, images, labels, *extra, model=)` jitted as the trainer
+  does: vmapped over a leading model axis when `stacked` (`extra_axes`:
+  the extra arguments' model axes), outputs replicated over `mesh`, XLA
+  `options` (logged)."""
   fn = functools.partial(fn, model=batched.for_vmap(model) if stacked
                          else model)
   if stacked:
-    fn = jax.vmap(fn, in_axes=(0, batch_axis, batch_axis) +
-                  (None,) * num_unbatched)
+    fn = jax.vmap(fn, in_axes=(0, batch_axis, batch_axis) + extra_axes)
   if options:
     logging.info("Train step compiled with XLA:CPU options %s (largest "
                  "activation >= %d elements per device; "
@@ -256,6 +259,7 @@ def _jit_on_batch(fn, model, mesh, num_outputs: int, *, stacked: bool,
 def jit_step(model, loss_fn: LossFn, tx, mesh, *, crop_padding: int,
              flip: bool, stacked: bool = False,
              batch_axis: Optional[int] = None,
+             loss_axis: Optional[int] = None,
              options: Optional[dict] = None):
   """`train_step` jitted as the trainer compiles it (donates the state).
 
@@ -265,25 +269,27 @@ def jit_step(model, loss_fn: LossFn, tx, mesh, *, crop_padding: int,
     stacked: vmap over a leading model axis of the state (`train_members`).
     batch_axis: the images' and labels' model axis when stacked (None: one
       batch for every model).
+    loss_axis: the loss arguments' model axis when stacked (None: shared).
     options: XLA compiler options (`cpu_setup.train_step_compiler_options`).
   """
   fn = functools.partial(train_step, tx=tx, loss_fn=loss_fn,
                          crop_padding=crop_padding, flip=flip)
   return _jit_on_batch(fn, model, mesh, 2, stacked=stacked,
                        batch_axis=batch_axis, options=options,
-                       num_unbatched=2, donate=0)
+                       extra_axes=(loss_axis, None), donate=0)
 
 
 def jit_gradients(model, loss_fn: LossFn, mesh, *, crop_padding: int,
                   flip: bool, stacked: bool = False,
                   batch_axis: Optional[int] = None,
+                  loss_axis: Optional[int] = None,
                   options: Optional[dict] = None):
   """`gradients` jitted as the trainer compiles it (arguments: `jit_step`)."""
   fn = functools.partial(gradients, loss_fn=loss_fn,
                          crop_padding=crop_padding, flip=flip)
   return _jit_on_batch(fn, model, mesh, 3, stacked=stacked,
                        batch_axis=batch_axis, options=options,
-                       num_unbatched=1)
+                       extra_axes=(loss_axis,))
 
 
 def jit_update(tx, mesh, *, stacked: bool = False):

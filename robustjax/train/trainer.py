@@ -168,9 +168,10 @@ def train_members(members: Sequence[Member], workdir: str
 
   The members must share everything but `seed`, their starting variables
   and the masks their recipe's optimizer wrapper computes at init (e.g.
-  one-shot pruning at different sparsities): the first member's model,
-  optimizer update and loss serve all of them. Member i then ends where
-  `train_and_evaluate(members[i].config, ...)` ends, up to float
+  one-shot pruning at different sparsities) and their recipe's
+  `loss_args` (e.g. each student's own teacher): the first member's model,
+  optimizer update and loss function serve all of them. Member i then ends
+  where `train_and_evaluate(members[i].config, ...)` ends, up to float
   reassociation. Each member's workdir receives what a single run writes
   there (config, metrics, final metrics, its own final checkpoint), so a
   later single run there resumes at the end; the stacked state is
@@ -231,13 +232,18 @@ def _train(members: List[Member], workdir: str, stacked: bool):
   states = [_initial_state(m.config, model, tx, m.recipe or Recipe())
             for m, tx in zip(members, txs)]
   shared_batch = len(set(seeds)) == 1
+  # Members with their own loss arguments (e.g. teachers) get them stacked.
+  member_args = [(m.recipe or Recipe()).loss_args for m in members]
+  own_args = stacked and any(a is not member_args[0] for a in member_args)
   step_fn = steps.shared_train_step(
       model, config, num_steps, txs[0], mesh, loss_fn=recipe.loss_fn,
       wrap_tx=recipe.wrap_tx, stacked=stacked,
-      batch_axis=None if shared_batch else 1)
+      batch_axis=None if shared_batch else 1,
+      loss_axis=0 if own_args else None)
   state = batched.stack(states) if stacked else states[0]
   state = parallel.replicate(mesh, state)
-  loss_args = parallel.replicate(mesh, recipe.loss_args)
+  loss_args = parallel.replicate(
+      mesh, batched.stack(member_args) if own_args else recipe.loss_args)
   length = parallel.replicate(mesh, jnp.int32(num_steps))
 
   ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints)

@@ -26,14 +26,15 @@ ACCURACY_ATOL = 0.02
 
 
 def small_config(mode: str) -> ml_collections.ConfigDict:
-  """A study of one arch whose originals (with the replicate) form one
-  group and whose one-shot fine-tunes (2 sparsities x 2 seeds) another."""
+  """A study whose originals (with the replicates) form one group, its
+  one-shot fine-tunes (2 sparsities x 2 seeds) another, and the distilled
+  students (each seed's own teacher) and their controls one each."""
   c = default.get_config("runlocal")
   c.study.archs = ("resnet8:4",)
   c.study.negative_control = "resnet8:4"
   c.study.prune.sparsities = (0.5, 0.9)
-  c.study.distill.teacher = ""
-  c.study.distill.students = ()
+  c.study.distill.teacher = "resnet8:4"
+  c.study.distill.students = ("resnet8:2",)
   c.study.quantize.weight_bits = (8,)
   c.evals.corruptions.names = ("gaussian_noise",)
   c.evals.corruptions.severities = (1, 3)
@@ -62,6 +63,20 @@ class GroupingTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, "study.grouped.*auto"):
       grouped.enabled(small_config("maybe"))
 
+  def test_students_group_by_arch_and_alpha_controls_by_arch(self):
+    d = lambda i, alpha, arch="resnet8:2": spec(
+        i, arch, "distill", base="o", alpha=alpha, teacher="resnet8:4",
+        temperature=4.0)
+    self.assertEqual(grouped.group_of(d("a", 0.9)),
+                     grouped.group_of(d("b", 0.9)))
+    self.assertNotEqual(grouped.group_of(d("a", 0.9)),
+                        grouped.group_of(d("b", 0.5)))
+    self.assertNotEqual(grouped.group_of(d("a", 0.9)),
+                        grouped.group_of(d("b", 0.9, "resnet8:4")))
+    control = spec("c", "resnet8:2", "distill_control", base="o", alpha=0.0,
+                   teacher=None)
+    self.assertEqual(grouped.group_of(control), ("control", "resnet8:2"))
+
   def test_only_shared_programs_group(self):
     o = spec("o")
     self.assertEqual(grouped.group_of(o), ("train", "resnet8:4"))
@@ -77,7 +92,6 @@ class GroupingTest(absltest.TestCase):
              schedule="gradual", structured=False),
         spec("c", method="prune", base="o", sparsity=0.5, scope="global",
              schedule="oneshot", structured=True),
-        spec("d", method="distill", base="o", alpha=0.9),
         spec("q", method="quantize", base="o", weight_bits=8)):
       self.assertIsNone(grouped.group_of(alone), alone.model_id)
 
@@ -94,9 +108,11 @@ class GroupingTest(absltest.TestCase):
     everything = grouped.needed(by_id, [(s, r) for s in specs for r in seeds])
     groups = grouped.groups(specs, seeds, everything, lambda s, r: False)
     self.assertEqual([g[0][0].method for g in groups],
-                     ["original", "prune"])
+                     ["original", "prune", "distill", "distill_control"])
     self.assertLen(groups[0], 2 * len(seeds))  # originals + replicates
     self.assertLen(groups[1], 2 * len(seeds))  # 2 sparsities
+    self.assertLen(groups[2], len(seeds))  # one student arch
+    self.assertLen(groups[3], len(seeds))
     # Built models leave; a group of one is left to the sequential path.
     built = lambda s, r: not (s.method == "prune" and r == seeds[0] and
                               s.model_id == pruned[0].model_id)
@@ -131,7 +147,8 @@ class GroupedStudyTest(absltest.TestCase):
 
   def test_models_were_trained_in_groups(self):
     folder = os.path.join(self.root, "on", "models", "groups")
-    self.assertLen(os.listdir(folder), 2)  # originals; one-shot fine-tunes
+    # originals; one-shot fine-tunes; students; their controls
+    self.assertLen(os.listdir(folder), 4)
     self.assertFalse(os.path.exists(os.path.join(self.root, "off", "models",
                                                  "groups")))
     c = small_config("on")

@@ -16,9 +16,12 @@ import numpy as np
 from configs import digits_resnet
 from robustjax import checkpoint
 from robustjax import io
+from robustjax import models
+from robustjax.compress import distillation
 from robustjax.compress import pruning
 from robustjax.compress import recipes
 from robustjax.study import sweep
+from robustjax.models import factory
 from robustjax.train import trainer
 
 # Vmapped and single programs round differently (float reassociation); on a
@@ -57,6 +60,34 @@ class GroupKeyTest(absltest.TestCase):
     self.assertIsNone(recipes.from_config(tiny_config(sparsity=0.0)))
     recipe = recipes.from_config(tiny_config(sparsity=0.75))
     self.assertIsNotNone(recipe.wrap_tx)
+
+
+class DistilledMembersTest(absltest.TestCase):
+  """Two students, each with its own teacher (stacked loss arguments)."""
+
+  def test_each_student_learns_from_its_own_teacher(self):
+    tmp = tempfile.mkdtemp()
+    configs = [tiny_config(seed=i) for i in range(2)]
+    teacher = factory.build_model(configs[0])
+    x = np.zeros((1,) + factory.input_shape(configs[0])[1:], np.float32)
+    teachers = [teacher.init(jax.random.key(100 + i), x) for i in range(2)]
+    loss_fn = distillation.make_loss_fn(models.inference_fn(teacher), 4.0,
+                                        0.9)
+    recipe = lambda t: trainer.Recipe(loss_fn=loss_fn, loss_args=t)
+    states = trainer.train_members(
+        [trainer.Member(c, os.path.join(tmp, f"m{i}"), recipe(t))
+         for i, (c, t) in enumerate(zip(configs, teachers))],
+        os.path.join(tmp, "group"))
+    single = lambda i, t: trainer.train_and_evaluate(
+        configs[i], os.path.join(tmp, f"s{i}-{id(t)}"), recipe(t))
+    own = [max_abs_diff(states[i].params, single(i, t).params)
+           for i, t in enumerate(teachers)]
+    for i, diff in enumerate(own):
+      self.assertLess(diff, PARAM_ATOL, f"member {i}")
+    # The teacher matters: member 1 is not what member 0's teacher gives.
+    other = max_abs_diff(states[1].params, single(1, teachers[0]).params)
+    self.assertGreater(other, PARAM_ATOL)
+    self.assertGreater(other, 10 * own[1])
 
 
 class MembersTest(absltest.TestCase):
