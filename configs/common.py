@@ -200,6 +200,8 @@ def evals_block() -> ml_collections.ConfigDict:
   e.datasets.as_corruption = False  # Domains are corruption levels: rows
   # shift=corruption, name=<dataset>/<corruption>, level=severity.
   e.level_map = "auto"  # Levels: vmap | map | auto (map on CPU).
+  e.half_precision = False  # Evaluate float models in bfloat16 (PTQ
+  # models keep their float32 simulation); accelerators.
   return e
 
 

@@ -53,10 +53,11 @@ class Compressed(NamedTuple):
   metadata: Dict[str, Any]
 
 
-def apply_fn_for(metadata: Dict[str, Any]):
-  """`apply_fn(variables, images)` of a saved model's metadata."""
+def apply_fn_for(metadata: Dict[str, Any], dtype=None):
+  """`apply_fn(variables, images)` of a saved model's metadata (computing
+  in `dtype`, e.g. bfloat16, where given)."""
   q = metadata.get("quantization")
-  ops = {}
+  ops = {} if dtype is None else {"dtype": dtype}
   if q:
     ops = dict(conv=quantization.qconv(q["weight_bits"], q["act_bits"],
                                        q["act_calibration"]),

@@ -11,6 +11,7 @@ import os
 from typing import Callable, Sequence
 
 from absl import logging
+import jax.numpy as jnp
 
 from robustjax import checkpoint
 from robustjax import preemption
@@ -40,6 +41,16 @@ class Models:
     if key not in self._cache:
       self._cache[key] = self._build(spec, seed, self.folder(spec, seed))
     return self._cache[key]
+
+  def for_evaluation(self, model: saved.Compressed) -> saved.Compressed:
+    """`model` as the study evaluates it: a float model in bfloat16 with
+    `evals.half_precision` (a PTQ model keeps its float32 simulation)."""
+    if (not self.config.evals.get("half_precision", False) or
+        model.metadata.get("quantization")):
+      return model
+    return saved.Compressed(
+        saved.apply_fn_for(model.metadata, jnp.bfloat16), model.variables,
+        model.metadata)
 
   def release(self, spec, seed):
     """Drops a compressed model from memory (originals are reused)."""

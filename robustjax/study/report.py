@@ -233,6 +233,9 @@ def _read(workdir: str):
                  + (f"; precision {env['precision']} (float32 matmuls: "
                     f"{env.get('float32_matmuls')})"
                     if env.get("precision") else "")
+                 + (f"; evaluated in {env['evaluation_precision']}"
+                    if env.get("evaluation_precision", env.get("precision"))
+                    != env.get("precision") else "")
                  + (f"; XLA_FLAGS `{env['xla_flags']}`"
                     if env.get("xla_flags") else "") + ".")
   return rows, dict(title=title, notes=notes, examples=examples,

@@ -114,7 +114,8 @@ def environment(config: Optional[ml_collections.ConfigDict] = None) -> dict:
   platform, device kind, `jax_default_matmul_precision` and what float32
   matrix products compute in there (TF32 by default on a GPU), and, given
   the study's `config`, whether models are built in bfloat16
-  (`model.half_precision`).
+  (`model.half_precision`) and what float models are evaluated in
+  ("evaluation_precision": bf16 with `evals.half_precision`).
   """
   machine = platform.processor() or platform.machine()
   try:
@@ -129,12 +130,17 @@ def environment(config: Optional[ml_collections.ConfigDict] = None) -> dict:
   # bit-identical numbers need the same flags as well as the same machine.
   # The allocator (cpu_setup.cpu_malloc_environ) moves speed and memory, not
   # numbers.
+  info = platform_info.precision_info(
+      None if config is None else config.model.half_precision)
+  if config is not None:
+    info["evaluation_precision"] = (
+        "bf16" if config.evals.get("half_precision", False)
+        else info["precision"])
   return {"machine": machine, "jax": jax.__version__,
           "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
           "xla_flags": os.environ.get("XLA_FLAGS", ""),
           "malloc": cpu_setup.cpu_malloc_in_use(), "code": code_version(),
-          **platform_info.precision_info(
-              None if config is None else config.model.half_precision)}
+          **info}
 
 
 def record_key(model_id: str, seed: int, cell_key: str) -> str:
@@ -188,7 +194,7 @@ def _cells_for(spec, seed, pending, seed_cells, models, config):
   out = [c for c in seed_cells if c.key in pending]
   if any(k.startswith("adversarial/transfer_") for k in pending):
     source_spec = models.by_id[spec.original_id]
-    source = models.get(source_spec, seed)
+    source = models.for_evaluation(models.get(source_spec, seed))
     out += [c for c in transfer.cells(
         [c for c in seed_cells if c.shift == "adversarial"],
         _source_key(source_spec, seed), source.apply_fn, source.variables,
@@ -381,7 +387,7 @@ def _run_grid(config, workdir: str, shifts: Sequence[str], journal, times,
       where.doing = f"building {spec.model_id} (seed {seed})"
       # A model is built and saved whole; a training stops after a step.
       with preemption.deferred():
-        model = models.get(spec, seed)
+        model = models.for_evaluation(models.get(spec, seed))
       header = _header(spec, seed, model.metadata)
       # A float original's white-box images are its compressed models'
       # transfer attacks: kept, so the original is attacked once.

@@ -11,6 +11,7 @@ The block (declared in the base config) reads:
   evals.attacks.{names, eps, steps, restarts, max_examples, chunk_size}
   evals.datasets.{name, domains, split, max_examples, as_corruption}
   evals.level_map                        # auto | map | vmap over severities
+  evals.half_precision                   # bfloat16 float models (study)
 
 Each evaluator type (`EVALUATORS`, keyed by the shift it measures; "dataset"
 reads another dataset's files as domain or corruption shifts) checks its
@@ -47,9 +48,13 @@ EVALUATORS = {
 }
 
 
+# Fields of the block that the callers of the cells read (not a cell).
+CALLER_FIELDS = {"half_precision": None}
+
+
 def _check_known_fields(evals):
   """Rejects fields of `evals` (and its sub-blocks) no evaluator reads."""
-  known = {}
+  known = dict(CALLER_FIELDS)
   for cls in EVALUATORS.values():
     known.update(cls.FIELDS)
   for name in evals.keys():
@@ -79,6 +84,8 @@ def check_evals(evals):
       steps or restarts.
   """
   _check_known_fields(evals)
+  if "half_precision" in evals:
+    checks.check_bool(evals, "half_precision")
   for cls in EVALUATORS.values():
     cls.check(evals)
 

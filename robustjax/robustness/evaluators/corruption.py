@@ -174,8 +174,8 @@ class CorruptionCell(base.Cell):
     cache_key = (self._fingerprint, self.name, self.levels, self.table,
                  tuple(np.asarray(jax.random.key_data(self.rng)).ravel()),
                  batch_size, _use_map(self.level_map))
-    if cache_key not in _CORRUPTED and (nbytes > CORRUPTED_CACHE_BYTES or
-                                        cache_key in _EVICTED):
+    if nbytes > CORRUPTED_CACHE_BYTES or (cache_key not in _CORRUPTED and
+                                          cache_key in _EVICTED):
       # Corrupted inside the model program, batch by batch on the device.
       fn = _fused_program(apply_fn, self.name, self.table,
                           _use_map(self.level_map))
