@@ -80,6 +80,7 @@ from robustjax.models import factory
 from robustjax.robustness import attacks
 from robustjax.robustness import corruptions
 from robustjax.study import journal as journal_lib
+from robustjax.study import grouped
 from robustjax.study import runner
 from robustjax.study import runtimes
 from robustjax.train import optim
@@ -602,7 +603,9 @@ class Check:
     wall = time.perf_counter() - start
     budget.truncated = stopped.is_set()
     out = {"workdir": workdir, "wall_s": _round(wall),
-           "rows": len(rows) if rows is not None else None}
+           "rows": len(rows) if rows is not None else None,
+           # study.grouped=auto: vmapped groups on GPU/TPU, one by one on CPU.
+           "grouped": grouped.enabled(config)}
     if error:
       out["stopped"] = error
     # Cells finished (a stopped study writes no timing.jsonl line).
@@ -722,7 +725,9 @@ def markdown(doc) -> str:
                  f"{_fmt(r['host_ms_per_step'], '.3f')} ms host + "
                  f"{_fmt(r['copy_ms_per_step'], '.3f')} ms copy per step |")
   if st and "wall_s" in st:
-    lines.append(f"| study (default runlocal) | {_fmt(st['wall_s'])} s wall, "
+    lines.append(f"| study (default runlocal, "
+                 f"{'grouped' if st.get('grouped') else 'sequential'}) | "
+                 f"{_fmt(st['wall_s'])} s wall, "
                  f"{_fmt(st.get('timing_compile_s'))} s compile (timing.jsonl)"
                  f", {st.get('cells_saved')} cells"
                  f"{', stopped by its budget' if st.get('stopped') else ''} |")
