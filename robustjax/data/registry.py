@@ -406,7 +406,7 @@ def load_split(name: str, domain: Optional[str], split: str, image_size: int,
                data_dir: Optional[str] = None,
                manual_dir: Optional[str] = None,
                max_examples: Optional[int] = None,
-               allow_partial: bool = False) -> Split:
+               allow_partial: bool = False, cache: bool = True) -> Split:
   """Loads one split of one domain at `image_size`.
 
   Images are resized to `image_size` or, for datasets with a
@@ -425,6 +425,8 @@ def load_split(name: str, domain: Optional[str], split: str, image_size: int,
     allow_partial: accept a custom dataset's domain (Office-31) prepared
       from a folder with fewer images than published (smoke tests); by
       default such a copy is refused (`counts.check_prepared`).
+    cache: keep it among the process's recently loaded splits (False: a
+      caller with its own bounded cache, e.g. the dataset evaluator).
 
   Returns:
     A `Split` with uint8 images [N, image_size, image_size, C], int32 labels.
@@ -441,8 +443,9 @@ def load_split(name: str, domain: Optional[str], split: str, image_size: int,
   data_dir = data_dir or default_data_dir()
   manual_dir = manual_dir or os.path.join(data_dir, "downloads", "manual",
                                           name)
-  return _load_cached(name, domain, split, image_size, data_dir, manual_dir,
-                      max_examples, bool(allow_partial))
+  load = _load_cached if cache else _load_cached.__wrapped__
+  return load(name, domain, split, image_size, data_dir, manual_dir,
+              max_examples, bool(allow_partial))
 
 
 @functools.lru_cache(maxsize=32)

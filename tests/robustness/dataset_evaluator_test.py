@@ -8,6 +8,7 @@ registry reads. Run:
 """
 
 import tempfile
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -202,6 +203,27 @@ class DatasetEvaluatorTest(parameterized.TestCase):
         r"classes and 3 channels, but the models are trained on 'digits' "
         r"\(10 classes, 1 channels\)"):
       evaluators.build(_evals(), None, {}, 0, data=_data(name="digits"))
+
+  def test_splits_beyond_the_memory_budget_are_read_again(self):
+    apply_fn = models.inference_fn(Linear())
+    variables = Linear().init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    with tfds.testing.mock_data(num_examples=24):
+      kept = [c.run(apply_fn, variables).correct
+              for c in self._build(_evals())]
+      dataset.clear_cache()
+      budget = self._build(_evals())[0].splits[0].images.nbytes
+      dataset.clear_cache()
+      with mock.patch.object(dataset, "MAX_CACHED_BYTES", budget):
+        cells = self._build(_evals())
+        self.assertLen(dataset._SPLITS, 1)  # pylint: disable=protected-access
+        with mock.patch.object(registry, "load_split",
+                               wraps=registry.load_split) as reads:
+          read = [c.run(apply_fn, variables).correct for c in cells]
+    # 5 levels in all, one kept: the other 4 were read from their files.
+    self.assertEqual(reads.call_count, 4)
+    self.assertLen(dataset._SPLITS, 1)  # pylint: disable=protected-access
+    for a, b in zip(kept, read):
+      np.testing.assert_array_equal(a, b)
 
   def test_splits_are_loaded_once_for_every_seed(self):
     with tfds.testing.mock_data(num_examples=24):

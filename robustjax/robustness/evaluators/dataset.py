@@ -40,12 +40,16 @@ stores each dataset in its own order), unlike the generated corruptions.
 
 All cells run the clean-correctness program (`base.clean_correct`), compiled
 once per architecture and shared with the clean and domain cells. Loaded
-splits are cached in this process (`clear_cache`), so the cells of several
-seeds share one copy.
+splits are kept in this process up to `MAX_CACHED_BYTES` (`clear_cache`),
+so the cells of several seeds and models share one copy; once that is full,
+further splits are read from their files each time a cell runs and dropped
+after it (CIFAR-10-C's 95 domains hold ~2.9 GB at 32 px, so a study does not
+hold them all).
 """
 
 import collections
 import dataclasses
+import functools
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from absl import logging
@@ -59,8 +63,8 @@ from robustjax.robustness.evaluators import checks
 
 BLOCK = "datasets"
 FIELDS = ("name", "domains", "split", "max_examples", "as_corruption")
-MAX_CACHED_SPLITS = 256  # > the 95 domains of CIFAR-10-C.
-_SPLITS = collections.OrderedDict()
+MAX_CACHED_BYTES = 1 << 30
+_SPLITS = {}
 
 
 def clear_cache():
@@ -81,16 +85,23 @@ def _load(name: str, domain: str, split: str, data,
   data_dir, manual_dir = data["data_dir"] or None, data["manual_dir"] or None
   key = (name, domain, split, int(data["image_size"]), data_dir, manual_dir,
          max_examples)
-  if key not in _SPLITS:
-    _SPLITS[key] = registry.load_split(
-        name, domain, split, int(data["image_size"]), data_dir=data_dir,
-        manual_dir=manual_dir,
-        max_examples=None if max_examples < 0 else max_examples,
-        allow_partial=bool(data.get("allow_partial", False)))
-    while len(_SPLITS) > MAX_CACHED_SPLITS:
-      _SPLITS.popitem(last=False)
-  _SPLITS.move_to_end(key)
-  return _SPLITS[key]
+  if key in _SPLITS:
+    return _SPLITS[key]
+  loaded = registry.load_split(
+      name, domain, split, int(data["image_size"]), data_dir=data_dir,
+      manual_dir=manual_dir,
+      max_examples=None if max_examples < 0 else max_examples,
+      allow_partial=bool(data.get("allow_partial", False)), cache=False)
+  # Kept while there is room; the first ones stay (every model reads the
+  # cells in the same order, which an LRU cache would miss every time).
+  if _nbytes(loaded) + sum(map(_nbytes, _SPLITS.values())) <= MAX_CACHED_BYTES:
+    _SPLITS[key] = loaded
+  return loaded
+
+
+def _nbytes(split: Split) -> int:
+  return split.images.nbytes + (0 if split.uncropped is None
+                                else split.uncropped.nbytes)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -98,11 +109,17 @@ class DatasetCell(base.Cell):
   """Correctness on another dataset's splits, one split per level.
 
   Attributes:
-    splits: one loaded split per level (all at least `n` examples long).
+    loads: per level, a function returning its split (all at least `n`
+      examples long; kept in memory or read again, `MAX_CACHED_BYTES`).
     batch_size: global evaluation batch (rounded up to the device count).
   """
-  splits: Tuple[Split, ...] = dataclasses.field(repr=False)
+  loads: Tuple[Callable[[], Split], ...] = dataclasses.field(repr=False)
   batch_size: int
+
+  @property
+  def splits(self) -> Tuple[Split, ...]:
+    """The levels' splits (read from their files unless kept in memory)."""
+    return tuple(load() for load in self.loads)
 
   FIELDS = {BLOCK: FIELDS, "batch_size": None}
 
@@ -188,12 +205,14 @@ class DatasetCell(base.Cell):
     batch_size = checks.field(evals, "batch_size")
 
     def load(domain):
-      return _load(name, domain, d["split"], data, d["max_examples"])
+      return functools.partial(_load, name, domain, d["split"], data,
+                               d["max_examples"])
 
+    # Each split is read once here (its length, and a missing dataset fails
+    # now), then kept or read again when a cell runs.
     if not d["as_corruption"]:
-      return [cls("domain", f"{name}/{domain}", (None,), len(split),
-                  (split,), batch_size)
-              for domain, split in ((dm, load(dm)) for dm in domains)]
+      return [cls("domain", f"{name}/{dm}", (None,), len(load(dm)()),
+                  (load(dm),), batch_size) for dm in domains]
     by_corruption = collections.defaultdict(dict)
     for domain in domains:
       corruption, severity = spec.corruption(domain)
@@ -201,14 +220,14 @@ class DatasetCell(base.Cell):
     cells = []
     for corruption, levels in by_corruption.items():
       severities = tuple(sorted(levels))
-      splits = tuple(load(levels[s]) for s in severities)
-      n = min(len(s) for s in splits)
-      if any(len(s) != n for s in splits):
+      loads = tuple(load(levels[s]) for s in severities)
+      sizes = [len(f()) for f in loads]
+      n = min(sizes)
+      if any(size != n for size in sizes):
         logging.warning("%s/%s: severities hold %s examples; every level "
-                        "uses the first %d.", name, corruption,
-                        [len(s) for s in splits], n)
+                        "uses the first %d.", name, corruption, sizes, n)
       cells.append(cls("corruption", f"{name}/{corruption}", severities, n,
-                       splits, batch_size))
+                       loads, batch_size))
     return cells
 
   def correct(self, apply_fn: Callable, variables: Any,
@@ -216,4 +235,4 @@ class DatasetCell(base.Cell):
     """bool [num_levels, n]: example i of each level's split correct."""
     return np.stack([base.clean_correct(
         apply_fn, variables, s.images[:self.n], s.labels[:self.n],
-        self.batch_size, mesh) for s in self.splits])
+        self.batch_size, mesh) for s in map(lambda f: f(), self.loads)])
