@@ -5,8 +5,9 @@ one line for a run stopped by SIGTERM / SIGINT."""
 import contextlib
 import os
 import sys
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
+from absl import app
 from absl import flags
 from absl import logging
 import jax
@@ -235,6 +236,35 @@ def _unknown_field(argv, error: Exception) -> Optional[str]:
           f"{' '.join(line.strip() for line in hint)} Overrides must name "
           "an existing field, e.g. --config.model.width=8; see the config "
           "file and configs/common.py (get_base_config) for all fields.")
+
+
+def define_flags(config_help: str, workdir_help: str) -> None:
+  """The two flags of a launcher: `--config` (a locked config file, with
+  `file.py:args` and `--config.<field>=` overrides) and `--workdir`."""
+  config_flags.DEFINE_config_file("config", None, config_help,
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, workdir_help)
+  flags.mark_flags_as_required(["config", "workdir"])
+
+
+def entry_point(work: Callable[[ml_collections.ConfigDict, str], None]
+                ) -> Callable[[], None]:
+  """The `run()` of a launcher whose job is `work(config, workdir)`.
+
+  `run()` parses the flags (`parse_flags`), sets the process up (`setup`:
+  logging, CPU devices, the config, the workdir's lock) and calls `work`
+  under `fatal_errors` (a known failure ends in one FATAL sentence); it is
+  both the script's `__main__` and its console-script entry point.
+  """
+
+  def main(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    config = setup(flags.FLAGS.workdir)
+    with fatal_errors(flags.FLAGS.workdir):
+      work(config, flags.FLAGS.workdir)
+
+  return lambda: app.run(main, flags_parser=parse_flags)
 
 
 def parse_flags(argv):

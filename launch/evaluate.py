@@ -17,29 +17,19 @@ re-running skips cells already there.
 import os
 import sys
 
-from absl import app
-from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from launch import common as launch_common
 from robustjax.study import runner
 
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "The model's config file.",
-                                lock_config=True)
-flags.DEFINE_string("workdir", None, "Training workdir or compressed model.")
-flags.mark_flags_as_required(["config", "workdir"])
+launch_common.define_flags("The model's config file.",
+                          'Training workdir or compressed model.')
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  config = launch_common.setup(FLAGS.workdir)
-  with launch_common.fatal_errors(FLAGS.workdir):
-    rows = runner.evaluate_saved(config, FLAGS.workdir)
+def evaluate(config, workdir: str) -> None:
+  rows = runner.evaluate_saved(config, workdir)
   for r in rows:
     level = "" if r["level"] is None else f" @ {r['level']}"
     print(f"{r['shift']:12s} {r['name']:18s}{level:10s} "
@@ -47,10 +37,8 @@ def main(argv):
   logging.info("%d rows.", len(rows))
 
 
-def run():
-  """Console-script entry point (`robustjax-evaluate`)."""
-  app.run(main, flags_parser=launch_common.parse_flags)
-
+# `python launch/evaluate.py` and the console script `robustjax-evaluate`.
+run = launch_common.entry_point(evaluate)
 
 if __name__ == "__main__":
   run()

@@ -133,9 +133,11 @@ class ConsoleScriptsTest(absltest.TestCase):
       module, function = target.split(":")
       path = os.path.join(ROOT, *module.split(".")) + ".py"
       tree = ast.parse(open(path).read())
-      functions = {n.name for n in tree.body
-                   if isinstance(n, ast.FunctionDef)}
-      self.assertIn(function, functions, f"{script} -> {target}")
+      # A function, or one made by launch_common.entry_point.
+      names = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+      names |= {t.id for n in tree.body if isinstance(n, ast.Assign)
+                for t in n.targets if isinstance(t, ast.Name)}
+      self.assertIn(function, names, f"{script} -> {target}")
 
   def test_installed_script_runs(self):
     script = os.path.join(os.path.dirname(sys.executable), "robustjax-report")
