@@ -14,12 +14,13 @@ Augmentation runs inside the jitted train step (`augment`), keyed by the
 step's rng, so it is reproducible too.
 """
 
-from typing import Iterator, Tuple
+from typing import Iterator, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from robustjax import parallel
 from robustjax.data.registry import Split
 
 _CROP_STREAM = 1  # Separates the crop rng from the epoch permutations.
@@ -77,6 +78,46 @@ class TrainBatches:
     while True:
       yield self.batch(step)
       step += 1
+
+
+# A split up to this size is copied to the devices once for stacked
+# trainings, which then gather their batches there (indices cross from the
+# host, not images).
+DEVICE_SPLIT_MAX_BYTES = 1 << 30
+
+
+class MemberBatches:
+  """The batch of step i of K trainings, on the mesh.
+
+  One `TrainBatches` per distinct member seed; with several, step i's
+  batches are stacked along axis 1 ([B, K, ...], one per member). Stacked
+  trainings in one process on a split without random crops gather their
+  batches on the devices from a copy of the split held there; otherwise
+  batches are gathered on the host and copied. Both give the same arrays.
+  """
+
+  def __init__(self, batches: Sequence[TrainBatches], mesh, stacked: bool):
+    self.batches, self.mesh = list(batches), mesh
+    split = self.batches[0].split
+    self.on_device = (stacked and split.uncropped is None and
+                      jax.process_count() == 1 and
+                      split.images.nbytes <= DEVICE_SPLIT_MAX_BYTES)
+    if self.on_device:
+      self._split = parallel.replicate(mesh, (split.images, split.labels))
+      self._gather = jax.jit(lambda split, idx: (split[0][idx],
+                                                 split[1][idx]),
+                             out_shardings=parallel.batch_sharded(mesh))
+
+  def __call__(self, step: int):
+    if self.on_device:
+      idx = [b.indices(step) for b in self.batches]
+      idx = idx[0] if len(idx) == 1 else np.stack(idx, 1)
+      return self._gather(self._split, parallel.shard_batch(self.mesh, idx))
+    if len(self.batches) == 1:
+      return parallel.shard_batch(self.mesh, *self.batches[0].batch(step))
+    parts = [b.batch(step) for b in self.batches]
+    return parallel.shard_batch(self.mesh, np.stack([p[0] for p in parts], 1),
+                                np.stack([p[1] for p in parts], 1))
 
 
 def eval_batches(split: Split, batch_size: int, process_index: int = 0,

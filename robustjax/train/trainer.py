@@ -258,13 +258,9 @@ def _train(members: List[Member], workdir: str, stacked: bool):
 
   apply_fn = models.inference_fn(recipe.model or factory.build_model(config))
   writers = [metrics_lib.MetricWriter(m.workdir) for m in members]
-
-  def get_batch(i):
-    if shared_batch:
-      return batches[seeds[0]].batch(i)
-    parts = [batches[s].batch(i) for s in seeds]
-    return (np.stack([p[0] for p in parts], 1),
-            np.stack([p[1] for p in parts], 1))
+  get_batch = pipeline.MemberBatches(
+      [batches[s] for s in (seeds[:1] if shared_batch else seeds)], mesh,
+      stacked)
 
   def member_variables(i):
     return _unstack(state.variables, i) if stacked else state.variables
@@ -307,7 +303,7 @@ def _train(members: List[Member], workdir: str, stacked: bool):
   saves = config.checkpoint_every_steps > 0 or every_secs > 0
   last_save = time.monotonic()
   for i in range(start + 1, num_steps + 1):
-    images, labels = parallel.shard_batch(mesh, *get_batch(i - 1))
+    images, labels = get_batch(i - 1)
     state, m = step_fn(state, images, labels, loss_args, length)
     pending.append(m)
     t_steps += 1

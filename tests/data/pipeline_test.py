@@ -1,6 +1,7 @@
 """Tests for robustjax.data.pipeline: batches, eval padding, augmentation."""
 
 import itertools
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -8,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from robustjax import parallel
 from robustjax.data import pipeline
 from robustjax.data.registry import Split
 
@@ -134,6 +136,35 @@ class TrainBatchesTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, "must divide by the number of "
                                 "processes \\(3\\)"):
       pipeline.TrainBatches(_split(100), 16, seed=0, process_count=3)
+
+
+class MemberBatchesTest(parameterized.TestCase):
+
+  @parameterized.parameters(1, 3)
+  def test_device_gathered_batches_equal_host_batches(self, members):
+    mesh = parallel.train_mesh()
+    batches = [pipeline.TrainBatches(_split(40), 8, seed)
+               for seed in range(members)]
+    device = pipeline.MemberBatches(batches, mesh, stacked=True)
+    self.assertTrue(device.on_device)
+    with mock.patch.object(pipeline, "DEVICE_SPLIT_MAX_BYTES", 0):
+      host = pipeline.MemberBatches(batches, mesh, stacked=True)
+    self.assertFalse(host.on_device)
+    for step in (0, 4, 11):  # Across epochs (5 steps each).
+      for a, b in zip(device(step), host(step)):
+        self.assertEqual(a.sharding, b.sharding)
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+      if members > 1:
+        self.assertEqual(device(step)[0].shape, (8, members, 2, 2, 1))
+
+  def test_single_trainings_and_random_crops_gather_on_the_host(self):
+    mesh = parallel.train_mesh()
+    single = pipeline.MemberBatches([pipeline.TrainBatches(_split(40), 8, 0)],
+                                    mesh, stacked=False)
+    self.assertFalse(single.on_device)
+    crops = pipeline.MemberBatches(
+        [pipeline.TrainBatches(_cropped_split(40), 8, 0)], mesh, stacked=True)
+    self.assertFalse(crops.on_device)
 
 
 class EvalBatchesTest(parameterized.TestCase):
