@@ -14,6 +14,8 @@ Augmentation runs inside the jitted train step (`augment`), keyed by the
 step's rng, so it is reproducible too.
 """
 
+import queue
+import threading
 from typing import Iterator, Sequence, Tuple
 
 import jax
@@ -84,6 +86,9 @@ class TrainBatches:
 # trainings, which then gather their batches there (indices cross from the
 # host, not images).
 DEVICE_SPLIT_MAX_BYTES = 1 << 30
+# Host-gathered batches prepared ahead by a background thread on GPU/TPU
+# (on CPU the thread would take cores from the step).
+ACCELERATOR_PREFETCH = 2
 
 
 class MemberBatches:
@@ -118,6 +123,48 @@ class MemberBatches:
     parts = [b.batch(step) for b in self.batches]
     return parallel.shard_batch(self.mesh, np.stack([p[0] for p in parts], 1),
                                 np.stack([p[1] for p in parts], 1))
+
+  def iterate(self, start: int, prefetch: int = 0) -> Iterator:
+    """The batches of steps `start`, `start + 1`, ...
+
+    With `prefetch` > 0 a background thread prepares that many ahead (the
+    host's gathering and random crops and the copy to the devices overlap
+    the devices' step); the batches are the same.
+    """
+    if prefetch <= 0 or self.on_device:
+      step = start
+      while True:
+        yield self(step)
+        step += 1
+    ready, stop = queue.Queue(maxsize=prefetch), threading.Event()
+
+    def work():
+      step = start
+      while not stop.is_set():
+        try:
+          item = self(step)
+        except Exception as e:  # pylint: disable=broad-except
+          item = e  # Raised in the consumer.
+        while not stop.is_set():
+          try:
+            ready.put(item, timeout=0.1)
+            break
+          except queue.Full:
+            pass
+        if isinstance(item, Exception):
+          return
+        step += 1
+
+    threading.Thread(target=work, daemon=True,
+                     name="robustjax-batches").start()
+    try:
+      while True:
+        item = ready.get()
+        if isinstance(item, Exception):
+          raise item
+        yield item
+    finally:  # Also when the consumer stops early (the generator closes).
+      stop.set()
 
 
 def eval_batches(split: Split, batch_size: int, process_index: int = 0,

@@ -258,9 +258,10 @@ def _train(members: List[Member], workdir: str, stacked: bool):
 
   apply_fn = models.inference_fn(recipe.model or factory.build_model(config))
   writers = [metrics_lib.MetricWriter(m.workdir) for m in members]
-  get_batch = pipeline.MemberBatches(
+  next_batch = pipeline.MemberBatches(
       [batches[s] for s in (seeds[:1] if shared_batch else seeds)], mesh,
-      stacked)
+      stacked).iterate(start, 0 if mesh.devices.flat[0].platform == "cpu"
+                       else pipeline.ACCELERATOR_PREFETCH)
 
   def member_variables(i):
     return _unstack(state.variables, i) if stacked else state.variables
@@ -303,7 +304,7 @@ def _train(members: List[Member], workdir: str, stacked: bool):
   saves = config.checkpoint_every_steps > 0 or every_secs > 0
   last_save = time.monotonic()
   for i in range(start + 1, num_steps + 1):
-    images, labels = get_batch(i - 1)
+    images, labels = next(next_batch)
     state, m = step_fn(state, images, labels, loss_args, length)
     pending.append(m)
     t_steps += 1

@@ -1,6 +1,8 @@
 """Tests for robustjax.data.pipeline: batches, eval padding, augmentation."""
 
 import itertools
+import threading
+import time
 from unittest import mock
 
 from absl.testing import absltest
@@ -156,6 +158,33 @@ class MemberBatchesTest(parameterized.TestCase):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
       if members > 1:
         self.assertEqual(device(step)[0].shape, (8, members, 2, 2, 1))
+
+  def test_prefetched_batches_are_the_same_batches(self):
+    mesh = parallel.train_mesh()
+    batches = [pipeline.TrainBatches(_cropped_split(40), 8, seed)
+               for seed in range(2)]
+    direct = pipeline.MemberBatches(batches, mesh, stacked=True)
+    self.assertFalse(direct.on_device)  # Random crops: host batches.
+    ahead = direct.iterate(3, prefetch=2)
+    for step in range(3, 15):
+      for a, b in zip(next(ahead), direct(step)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    ahead.close()  # Stops the thread.
+    for _ in range(50):
+      if not any(t.name == "robustjax-batches" for t in threading.enumerate()):
+        break
+      time.sleep(0.05)
+    self.assertFalse(any(t.name == "robustjax-batches"
+                         for t in threading.enumerate()))
+
+  def test_an_error_in_the_prefetch_thread_reaches_the_consumer(self):
+    batches = pipeline.MemberBatches(
+        [pipeline.TrainBatches(_split(40), 8, 0)], parallel.train_mesh(),
+        stacked=False)
+    with mock.patch.object(batches.batches[0], "batch",
+                           side_effect=OSError("disk")):
+      with self.assertRaisesRegex(OSError, "disk"):
+        next(batches.iterate(0, prefetch=2))
 
   def test_single_trainings_and_random_crops_gather_on_the_host(self):
     mesh = parallel.train_mesh()
