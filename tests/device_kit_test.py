@@ -123,6 +123,14 @@ class DeviceKitTest(absltest.TestCase):
     self.assertEqual(pins["tensorflow-datasets"], "4.9.10")
     self.assertEqual(pins["jax"], "0.10.2")
 
+  def test_build_md_lists_the_kit_with_its_locked_versions(self):
+    with open(os.path.join(ROOT, "BUILD.md")) as f:
+      text = " ".join(f.read().split())
+    pins = device_kit.pins()
+    missing = [f"{n} {pins[device_kit.normalize(n)]}" for n in device_kit.KIT
+               if f"{n} {pins[device_kit.normalize(n)]}" not in text]
+    self.assertEqual(missing, [], "BUILD.md's offline GPU box paragraph")
+
   def test_jax_ranges_accept_the_lock_and_the_gpu_image(self):
     with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
       project = tomllib.load(f)["project"]
