@@ -134,7 +134,7 @@ def environment(config: Optional[ml_collections.ConfigDict] = None) -> dict:
       None if config is None else config.model.half_precision)
   if config is not None:
     info["evaluation_precision"] = (
-        "bf16" if config.evals.get("half_precision", False)
+        "bf16" if (config.get("evals") or {}).get("half_precision", False)
         else info["precision"])
   return {"machine": machine, "jax": jax.__version__,
           "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
