@@ -83,7 +83,7 @@ class Models:
         eval_every_steps=-2, checkpoint_every_steps=0)
 
   def plan(self, spec, seed) -> recipes.Training:
-    """The training that builds an original, replicate or pruned model."""
+    """The training that builds a model of any method but quantize."""
     cfg, folder = self._config(spec, seed), self.folder(spec, seed)
     if spec.method in ("original", "replicate"):
       # A replicate: the original's recipe from an independent seed.

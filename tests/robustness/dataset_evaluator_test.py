@@ -219,6 +219,10 @@ class DatasetEvaluatorTest(parameterized.TestCase):
         with mock.patch.object(registry, "load_split",
                                wraps=registry.load_split) as reads:
           read = [c.run(apply_fn, variables).correct for c in cells]
+        with mock.patch.object(registry, "load_split",
+                               wraps=registry.load_split) as rebuild_reads:
+          self._build(_evals())  # Another seed's cells: lengths are known.
+    self.assertEqual(rebuild_reads.call_count, 0)
     # 5 levels in all, one kept: the other 4 were read from their files.
     self.assertEqual(reads.call_count, 4)
     self.assertLen(dataset._SPLITS, 1)  # pylint: disable=protected-access

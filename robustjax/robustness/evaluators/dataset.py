@@ -65,11 +65,13 @@ BLOCK = "datasets"
 FIELDS = ("name", "domains", "split", "max_examples", "as_corruption")
 MAX_CACHED_BYTES = 1 << 30
 _SPLITS = {}
+_LENGTHS = {}  # Of every split loaded, kept or not (building cells needs it).
 
 
 def clear_cache():
   """Forgets the loaded splits (e.g. after reading mocked data in a test)."""
   _SPLITS.clear()
+  _LENGTHS.clear()
 
 
 def _block(evals) -> Optional[dict]:
@@ -80,18 +82,32 @@ def _block(evals) -> Optional[dict]:
   return {f: checks.field(evals, f"{BLOCK}.{f}") for f in FIELDS}
 
 
+def _key(name: str, domain: str, split: str, data, max_examples: int):
+  return (name, domain, split, int(data["image_size"]),
+          data["data_dir"] or None, data["manual_dir"] or None, max_examples)
+
+
+def _length(name: str, domain: str, split: str, data,
+            max_examples: int) -> int:
+  """A split's length, read once per process (the split itself may not be
+  kept: `_load`)."""
+  key = _key(name, domain, split, data, max_examples)
+  if key not in _LENGTHS:
+    _load(name, domain, split, data, max_examples)
+  return _LENGTHS[key]
+
+
 def _load(name: str, domain: str, split: str, data,
           max_examples: int) -> Split:
-  data_dir, manual_dir = data["data_dir"] or None, data["manual_dir"] or None
-  key = (name, domain, split, int(data["image_size"]), data_dir, manual_dir,
-         max_examples)
+  key = _key(name, domain, split, data, max_examples)
   if key in _SPLITS:
     return _SPLITS[key]
   loaded = registry.load_split(
-      name, domain, split, int(data["image_size"]), data_dir=data_dir,
-      manual_dir=manual_dir,
+      name, domain, split, int(data["image_size"]),
+      data_dir=data["data_dir"] or None, manual_dir=data["manual_dir"] or None,
       max_examples=None if max_examples < 0 else max_examples,
       allow_partial=bool(data.get("allow_partial", False)), cache=False)
+  _LENGTHS[key] = len(loaded)
   # Kept while there is room; the first ones stay (every model reads the
   # cells in the same order, which an LRU cache would miss every time).
   if _nbytes(loaded) + sum(map(_nbytes, _SPLITS.values())) <= MAX_CACHED_BYTES:
@@ -208,11 +224,14 @@ class DatasetCell(base.Cell):
       return functools.partial(_load, name, domain, d["split"], data,
                                d["max_examples"])
 
-    # Each split is read once here (its length, and a missing dataset fails
-    # now), then kept or read again when a cell runs.
+    def length(domain):
+      return _length(name, domain, d["split"], data, d["max_examples"])
+
+    # Each split is read once per process here (its length, and a missing
+    # dataset fails now), then kept or read again when a cell runs.
     if not d["as_corruption"]:
-      return [cls("domain", f"{name}/{dm}", (None,), len(load(dm)()),
-                  (load(dm),), batch_size) for dm in domains]
+      return [cls("domain", f"{name}/{dm}", (None,), length(dm), (load(dm),),
+                  batch_size) for dm in domains]
     by_corruption = collections.defaultdict(dict)
     for domain in domains:
       corruption, severity = spec.corruption(domain)
@@ -221,7 +240,7 @@ class DatasetCell(base.Cell):
     for corruption, levels in by_corruption.items():
       severities = tuple(sorted(levels))
       loads = tuple(load(levels[s]) for s in severities)
-      sizes = [len(f()) for f in loads]
+      sizes = [length(levels[s]) for s in severities]
       n = min(sizes)
       if any(size != n for size in sizes):
         logging.warning("%s/%s: severities hold %s examples; every level "
