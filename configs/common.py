@@ -245,9 +245,9 @@ def study_block() -> ml_collections.ConfigDict:
   s.negative_control = ""  # An arch of `archs` retrained from another
   # seed (model "<arch>/replicate", method replicate); "" = none.
   s.notes = ()  # Lines the report shows under its title (e.g. warnings).
-  s.grouped = "auto"  # auto | on | off: train the cells that share one
-  # program (the seeds of a model) as one vmapped group; auto = on for
-  # GPU/TPU, off on CPU.
+  s.grouped = "auto"  # auto | on | off: train the models that share one
+  # program (robustjax/study/grouped.py) as one vmapped group; auto = on
+  # for GPU/TPU, off on CPU.
   s.claims = ml_collections.ConfigDict()  # How the claims are decided.
   s.claims.alpha = 0.05  # Family-wise error rate of the primary verdicts.
   s.claims.primary = ("domain", "adversarial")  # Primary shifts (the
