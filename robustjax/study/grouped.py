@@ -25,14 +25,18 @@ already busy with one model and K stacked models gain nothing.
 """
 
 import hashlib
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import jax
+import jax.numpy as jnp
 
 from robustjax.study import grid as grid_lib
 
 Member = Tuple[grid_lib.ModelSpec, int]  # (spec, seed)
 MODES = ("auto", "on", "off")
+# Models evaluated by one program at most (their activations, and attacks'
+# images, grow with the number).
+MAX_EVALUATED_TOGETHER = 16
 
 
 def enabled(config, backend: Optional[str] = None) -> bool:
@@ -108,3 +112,19 @@ def folder_name(members: Sequence[Member]) -> str:
   digest = hashlib.sha1("\n".join(sorted(
       f"{s.model_id}|s{seed}" for s, seed in members)).encode()).hexdigest()
   return "-".join(key).replace(":", "w").replace("/", "_") + "-" + digest[:10]
+
+
+def evaluation_groups(members: Sequence[Any]) -> List[List[Any]]:
+  """`members` (each with `.model`, a built model) in groups that one
+  evaluation program serves: the same `apply_fn` object (one architecture
+  and precision) and variables of the same structure, shapes and dtypes
+  (channel-pruned models differ), at most `MAX_EVALUATED_TOGETHER` each;
+  in the order of their first member."""
+  by_key: Dict[Any, List[Any]] = {}
+  for m in members:
+    leaves, tree = jax.tree.flatten(m.model.variables)
+    key = (id(m.model.apply_fn), tree,
+           tuple((jnp.shape(x), jnp.result_type(x)) for x in leaves))
+    by_key.setdefault(key, []).append(m)
+  return [group[i:i + MAX_EVALUATED_TOGETHER] for group in by_key.values()
+          for i in range(0, len(group), MAX_EVALUATED_TOGETHER)]

@@ -47,7 +47,6 @@ from typing import List, Optional, Sequence
 from absl import logging
 import jax
 import ml_collections
-import numpy as np
 
 from robustjax import cpu_setup
 from robustjax import io
@@ -58,7 +57,6 @@ from robustjax import platform_info
 from robustjax import preemption
 from robustjax import progress
 from robustjax import timing
-from robustjax.compress import recipes
 from robustjax.compress import saved
 from robustjax.data import loader
 from robustjax.models import factory
@@ -66,6 +64,7 @@ from robustjax.robustness import evaluators
 from robustjax.robustness.evaluators import base as evaluators_base
 from robustjax.robustness.evaluators import transfer
 from robustjax.study import builder
+from robustjax.study import evaluation
 from robustjax.study import grid as grid_lib
 from robustjax.study import grouped
 from robustjax.study import journal as journal_lib
@@ -77,8 +76,7 @@ RESULTS = report_lib.RESULTS
 JOURNAL = report_lib.JOURNAL
 ENVIRONMENT = report_lib.ENVIRONMENT
 TIMING = runtimes.TIMING  # One line per run segment: wall / compile by stage.
-ROW_FIELDS = ("model_id", "seed", "arch", "method", "setting", "size_bits",
-              "sparsity", "shift", "name", "level", "accuracy", "n")
+ROW_FIELDS = evaluation.ROW_FIELDS
 REPORT_EVERY_S = 300.0  # Partial report period while the grid runs.
 
 
@@ -143,25 +141,6 @@ def environment(config: Optional[ml_collections.ConfigDict] = None) -> dict:
           **info}
 
 
-def record_key(model_id: str, seed: int, cell_key: str) -> str:
-  return f"{model_id}|s{seed}|{cell_key}"
-
-
-def validate_row(row: dict) -> None:
-  """Raises ValueError if `row` does not follow the results schema."""
-  missing = [k for k in ROW_FIELDS if k not in row]
-  if missing:
-    raise ValueError(f"Result row misses {missing}: {row}")
-  if row["method"] not in recipes.METHODS:
-    raise ValueError(f"Bad method {row['method']!r}")
-  if row["shift"] not in evaluators_base.SHIFTS:
-    raise ValueError(f"Bad shift {row['shift']!r}")
-  if not 0.0 <= row["accuracy"] <= 1.0 or row["n"] <= 0:
-    raise ValueError(f"Bad accuracy/n in {row}")
-  if not isinstance(row["setting"], dict):
-    raise ValueError(f"setting must be an object: {row}")
-
-
 def check_record(record) -> None:
   """Raises ValueError unless `record` is a study cell with valid rows."""
   journal_lib.check_cell(record)
@@ -175,56 +154,10 @@ def load_results(workdir: str) -> List[dict]:
       os.path.join(workdir, JOURNAL), check=check_record))
 
 
-def _transfer_keys(config, shifts) -> List[str]:
-  """Cells of the transfer attacks every compressed model gets."""
-  a = config.evals.attacks
-  if not a.transfer or "adversarial" not in shifts:
-    return []
-  return [f"adversarial/{transfer.transfer_name(n)}" for n in a.names]
-
-
-def _source_key(spec, seed: int) -> str:
-  """Names a transfer source: its model id and seed."""
-  return f"{spec.model_id}|s{seed}"
-
-
-def _cells_for(spec, seed, pending, seed_cells, models, config):
-  """The cells of `pending` keys for one model (transfer cells bound to its
-  float original as the source)."""
-  out = [c for c in seed_cells if c.key in pending]
-  if any(k.startswith("adversarial/transfer_") for k in pending):
-    source_spec = models.by_id[spec.original_id]
-    source = models.for_evaluation(models.get(source_spec, seed))
-    out += [c for c in transfer.cells(
-        [c for c in seed_cells if c.shift == "adversarial"],
-        _source_key(source_spec, seed), source.apply_fn, source.variables,
-        config.evals.batch_size) if c.key in pending]
-  return out
-
-
-def _header(spec: grid_lib.ModelSpec, seed: int, meta: dict) -> dict:
-  return {"model_id": spec.model_id, "seed": seed, "arch": spec.arch,
-          "method": spec.method, "setting": spec.settings,
-          "original_id": spec.original_id, "size_bits": meta["size_bits"],
-          "sparsity": meta["sparsity"],
-          # Conv/dense kernel entries (zeros included).
-          "weights": meta["size"]["weights"]}
-
-
-def run_cell(journal: journal_lib.Journal, key: str, cell, model,
-             header: dict) -> List[dict]:
-  """Runs one evaluation cell and records it (rows + per-example bits)."""
-  result = cell.run(model.apply_fn, model.variables)
-  rows = [{**header, **r} for r in result.rows]
-  if "model_id" in header:
-    for r in rows:
-      validate_row(r)
-  correct = np.asarray(result.correct, bool)
-  with preemption.deferred():  # A record is written whole.
-    journal.add(key, {"rows": rows}, arrays={
-        "correct": np.packbits(correct, axis=-1),
-        "shape": np.asarray(correct.shape)})
-  return rows
+# The per-cell functions live in robustjax.study.evaluation.
+record_key = evaluation.record_key
+validate_row = evaluation.validate_row
+run_cell = evaluation.run_cell
 
 
 def log_times(workdir: str, times: timing.Stages, **extra) -> None:
@@ -357,7 +290,7 @@ def _run_grid(config, workdir: str, shifts: Sequence[str], journal, times,
     cells = {s: [c for c in evaluators.build(config.evals, test, targets, s,
                                              data=config.dataset)
                  if c.shift in shifts] for s in seeds}
-  transfer_keys = _transfer_keys(config, shifts)
+  transfer_keys = evaluation.transfer_keys(config, shifts)
 
   def keys_of(spec, seed):
     extra = transfer_keys if spec.method != "original" else []
@@ -371,44 +304,35 @@ def _run_grid(config, workdir: str, shifts: Sequence[str], journal, times,
                len(specs), len(seeds), total, total - left)
   where.total = total
   models = builder.Models(config, workdir, specs, times)
-  if grouped.enabled(config):
+  together = grouped.enabled(config)
+  doing = lambda what: setattr(where, "doing", what)
+  if together:
     pending = [(models.by_id[m], s) for (m, s), keys in todo.items() if keys]
-    builder.train_groups(models, specs, seeds, pending,
-                         lambda doing: setattr(where, "doing", doing))
+    builder.train_groups(models, specs, seeds, pending, doing)
   bar = progress.Progress(total, "study", unit="cell", initial=total - left)
   report_lib.write_progress(workdir, total)
   last_report = time.time()
   for seed in seeds:
     transfer.forget()  # Sources of earlier seeds are not used again.
-    for spec in specs:
-      pending = todo[(spec.model_id, seed)]
-      if not pending:
-        continue
-      where.doing = f"building {spec.model_id} (seed {seed})"
+    evaluator = evaluation.Evaluator(journal, cells[seed], models, config,
+                                     times, bar, doing, bool(transfer_keys))
+
+    def member(spec, seed=seed, evaluator=evaluator):
+      doing(f"building {spec.model_id} (seed {seed})")
       # A model is built and saved whole; a training stops after a step.
       with preemption.deferred():
         model = models.for_evaluation(models.get(spec, seed))
-      header = _header(spec, seed, model.metadata)
-      # A float original's white-box images are its compressed models'
-      # transfer attacks: kept, so the original is attacked once.
-      keep = (transfer.keep_source_images(_source_key(spec, seed),
-                                          model.apply_fn, model.variables)
-              if transfer_keys and spec.method == "original" else
-              contextlib.nullcontext())
-      with keep:
-        for cell in _cells_for(spec, seed, pending, cells[seed], models,
-                               config):
-          preemption.check()
-          where.doing = (f"evaluating {spec.model_id} (seed {seed}) on "
-                         f"{cell.key}")
-          with times.stage(f"evaluate/{cell.shift}"):
-            rows = run_cell(journal, record_key(spec.model_id, seed,
-                                                cell.key), cell, model,
-                            header)
-          bar.update(1)
-          bar.write(f"{spec.model_id} s{seed} {cell.key}: " + ", ".join(
-              f"{100 * r['accuracy']:.1f}%" for r in rows))
-      models.release(spec, seed)
+      return evaluator.member(spec, seed, model, todo[(spec.model_id, seed)])
+
+    waiting = [spec for spec in specs if todo[(spec.model_id, seed)]]
+    if together:  # The seed's models, then those sharing a program at once.
+      batches = grouped.evaluation_groups([member(s) for s in waiting])
+    else:  # One model at a time, each built when its turn comes.
+      batches = ([member(s)] for s in waiting)
+    for batch in batches:
+      evaluator.run(batch)
+      for m in batch:
+        models.release(m.spec, seed)
       if time.time() - last_report > REPORT_EVERY_S:
         with times.stage("report"):
           write_outputs(workdir, journal)

@@ -16,6 +16,7 @@ from absl.testing import absltest
 from configs import default
 from robustjax import io
 from robustjax.study import report as report_lib
+from robustjax.study import evaluation
 from robustjax.study import runner
 from robustjax.train import trainer
 from tests import fake_bucket
@@ -90,7 +91,7 @@ class BucketStudyTest(absltest.TestCase):
       # Resume: nothing left to build or evaluate; the same rows back.
       with mock.patch.object(trainer, "train_and_evaluate",
                              side_effect=AssertionError("trained")), \
-           mock.patch.object(runner, "run_cell",
+           mock.patch.object(evaluation, "record_cell",
                              side_effect=AssertionError("evaluated")):
         again = runner.run_study(config, URL)
       self.assertEqual(again, rows)

@@ -6,6 +6,8 @@ import os
 import shutil
 import tempfile
 
+from unittest import mock
+
 from absl.testing import absltest
 import ml_collections
 import numpy as np
@@ -13,6 +15,7 @@ import numpy as np
 from configs import default
 from robustjax.compress import recipes
 from robustjax.compress import saved
+from robustjax.robustness.evaluators import base as evaluators_base
 from robustjax.study import grid
 from robustjax.study import grouped
 from robustjax.study import journal as journal_lib
@@ -39,7 +42,6 @@ def small_config(mode: str) -> ml_collections.ConfigDict:
   c.evals.corruptions.names = ("gaussian_noise",)
   c.evals.corruptions.severities = (1, 3)
   c.evals.attacks.names = ("fgsm",)
-  c.evals.attacks.transfer = False
   c.study.grouped = mode
   return c
 
@@ -135,10 +137,17 @@ class GroupedStudyTest(absltest.TestCase):
   def setUpClass(cls):
     super().setUpClass()
     cls.root = tempfile.mkdtemp()
-    cls.rows = {}
+    cls.rows, cls.together = {}, {}
+    real = evaluators_base.Cell.run_many
     for mode in ("on", "off"):
       workdir = os.path.join(cls.root, mode)
-      cls.rows[mode] = runner.run_study(small_config(mode), workdir)
+      sizes = cls.together[mode] = []
+
+      def run_many(cell, apply_fn, variables, *args, sizes=sizes):
+        sizes.append((cell.key, len(variables)))
+        return real(cell, apply_fn, variables, *args)
+      with mock.patch.object(evaluators_base.Cell, "run_many", run_many):
+        cls.rows[mode] = runner.run_study(small_config(mode), workdir)
 
   @classmethod
   def tearDownClass(cls):
@@ -157,6 +166,17 @@ class GroupedStudyTest(absltest.TestCase):
         self.assertTrue(saved.is_done(os.path.join(
             self.root, "on", "models",
             f"{s.model_id.replace('/', '__')}__s{r}")), (s.model_id, r))
+
+  def test_models_were_evaluated_together(self):
+    self.assertEqual({k for k, _ in self.together["on"]},
+                     {k for k, _ in self.together["off"]})
+    self.assertEqual({n for _, n in self.together["off"]}, {1})
+    # Per seed, resnet8:4's original, replicate and two fine-tunes (and
+    # its PTQ model alone); the student and its control (resnet8:2).
+    self.assertEqual(max(n for _, n in self.together["on"]), 4)
+    self.assertIn(("adversarial/transfer_fgsm", 3), self.together["on"])
+    self.assertEqual(sum(n for _, n in self.together["on"]),
+                     sum(n for _, n in self.together["off"]))
 
   def test_same_rows_and_accuracies(self):
     key = lambda r: (r["model_id"], r["seed"], r["shift"], r["name"],

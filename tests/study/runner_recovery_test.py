@@ -23,6 +23,7 @@ from robustjax import io
 from robustjax import lock
 from robustjax.compress import saved
 from robustjax.study import journal as journal_lib
+from robustjax.study import evaluation
 from robustjax.study import runner
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
@@ -57,12 +58,12 @@ class RecoveryTest(absltest.TestCase):
   def _rerun_counting(self, workdir):
     """Reruns the study; returns (rows, keys of the cells it ran)."""
     calls = []
-    original = runner.run_cell
+    original = evaluation.record_cell
 
     def counting(journal, key, *args):
       calls.append(key)
       return original(journal, key, *args)
-    with mock.patch.object(runner, "run_cell", counting):
+    with mock.patch.object(evaluation, "record_cell", counting):
       rows = runner.run_study(self.config, workdir)
     return rows, calls
 

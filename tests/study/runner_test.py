@@ -19,6 +19,7 @@ from robustjax import io
 from robustjax.compress import saved
 from robustjax.study import grid
 from robustjax.study import journal as journal_lib
+from robustjax.study import evaluation
 from robustjax.study import runner
 from robustjax.study import runtimes
 
@@ -226,16 +227,16 @@ class StudyTest(absltest.TestCase):
     victim = sorted(os.listdir(os.path.join(workdir, "models")))[-1]
     shutil.rmtree(os.path.join(workdir, "models", victim))
     calls = []
-    original = runner.run_cell
+    original = evaluation.record_cell
 
     def counting(journal, key, *args):
       calls.append(key)
       return original(journal, key, *args)
-    runner.run_cell = counting
+    evaluation.record_cell = counting
     try:
       rows = runner.run_study(self.config, workdir)
     finally:
-      runner.run_cell = original
+      evaluation.record_cell = original
     self.assertLen(calls, len(lines) - len(kept))
     self.assertEqual(_by_key(rows), _by_key(self.rows))
     # The journal was compacted: no torn line left, one line per cell.

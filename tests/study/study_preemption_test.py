@@ -28,6 +28,7 @@ from robustjax.compress import saved
 from robustjax.data import pipeline
 from robustjax.robustness.evaluators import base
 from robustjax.study import journal as journal_lib
+from robustjax.study import evaluation
 from robustjax.study import runner
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
@@ -96,12 +97,12 @@ class PreemptionTest(absltest.TestCase):
     """Reruns the study; checks it ran only the cells that were missing and
     that everything equals the uninterrupted run. Returns its log lines."""
     ran = []
-    real = runner.run_cell
+    real = evaluation.record_cell
 
     def counting(journal, key, *args):
       ran.append(key)
       return real(journal, key, *args)
-    with mock.patch.object(runner, "run_cell", counting), self.assertLogs(
+    with mock.patch.object(evaluation, "record_cell", counting), self.assertLogs(
         logger="absl", level="INFO") as logs:
       runner.run_study(self.config, workdir)
     clean = _records(self.clean)

@@ -55,8 +55,9 @@ from robustjax.robustness.evaluators import checks
 
 
 def _perturb_program(apply_fn: Callable, attack: attacks.Attack, impl,
-                     mesh: jax.sharding.Mesh) -> Callable:
-  """(variables, eps), b, images, labels, key data -> float [E, B, ...].
+                     mesh: jax.sharding.Mesh, many: bool = False) -> Callable:
+  """(variables, eps), b, images, labels, key data -> float [E, B, ...];
+  with `many`, stacked variables of K models -> float [K, E, B, ...].
 
   On a mesh of several devices the attack runs under `jax.shard_map`: each
   device attacks its own examples, with no communication. Left to XLA's
@@ -70,27 +71,30 @@ def _perturb_program(apply_fn: Callable, attack: attacks.Attack, impl,
       if impl is not None:
         keys = jax.random.wrap_key_data(keys, impl=impl)
       x = pipeline.to_float(images)
-      return jax.vmap(lambda e: attack.perturb(apply_fn, variables, x, labels,
-                                               keys, e))(eps)
+      one = lambda v: jax.vmap(lambda e: attack.perturb(
+          apply_fn, v, x, labels, keys, e))(eps)
+      return jax.vmap(one)(variables) if many else one(variables)
     if mesh.devices.size > 1:
       perturb = parallel.per_example(perturb, mesh, num_replicated=1,
-                                     out_axis=1)
+                                     out_axis=1 + many)
 
     def batch_program(args, b, images, labels, keys):
       del b  # The keys are per example.
       return perturb(args, images, labels, keys)
     return jax.jit(batch_program)
-  return base.program("perturb", apply_fn, (attack, impl, mesh), build)
+  return base.program("perturb", apply_fn, (attack, impl, mesh, many), build)
 
 
 def _staged_programs(apply_fn: Callable, stages: attacks.Stages, impl,
-                     mesh: jax.sharding.Mesh):
+                     mesh: jax.sharding.Mesh, many: bool = False):
   """The start and step programs of a staged attack (`attacks.Stages`).
 
   start: (eps, images, key data) -> (float images [B, ...], adv [E, B, ...],
   step sizes [E, B, 1, ...]); it has no model in it, so every model shares
   it. step: ((variables, eps), images, labels, adv, step sizes) -> adv,
-  one per (model, norm): FGSM and PGD-Linf run the same compiled step.
+  one per (model, norm): FGSM and PGD-Linf run the same compiled step. With
+  `many`, the step takes stacked variables of K models and adv [K, E, B,
+  ...] (the K models start from the one start).
   """
   sharded = mesh.devices.size > 1
 
@@ -109,15 +113,17 @@ def _staged_programs(apply_fn: Callable, stages: attacks.Stages, impl,
   def build_step():
     def step(args, x, labels, adv, step_size):
       variables, eps = args
-      return jax.vmap(lambda e, a, s: stages.step(
-          apply_fn, variables, x, labels, e, s, a))(eps, adv, step_size)
+      one = lambda v, a: jax.vmap(lambda e, a1, s: stages.step(
+          apply_fn, v, x, labels, e, s, a1))(eps, a, step_size)
+      return jax.vmap(one)(variables, adv) if many else one(variables, adv)
     if sharded:
-      step = parallel.per_example(step, mesh, num_replicated=1, out_axis=1,
-                                  batch_axes=(0, 0, 1, 1))
+      step = parallel.per_example(step, mesh, num_replicated=1,
+                                  out_axis=1 + many,
+                                  batch_axes=(0, 0, 1 + many, 1))
     return jax.jit(step, donate_argnums=3)
   return (base.program("attack_start", None, (stages.start, impl, mesh),
                        build_start),
-          base.program("attack_step", apply_fn, (stages.step, mesh),
+          base.program("attack_step", apply_fn, (stages.step, mesh, many),
                        build_step))
 
 
@@ -125,14 +131,17 @@ def adversarial_images(apply_fn: Callable, variables: Any, images, labels,
                        key: jax.Array, eps_grid, attack: attacks.Attack,
                        chunk_size: Optional[int] = None,
                        mesh: Optional[jax.sharding.Mesh] = None,
-                       staged: bool = False) -> np.ndarray:
+                       staged: bool = False, many: bool = False) -> np.ndarray:
   """`attack`'s images at every radius: float32 [len(eps_grid), n, ...].
 
   The white-box evaluator classifies them with the clean program; a transfer
   cell (`evaluators.transfer`) classifies another model's on them. One
   compiled program per (apply_fn, attack, chunk shape) serves both.
 
-  Args: as `robust_correct` (every radius is attacked, 0 included).
+  Args: as `robust_correct` (every radius is attacked, 0 included); with
+    `many`, `variables` is a sequence of K models sharing `apply_fn`,
+    attacked by one vmapped program from the same starts, and the images
+    are float32 [K, len(eps_grid), n, ...].
   """
   eps_grid = np.asarray(eps_grid, np.float32)
   n = len(images)
@@ -142,22 +151,26 @@ def adversarial_images(apply_fn: Callable, variables: Any, images, labels,
   impl = None
   if jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key):
     impl, keys = jax.random.key_impl(keys), jax.random.key_data(keys)
-  args = parallel.replicate(mesh, (variables, jnp.asarray(eps_grid)))
+  args = parallel.replicate(mesh, (base.stack(variables) if many else
+                                   variables, jnp.asarray(eps_grid)))
   stages = attacks.stages(attack) if staged else None
   if stages is None:
-    fn = _perturb_program(apply_fn, attack, impl, mesh)
+    fn = _perturb_program(apply_fn, attack, impl, mesh, many)
     run = lambda b, x, y, k: fn(args, b, x, y, k)
   else:
-    start, step = _staged_programs(apply_fn, stages, impl, mesh)
+    start, step = _staged_programs(apply_fn, stages, impl, mesh, many)
 
     def run(b, images, labels, keys):
       del b  # The keys are per example.
       x, adv, step_size = start(args[1], images, keys)
+      if many:  # Every model starts from the same points.
+        adv = jnp.broadcast_to(adv, (len(variables),) + adv.shape)
       for _ in range(stages.steps):
         adv = step(args, x, labels, adv, step_size)
       return adv
   return base.run_batches(run, (images, labels, np.asarray(keys)),
-                          base.global_batch(chunk, mesh), mesh)
+                          base.global_batch(chunk, mesh), mesh,
+                          axis=1 + many)
 
 
 def robust_correct(apply_fn: Callable, variables: Any, images, labels,
@@ -206,6 +219,31 @@ def robust_correct(apply_fn: Callable, variables: Any, images, labels,
   Returns:
     numpy bool [len(eps_grid), n]. Independent of `chunk_size` and `mesh`.
   """
+  return robust_correct_many(
+      apply_fn, [variables], images, labels, key, eps_grid, attack,
+      chunk_size, mesh, clean_batch_size, staged, [on_images])[0]
+
+
+def robust_correct_many(apply_fn: Callable, variables: Sequence[Any], images,
+                        labels, key: jax.Array,
+                        eps_grid: Union[Sequence[float], jax.Array],
+                        attack: attacks.Attack,
+                        chunk_size: Optional[int] = None,
+                        mesh: Optional[jax.sharding.Mesh] = None,
+                        clean_batch_size: Optional[int] = None,
+                        staged: bool = False,
+                        on_images: Optional[Sequence[Optional[Callable]]]
+                        = None) -> np.ndarray:
+  """`robust_correct` of K models sharing `apply_fn`: bool [K, E, n].
+
+  The K models are attacked by one program vmapped over their stacked
+  variables, from the same starts (each model's own gradients: a white-box
+  attack on each), and each classifies its own adversarial images. One
+  model runs exactly as `robust_correct`.
+
+  Args: as `robust_correct`; `variables` holds the K models' variables and
+    `on_images` one callback (or None) per model.
+  """
   eps_grid = np.asarray(eps_grid, np.float32)
   if eps_grid.ndim != 1:
     raise ValueError(f"eps_grid must be 1-D, got shape {eps_grid.shape}.")
@@ -217,19 +255,23 @@ def robust_correct(apply_fn: Callable, variables: Any, images, labels,
   mesh = mesh or parallel.make_mesh()
   chunk = n if chunk_size is None else max(1, min(int(chunk_size), n))
   batch = clean_batch_size or chunk
+  one = len(variables) == 1
   zero = eps_grid == 0
-  out = np.zeros((len(eps_grid), n), bool)
+  out = np.zeros((len(variables), len(eps_grid), n), bool)
   if zero.any():
-    out[zero] = base.clean_correct(apply_fn, variables, images, labels,
-                                   batch, mesh)
+    out[:, zero] = base.clean_correct_many(apply_fn, variables, images,
+                                           labels, batch, mesh)[:, None]
   if zero.all():
     return out
-  adv = adversarial_images(apply_fn, variables, images, labels, key,
-                           eps_grid[~zero], attack, chunk, mesh, staged)
-  if on_images is not None:
-    on_images(adv)
-  out[~zero] = base.clean_correct_levels(apply_fn, variables, adv, labels,
-                                         batch, mesh)
+  adv = adversarial_images(apply_fn, variables[0] if one else variables,
+                           images, labels, key, eps_grid[~zero], attack,
+                           chunk, mesh, staged, many=not one)
+  adv = [adv] if one else adv
+  for k, v in enumerate(variables):
+    if on_images is not None and on_images[k] is not None:
+      on_images[k](adv[k])
+    out[k, ~zero] = base.clean_correct_levels(apply_fn, v, adv[k], labels,
+                                              batch, mesh)
   return out
 
 
@@ -318,16 +360,31 @@ class AttackCell(base.Cell):
   def correct(self, apply_fn: Callable, variables: Any,
               mesh: jax.sharding.Mesh = None) -> np.ndarray:
     """bool [num_eps, n]: example i still correct under attack at each eps."""
-    store = next((s for f, v, s in _KEEP_FOR
-                  if f is apply_fn and v is variables), None)
-    return robust_correct(apply_fn, variables, self.split.images,
-                          self.split.labels, self.rng, self.levels,
-                          self.attack, self.chunk_size, mesh,
-                          self.batch_size, self.staged,
-                          on_images=store and (lambda adv: store(self, adv)))
+    return self.correct_many(apply_fn, [variables], mesh)[0]
+
+  def correct_many(self, apply_fn: Callable, variables: Sequence[Any],
+                   mesh: jax.sharding.Mesh = None) -> np.ndarray:
+    """bool [K, num_eps, n]: K models attacked by one vmapped program, as
+    many at a time as keep their images within `MANY_IMAGES_BYTES`."""
+    def store_for(v):
+      store = next((s for f, kept, s in _KEEP_FOR
+                    if f is apply_fn and kept is v), None)
+      return store and (lambda adv: store(self, adv))
+    image_bytes = 4 * np.prod(self.split.images.shape) * sum(
+        e > 0 for e in self.levels)
+    per_program = int(max(1, MANY_IMAGES_BYTES // max(1, image_bytes)))
+    return np.concatenate([robust_correct_many(
+        apply_fn, part, self.split.images, self.split.labels, self.rng,
+        self.levels, self.attack, self.chunk_size, mesh, self.batch_size,
+        self.staged, [store_for(v) for v in part])
+        for part in (variables[i:i + per_program]
+                     for i in range(0, len(variables), per_program))])
 
 
 _KEEP_FOR = []  # (apply_fn, variables, store) of the open `keep_images`.
+# Models attacked together hold their adversarial images on the host at
+# once (float32, eps > 0): at most this many bytes of them, or one model.
+MANY_IMAGES_BYTES = 1 << 30
 
 
 @contextlib.contextmanager

@@ -70,6 +70,17 @@ class Cell:
     """Per-example correctness, bool [len(levels), n]; see subclasses."""
     raise NotImplementedError
 
+  def correct_many(self, apply_fn: Callable, variables: Sequence[Any],
+                   mesh: Optional[jax.sharding.Mesh] = None) -> np.ndarray:
+    """`correct` of K models that share `apply_fn`: bool [K, levels, n].
+
+    This default runs them one by one; cell types whose inputs do not
+    depend on the model override it with one program over the K stacked
+    models (`stack`), which fills an accelerator K times better.
+    """
+    return np.stack([np.asarray(self.correct(apply_fn, v, mesh), bool)
+                     for v in variables])
+
   def run(self, apply_fn: Callable, variables: Any,
           mesh: Optional[jax.sharding.Mesh] = None) -> CellResult:
     """Evaluates one model on this cell.
@@ -83,8 +94,29 @@ class Cell:
     Returns:
       The cell's rows and per-example correctness.
     """
-    correct = np.asarray(self.correct(apply_fn, variables,
-                                      mesh or parallel.make_mesh()), bool)
+    return self._result(self.correct(apply_fn, variables,
+                                     mesh or parallel.make_mesh()))
+
+  def run_many(self, apply_fn: Callable, variables: Sequence[Any],
+               mesh: Optional[jax.sharding.Mesh] = None) -> List[CellResult]:
+    """Evaluates K models that share `apply_fn` (and the shapes of their
+    variables) on this cell: one `CellResult` per model, in order.
+
+    One model runs exactly as `run`; several run as one vmapped program
+    where the cell type has one (`correct_many`), with every model's
+    result equal to its own `run` up to float reassociation.
+    """
+    mesh = mesh or parallel.make_mesh()
+    if len(variables) == 1:
+      return [self.run(apply_fn, variables[0], mesh)]
+    correct = np.asarray(self.correct_many(apply_fn, variables, mesh), bool)
+    if correct.shape[0] != len(variables):
+      raise AssertionError(f"Cell {self.key} measured {correct.shape[0]} "
+                           f"models, not {len(variables)}.")
+    return [self._result(c) for c in correct]
+
+  def _result(self, correct) -> CellResult:
+    correct = np.asarray(correct, bool)
     if correct.shape != (len(self.levels), self.n):
       raise AssertionError(f"Cell {self.key} measured {correct.shape}, not "
                            f"{(len(self.levels), self.n)}.")
@@ -256,6 +288,45 @@ def clean_correct(apply_fn: Callable, variables: Any, images, labels,
                      mesh)[0]
 
 
+def stack(variables: Sequence[Any]):
+  """K models' variables (equal structure and shapes) as one tree whose
+  leaves have a leading model axis."""
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *variables)
+
+
+def _clean_program_many(apply_fn: Callable) -> Callable:
+  def build():
+    def correct(variables, b, images, labels):
+      del b
+      logits = jax.vmap(apply_fn, in_axes=(0, None))(
+          variables, pipeline.to_float(images))
+      return jnp.argmax(logits, -1) == labels
+    return jax.jit(correct)
+  return program("clean_many", apply_fn, (), build)
+
+
+def clean_correct_many(apply_fn: Callable, variables: Sequence[Any], images,
+                       labels, batch_size: int,
+                       mesh: jax.sharding.Mesh) -> np.ndarray:
+  """`clean_correct` of K models sharing `apply_fn`: bool [K, n].
+
+  One program classifies each batch with the K stacked models (vmapped over
+  their variables), so the batch is sent and converted once.
+  """
+  if len(variables) == 1:
+    return clean_correct(apply_fn, variables[0], images, labels, batch_size,
+                         mesh)[None]
+  fn = _clean_program_many(apply_fn)
+  stacked = parallel.replicate(mesh, stack(variables))
+  to_float = program("to_float", None, (), lambda: jax.jit(pipeline.to_float))
+  if np.dtype(images.dtype) == np.uint8:
+    run = lambda b, x, y: fn(stacked, b, to_float(x), y)
+  else:
+    run = lambda b, x, y: fn(stacked, b, x, y)
+  return run_batches(run, (images, labels), global_batch(batch_size, mesh),
+                     mesh)
+
+
 def clean_correct_levels(apply_fn: Callable, variables: Any, images, labels,
                          batch_size: int, mesh: jax.sharding.Mesh) -> np.ndarray:
   """`clean_correct` of every level's images in one pass: bool [L, n].
@@ -275,6 +346,18 @@ def clean_correct_levels(apply_fn: Callable, variables: Any, images, labels,
                        images.reshape((levels * n,) + images.shape[2:]),
                        np.tile(_host(labels), levels), batch_size, mesh)
   return flat.reshape(levels, n)
+
+
+def clean_correct_levels_many(apply_fn: Callable, variables: Sequence[Any],
+                              images, labels, batch_size: int,
+                              mesh: jax.sharding.Mesh) -> np.ndarray:
+  """`clean_correct_levels` of K models sharing `apply_fn`: bool [K, L, n]."""
+  images = _host(images)
+  levels, n = images.shape[:2]
+  flat = clean_correct_many(apply_fn, variables,
+                            images.reshape((levels * n,) + images.shape[2:]),
+                            np.tile(_host(labels), levels), batch_size, mesh)
+  return flat.reshape(len(variables), levels, n)
 
 
 # ----------------------------------------------------------------------------

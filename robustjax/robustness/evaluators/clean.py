@@ -1,7 +1,7 @@
 """Clean accuracy: the source-domain test split as it is (`evals.clean`)."""
 
 import dataclasses
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Sequence
 
 import jax
 import numpy as np
@@ -49,3 +49,10 @@ class CleanCell(base.Cell):
     """bool [1, n]: example i of the split classified correctly."""
     return base.clean_correct(apply_fn, variables, self.split.images,
                               self.split.labels, self.batch_size, mesh)[None]
+
+  def correct_many(self, apply_fn: Callable, variables: Sequence[Any],
+                   mesh: jax.sharding.Mesh = None) -> np.ndarray:
+    """bool [K, 1, n]: the K models on the split, one program per batch."""
+    return base.clean_correct_many(apply_fn, variables, self.split.images,
+                                   self.split.labels, self.batch_size,
+                                   mesh)[:, None]

@@ -19,7 +19,7 @@ import collections
 import dataclasses
 import functools
 import zlib
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -95,18 +95,22 @@ def corrupted_images(images, name: str, severities, key: jax.Array,
 
 
 def _fused_program(apply_fn: Callable, name: str, table: str,
-                   use_map: bool) -> Callable:
-  """(variables, key, severities), b, images, labels -> bool [S, B]."""
+                   use_map: bool, many: bool = False) -> Callable:
+  """(variables, key, severities), b, images, labels -> bool [S, B]; with
+  `many`, stacked variables of K models -> bool [K, S, B] (one corruption
+  of the batch for all K)."""
   def build():
     corrupt = _corrupt_fn(name, table, use_map)
 
     def correct(args, b, images, labels):
       variables, key, severities = args
       xc = corrupt(images, jax.random.fold_in(key, b), severities)
-      return jax.vmap(lambda x: jnp.argmax(apply_fn(variables, x), -1) ==
-                      labels)(xc)
+      one = lambda v: jax.vmap(lambda x: jnp.argmax(apply_fn(v, x), -1) ==
+                               labels)(xc)
+      return jax.vmap(one)(variables) if many else one(variables)
     return jax.jit(correct)
-  return base.program("corruption", apply_fn, (name, table, use_map), build)
+  return base.program("corruption", apply_fn, (name, table, use_map, many),
+                      build)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -165,10 +169,9 @@ class CorruptionCell(base.Cell):
     images = np.ascontiguousarray(self.split.images)
     return images.shape, str(images.dtype), zlib.crc32(images.data)
 
-  def correct(self, apply_fn: Callable, variables: Any,
-              mesh: jax.sharding.Mesh = None) -> np.ndarray:
-    """bool [num_severities, n]: example i correct at each severity."""
-    images, labels = self.split.images, self.split.labels
+  def _source(self, mesh: jax.sharding.Mesh):
+    """(batch size, cached corrupted split or None to run fused)."""
+    images = self.split.images
     batch_size = base.global_batch(self.batch_size, mesh)
     nbytes = len(self.levels) * images[0].size * len(images) * 4
     cache_key = (self._fingerprint, self.name, self.levels, self.table,
@@ -176,13 +179,7 @@ class CorruptionCell(base.Cell):
                  batch_size, _use_map(self.level_map))
     if nbytes > CORRUPTED_CACHE_BYTES or (cache_key not in _CORRUPTED and
                                           cache_key in _EVICTED):
-      # Corrupted inside the model program, batch by batch on the device.
-      fn = _fused_program(apply_fn, self.name, self.table,
-                          _use_map(self.level_map))
-      args = parallel.replicate(mesh, (
-          variables, self.rng, jnp.asarray(self.levels, jnp.int32)))
-      return base.run_batches(lambda b, x, y: fn(args, b, x, y),
-                              (images, labels), batch_size, mesh)
+      return batch_size, None  # Corrupted batch by batch on the device.
     if cache_key not in _CORRUPTED:
       _CORRUPTED[cache_key] = corrupted_images(
           images, self.name, self.levels, self.rng, self.table, batch_size,
@@ -193,6 +190,33 @@ class CorruptionCell(base.Cell):
           _EVICTED.clear()
         _EVICTED.add(_CORRUPTED.popitem(last=False)[0])
     _CORRUPTED.move_to_end(cache_key)
-    shifted = _CORRUPTED[cache_key]
-    return base.clean_correct_levels(apply_fn, variables, shifted, labels,
-                                     batch_size, mesh)
+    return batch_size, _CORRUPTED[cache_key]
+
+  def _fused(self, apply_fn, variables, batch_size, mesh, many: bool):
+    fn = _fused_program(apply_fn, self.name, self.table,
+                        _use_map(self.level_map), many)
+    args = parallel.replicate(mesh, (
+        base.stack(variables) if many else variables, self.rng,
+        jnp.asarray(self.levels, jnp.int32)))
+    return base.run_batches(lambda b, x, y: fn(args, b, x, y),
+                            (self.split.images, self.split.labels),
+                            batch_size, mesh, axis=2 if many else 1)
+
+  def correct(self, apply_fn: Callable, variables: Any,
+              mesh: jax.sharding.Mesh = None) -> np.ndarray:
+    """bool [num_severities, n]: example i correct at each severity."""
+    batch_size, shifted = self._source(mesh)
+    if shifted is None:
+      return self._fused(apply_fn, variables, batch_size, mesh, False)
+    return base.clean_correct_levels(apply_fn, variables, shifted,
+                                     self.split.labels, batch_size, mesh)
+
+  def correct_many(self, apply_fn: Callable, variables: Sequence[Any],
+                   mesh: jax.sharding.Mesh = None) -> np.ndarray:
+    """bool [K, num_severities, n]: the K models on the same corrupted
+    images (corrupted once, classified by one vmapped program)."""
+    batch_size, shifted = self._source(mesh)
+    if shifted is None:
+      return self._fused(apply_fn, variables, batch_size, mesh, True)
+    return base.clean_correct_levels_many(apply_fn, variables, shifted,
+                                          self.split.labels, batch_size, mesh)

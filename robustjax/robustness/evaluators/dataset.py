@@ -50,7 +50,7 @@ hold them all).
 import collections
 import dataclasses
 import functools
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from absl import logging
 import jax
@@ -255,3 +255,10 @@ class DatasetCell(base.Cell):
     return np.stack([base.clean_correct(
         apply_fn, variables, s.images[:self.n], s.labels[:self.n],
         self.batch_size, mesh) for s in map(lambda f: f(), self.loads)])
+
+  def correct_many(self, apply_fn: Callable, variables: Sequence[Any],
+                   mesh: jax.sharding.Mesh = None) -> np.ndarray:
+    """bool [K, num_levels, n]: the K models on each level's split."""
+    return np.stack([base.clean_correct_many(
+        apply_fn, variables, s.images[:self.n], s.labels[:self.n],
+        self.batch_size, mesh) for s in map(lambda f: f(), self.loads)], 1)

@@ -20,7 +20,7 @@ unmodified images exactly as the clean cell does.
 
 import collections
 import dataclasses
-from typing import Any, Callable, List
+from typing import Any, Callable, List, Sequence
 
 import jax
 import numpy as np
@@ -102,6 +102,11 @@ class TransferCell(base.Cell):
 
   def correct(self, apply_fn: Callable, variables: Any,
               mesh: jax.sharding.Mesh = None) -> np.ndarray:
+    return self.correct_many(apply_fn, [variables], mesh)[0]
+
+  def correct_many(self, apply_fn: Callable, variables: Sequence[Any],
+                   mesh: jax.sharding.Mesh = None) -> np.ndarray:
+    """bool [K, E, n]: K models on the source's adversarial images."""
     cache_key = _cache_key(self.source_key, self.white_box)
     if cache_key not in _ADVERSARIAL:
       _remember(cache_key, adversarial_images(
@@ -110,12 +115,13 @@ class TransferCell(base.Cell):
       _ADVERSARIAL.move_to_end(cache_key)
     split = self.white_box.split
     zero = np.asarray(self.levels) == 0
-    out = np.zeros((len(self.levels), self.n), bool)
+    out = np.zeros((len(variables), len(self.levels), self.n), bool)
     if zero.any():
-      out[zero] = base.clean_correct(apply_fn, variables, split.images,
-                                     split.labels, self.batch_size, mesh)
+      out[:, zero] = base.clean_correct_many(
+          apply_fn, variables, split.images, split.labels, self.batch_size,
+          mesh)[:, None]
     if not zero.all():
-      out[~zero] = base.clean_correct_levels(
+      out[:, ~zero] = base.clean_correct_levels_many(
           apply_fn, variables, _ADVERSARIAL[cache_key], split.labels,
           self.batch_size, mesh)
     return out
