@@ -29,7 +29,9 @@ starts; an error is recorded in the section and the next one starts):
 * corruptions: the 15 benchmark corruptions, all 5 severities in one
   program per corruption, at 32 px (CIFAR table) and 224 px (ImageNet
   table).
-* pgd: PGD-10 (L-inf) img/s through `attacks.correct_under_attack`.
+* pgd: PGD-10 (L-inf) img/s through `attacks.correct_under_attack`, for
+  one model and for K = 4, 8 models attacked by one vmapped program (the
+  study's K-model evaluation; img/s counts an image once per model).
 * pipeline: host milliseconds per step of `pipeline.TrainBatches` on
   synthetic splits (with 224-of-256 random crops at 224 px) and of the
   host-to-device copy (`parallel.shard_batch`).
@@ -517,10 +519,28 @@ class Check:
                           self.measure_s, 1 if self.dry else 2)
       flops = flops_of(compiled)
       rows.append({"arch": label, "batch": batch, "steps": steps,
-                   "compile_s": _round(compile_s), "calls": calls,
-                   "img_s": _round(img_s, 1),
+                   "models": 1, "compile_s": _round(compile_s),
+                   "calls": calls, "img_s": _round(img_s, 1),
                    "tflop_s": _round(flops * img_s / batch / 1e12, 4)
                               if flops else None})
+      single = img_s
+      # K models attacked by one program vmapped over their stacked
+      # variables (the study's K-model evaluation, `Cell.run_many`):
+      # img/s counts one image per model.
+      for k in (2,) if self.dry else (4, 8):
+        if budget.out():
+          break
+        stacked = jax.tree.map(lambda x: jnp.stack([x] * k), variables)
+        fn_k = jax.jit(lambda vs, *a: jax.vmap(
+            lambda v: attacks.correct_under_attack(apply_fn, attack, v, *a))(
+                vs))
+        compiled, compile_s = compile_timed(fn_k, stacked, x, y, keys, eps)
+        img_s, calls = rate(lambda: compiled(stacked, x, y, keys, eps),
+                            k * batch, self.measure_s, 1 if self.dry else 2)
+        rows.append({"arch": label, "batch": batch, "steps": steps,
+                     "models": k, "compile_s": _round(compile_s),
+                     "calls": calls, "img_s": _round(img_s, 1),
+                     "speedup": _round(img_s / single, 3)})
     return {"rows": rows}
 
   def pipeline(self, budget):
@@ -718,8 +738,12 @@ def markdown(doc) -> str:
                    f"severities, {table} table | "
                    f"{_fmt(c[table + '_all_img_s'])} img/s |")
   for r in p:
-    lines.append(f"| PGD-{r['steps']}, {r['arch']} b{r['batch']} | "
-                 f"{_fmt(r['img_s'])} img/s |")
+    k = r.get("models", 1)
+    lines.append(f"| PGD-{r['steps']}, {r['arch']} b{r['batch']}"
+                 + (f", {k} models in one program" if k > 1 else "") +
+                 f" | {_fmt(r['img_s'])} img/s"
+                 + (f" ({_fmt(r['speedup'], '.2f')}x one model)" if k > 1
+                    else "") + " |")
   for r in pipe:
     lines.append(f"| input pipeline, {r['data']} b{r['batch']} | "
                  f"{_fmt(r['host_ms_per_step'], '.3f')} ms host + "

@@ -246,8 +246,8 @@ def study_block() -> ml_collections.ConfigDict:
   # seed (model "<arch>/replicate", method replicate); "" = none.
   s.notes = ()  # Lines the report shows under its title (e.g. warnings).
   s.grouped = "auto"  # auto | on | off: train the models that share one
-  # program (robustjax/study/grouped.py) as one vmapped group; auto = on
-  # for GPU/TPU, off on CPU.
+  # program (robustjax/study/grouped.py) as one vmapped group and evaluate
+  # a seed's models of one arch together; auto = on for GPU/TPU, off on CPU.
   s.claims = ml_collections.ConfigDict()  # How the claims are decided.
   s.claims.alpha = 0.05  # Family-wise error rate of the primary verdicts.
   s.claims.primary = ("domain", "adversarial")  # Primary shifts (the

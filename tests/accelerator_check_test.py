@@ -81,6 +81,9 @@ class AcceleratorCheckDryRunTest(absltest.TestCase):
     for name in ("pgd", "pipeline"):
       self.assertNotEmpty(self.sections[name]["rows"], name)
     _positive(self, self.sections["pgd"]["rows"][0]["img_s"], "pgd")
+    self.assertEqual([r["models"] for r in self.sections["pgd"]["rows"]],
+                     [1, 2])
+    _positive(self, self.sections["pgd"]["rows"][1]["speedup"], "pgd K")
     _positive(self, self.sections["pipeline"]["rows"][0]["host_ms_per_step"],
               "pipeline")
     study = self.sections["study"]

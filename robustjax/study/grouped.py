@@ -19,6 +19,15 @@ a group. A grouped member ends where its own training would, up to float
 reassociation (members are batched), so numbers move within float noise and
 verdicts do not (tests/study/grouped_test.py).
 
+Evaluation groups too (`evaluation_groups`): a seed's built models that
+share one `apply_fn` and variables of the same shapes (one arch's original,
+replicate, pruned and distilled models; a PTQ model of one bit width) run
+each cell as one program vmapped over their stacked variables
+(robustjax.study.evaluation, `Cell.run_many`): the same clean, corrupted
+and transfer images for all, and every model attacked with its own
+gradients from the same starts. With it on, a seed's models are built
+before its cells run, and are held in memory together.
+
 `study.grouped`: "on", "off", or "auto": on for GPU and TPU, where one small
 model fills a few per cent of the chip; off on CPU, where the cores are
 already busy with one model and K stacked models gain nothing.
