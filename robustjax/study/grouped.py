@@ -15,9 +15,11 @@ models that can share one compiled training program as one
 Gradual and channel pruning and quantization are built one by one as
 before. Each member is saved where its own training would save it, so
 evaluation, resume and the report do not know whether a model was trained in
-a group. A grouped member ends where its own training would, up to float
-reassociation (members are batched), so numbers move within float noise and
-verdicts do not (tests/study/grouped_test.py).
+a group. A grouped member's steps equal its own training's up to float
+rounding (members are batched); training amplifies rounding, so a trained
+model can end as far from its one-by-one twin as the spread between seeds
+on a sensitive row, while the verdicts, decided over seeds, do not move
+(tests/study/grouped_test.py).
 
 Evaluation groups too (`evaluation_groups`): a seed's built models that
 share one `apply_fn` and variables of the same shapes (one arch's original,
