@@ -111,6 +111,22 @@ class DatasetEvaluatorTest(parameterized.TestCase):
         self.assertEqual(row["accuracy"], expected.mean())
         runner.validate_row({**header, **row})
 
+  def test_models_evaluated_together_match_their_single_runs(self):
+    cells = self._build(_evals())
+    apply_fn = models.inference_fn(Linear())
+    variables = [Linear().init(jax.random.key(k), jnp.zeros((1, 32, 32, 3)))
+                 for k in range(3)]
+    for cell in cells:
+      self.assertEqual(cell.example_shape(), (32, 32, 3))
+      together = cell.run_many(apply_fn, variables)
+      for got, v in zip(together, variables):
+        want = cell.run(apply_fn, v)
+        np.testing.assert_array_equal(got.correct, want.correct,
+                                      err_msg=cell.key)
+        self.assertEqual(got.rows, want.rows)
+    # Different models: a mixed-up member would show.
+    self.assertFalse(np.array_equal(together[0].correct, together[1].correct))
+
   def test_domains_as_domain_shift_and_all_domains(self):
     cells = self._build(_evals(as_corruption=False,
                                domains=("fog_2", "elastic_4")))

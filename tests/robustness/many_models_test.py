@@ -24,6 +24,7 @@ import numpy as np
 from robustjax import models
 from robustjax.robustness import evaluators
 from robustjax.robustness.evaluators import attack as attack_eval
+from robustjax.robustness.evaluators import base
 from robustjax.robustness.evaluators import corruption
 from robustjax.robustness.evaluators import transfer
 from tests.robustness import evaluators_test as fx
@@ -119,6 +120,28 @@ class RunManyTest(absltest.TestCase):
       self.assertEqual(calls.call_count, 2)  # Two models, then one.
     for g, w in zip(got, want):
       np.testing.assert_array_equal(g, w)
+
+  def test_models_beyond_the_input_budget_run_in_several_programs(self):
+    fn, variables = _models()
+    cells = _cells()
+    wants = [[r.correct for r in c.run_many(fn, variables)] for c in cells]
+    for cell, want in zip(cells, wants):
+      per_model = 4 * np.prod(cell.example_shape()) * cell.program_examples()
+      sizes = []
+      real = type(cell).correct_many
+
+      def spy(self, apply_fn, part, mesh=None):
+        sizes.append(len(part))
+        return real(self, apply_fn, part, mesh)
+      with mock.patch.object(base, "MANY_INPUT_BYTES", 2 * per_model), \
+           mock.patch.object(type(cell), "correct_many", spy):
+        self.assertEqual(cell.models_per_program(), 2)
+        got = [r.correct for r in cell.run_many(fn, variables)]
+      # Two models stacked, then the third alone (whose `run` goes through
+      # `correct_many` of one model in the attack and transfer cells).
+      self.assertIn(sizes, ([2], [2, 1]), cell.key)
+      for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w, err_msg=cell.key)
 
   def test_a_kept_source_among_the_models_hands_over_its_images(self):
     fn, variables = _models()

@@ -357,6 +357,12 @@ class AttackCell(base.Cell):
                 bool(a["staged"]))
             for name in a["names"]]
 
+  def program_examples(self) -> int:
+    """A chunk at every radius, weighted for what an attack step keeps (its
+    backward pass holds the forward's activations)."""
+    return (self.chunk_size * sum(e > 0 for e in self.levels) *
+            ATTACK_MEMORY_FACTOR)
+
   def correct(self, apply_fn: Callable, variables: Any,
               mesh: jax.sharding.Mesh = None) -> np.ndarray:
     """bool [num_eps, n]: example i still correct under attack at each eps."""
@@ -382,6 +388,8 @@ class AttackCell(base.Cell):
 
 
 _KEEP_FOR = []  # (apply_fn, variables, store) of the open `keep_images`.
+# An attacked example counts this many times in `Cell.models_per_program`.
+ATTACK_MEMORY_FACTOR = 4
 # Models attacked together hold their adversarial images on the host at
 # once (float32, eps > 0): at most this many bytes of them, or one model.
 MANY_IMAGES_BYTES = 1 << 30

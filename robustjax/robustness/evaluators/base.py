@@ -32,6 +32,13 @@ from robustjax.robustness.evaluators import checks
 SHIFTS = ("clean", "domain", "corruption", "adversarial")
 
 
+# Models stacked in one evaluation program hold at most this many bytes of
+# float32 inputs together (`Cell.models_per_program`); more run as several
+# programs. E.g. 224 px batches of 128 allow 6 models, 32 px batches of
+# 1000 allow 43.
+MANY_INPUT_BYTES = 512 << 20
+
+
 @dataclasses.dataclass(frozen=True)
 class CellResult:
   """What a cell measured on one model.
@@ -109,11 +116,34 @@ class Cell:
     mesh = mesh or parallel.make_mesh()
     if len(variables) == 1:
       return [self.run(apply_fn, variables[0], mesh)]
-    correct = np.asarray(self.correct_many(apply_fn, variables, mesh), bool)
-    if correct.shape[0] != len(variables):
-      raise AssertionError(f"Cell {self.key} measured {correct.shape[0]} "
-                           f"models, not {len(variables)}.")
-    return [self._result(c) for c in correct]
+    k = self.models_per_program()
+    results = []
+    for part in (variables[i:i + k] for i in range(0, len(variables), k)):
+      if len(part) == 1:
+        results.append(self.run(apply_fn, part[0], mesh))
+        continue
+      correct = np.asarray(self.correct_many(apply_fn, part, mesh), bool)
+      if correct.shape[0] != len(part):
+        raise AssertionError(f"Cell {self.key} measured {correct.shape[0]} "
+                             f"models, not {len(part)}.")
+      results += [self._result(c) for c in correct]
+    return results
+
+  def example_shape(self) -> tuple:
+    """The shape of one input example (of the cell's split)."""
+    return tuple(self.split.images.shape[1:])
+
+  def program_examples(self) -> int:
+    """Examples one model's share of a program holds (its batch)."""
+    return int(getattr(self, "batch_size", 1))
+
+  def models_per_program(self) -> int:
+    """How many models `run_many` stacks in one program: their float32
+    inputs within `MANY_INPUT_BYTES` (a proxy for their activations, which
+    grow with the inputs for a given network), at least one."""
+    per_model = 4 * int(np.prod(self.example_shape())) * max(
+        1, self.program_examples())
+    return max(1, MANY_INPUT_BYTES // per_model)
 
   def _result(self, correct) -> CellResult:
     correct = np.asarray(correct, bool)

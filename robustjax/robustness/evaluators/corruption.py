@@ -163,6 +163,10 @@ class CorruptionCell(base.Cell):
                 checks.field(evals, "level_map"))
             for name in checks.expand(c["names"], corruptions.PRESETS)]
 
+  def program_examples(self) -> int:
+    """Every severity of a batch (the fused program holds them at once)."""
+    return self.batch_size * len(self.levels)
+
   @functools.cached_property
   def _fingerprint(self) -> tuple:
     """The split's content (splits of different datasets share names)."""

@@ -256,6 +256,14 @@ class DatasetCell(base.Cell):
         apply_fn, variables, s.images[:self.n], s.labels[:self.n],
         self.batch_size, mesh) for s in map(lambda f: f(), self.loads)])
 
+  @functools.cached_property
+  def _example_shape(self) -> tuple:
+    return tuple(self.loads[0]().images.shape[1:])
+
+  def example_shape(self) -> tuple:
+    """One example's shape (the first level's split, read once)."""
+    return self._example_shape
+
   def correct_many(self, apply_fn: Callable, variables: Sequence[Any],
                    mesh: jax.sharding.Mesh = None) -> np.ndarray:
     """bool [K, num_levels, n]: the K models on each level's split."""

@@ -100,6 +100,9 @@ class TransferCell(base.Cell):
   source_variables: Any = dataclasses.field(repr=False)
   batch_size: int
 
+  def example_shape(self) -> tuple:
+    return tuple(self.white_box.split.images.shape[1:])
+
   def correct(self, apply_fn: Callable, variables: Any,
               mesh: jax.sharding.Mesh = None) -> np.ndarray:
     return self.correct_many(apply_fn, [variables], mesh)[0]
