@@ -14,6 +14,7 @@ Augmentation runs inside the jitted train step (`augment`), keyed by the
 step's rng, so it is reproducible too.
 """
 
+import functools
 import queue
 import threading
 from typing import Iterator, Sequence, Tuple
@@ -91,6 +92,13 @@ DEVICE_SPLIT_MAX_BYTES = 1 << 30
 ACCELERATOR_PREFETCH = 2
 
 
+@functools.lru_cache(maxsize=None)  # One per mesh: every group shares it.
+def _gather_program(mesh):
+  """(images, labels) on the devices, indices -> the batch, batch-sharded."""
+  return jax.jit(lambda split, idx: (split[0][idx], split[1][idx]),
+                 out_shardings=parallel.batch_sharded(mesh))
+
+
 class MemberBatches:
   """The batch of step i of K trainings, on the mesh.
 
@@ -109,9 +117,7 @@ class MemberBatches:
                       split.images.nbytes <= DEVICE_SPLIT_MAX_BYTES)
     if self.on_device:
       self._split = parallel.replicate(mesh, (split.images, split.labels))
-      self._gather = jax.jit(lambda split, idx: (split[0][idx],
-                                                 split[1][idx]),
-                             out_shardings=parallel.batch_sharded(mesh))
+      self._gather = _gather_program(mesh)
 
   def __call__(self, step: int):
     if self.on_device:

@@ -100,7 +100,7 @@ def header(spec: grid_lib.ModelSpec, seed: int, meta: dict) -> dict:
 
 
 @dataclasses.dataclass
-class Member:
+class ModelCells:
   """A model of a batch and the cells it still lacks, in order."""
   spec: grid_lib.ModelSpec
   seed: int
@@ -129,14 +129,15 @@ class Evaluator:
     self.doing, self.with_transfer = doing, with_transfer
     self._transfer = {}  # Source key -> its transfer cells.
 
-  def member(self, spec, seed: int, model, pending: Sequence[str]) -> Member:
+  def model_cells(self, spec, seed: int, model,
+                  pending: Sequence[str]) -> ModelCells:
     """`model` with the cells of `pending` keys (transfer cells bound to
     its float original as the source)."""
     cells = [c for c in self.seed_cells if c.key in pending]
     if any(k.startswith("adversarial/transfer_") for k in pending):
       cells += [c for c in self._transfer_cells(spec, seed)
                 if c.key in pending]
-    return Member(spec, seed, model, {c.key: c for c in cells})
+    return ModelCells(spec, seed, model, {c.key: c for c in cells})
 
   def _transfer_cells(self, spec, seed):
     source_spec = self.models.by_id[spec.original_id]
@@ -148,7 +149,7 @@ class Evaluator:
           source.apply_fn, source.variables, self.config.evals.batch_size)
     return self._transfer[key]
 
-  def run(self, members: Sequence[Member]) -> None:
+  def run(self, members: Sequence[ModelCells]) -> None:
     """Runs every pending cell of `members` (models sharing `apply_fn`
     when there are several) and records each model's result."""
     with contextlib.ExitStack() as stack:
@@ -165,7 +166,7 @@ class Evaluator:
         for cell in dict.fromkeys(m.cells[key] for m in who):
           self._run_cell(cell, [m for m in who if m.cells[key] is cell])
 
-  def _run_cell(self, cell, members: Sequence[Member]) -> None:
+  def _run_cell(self, cell, members: Sequence[ModelCells]) -> None:
     preemption.check()
     names = ", ".join(f"{m.spec.model_id} (seed {m.seed})" for m in members)
     self.doing(f"evaluating {names} on {cell.key}")

@@ -322,7 +322,8 @@ def _run_grid(config, workdir: str, shifts: Sequence[str], journal, times,
       # A model is built and saved whole; a training stops after a step.
       with preemption.deferred():
         model = models.for_evaluation(models.get(spec, seed))
-      return evaluator.member(spec, seed, model, todo[(spec.model_id, seed)])
+      return evaluator.model_cells(spec, seed, model,
+                                   todo[(spec.model_id, seed)])
 
     waiting = [spec for spec in specs if todo[(spec.model_id, seed)]]
     if together:  # The seed's models, then those sharing a program at once.

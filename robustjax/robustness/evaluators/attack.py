@@ -49,6 +49,7 @@ import numpy as np
 from robustjax import parallel
 from robustjax.data import pipeline
 from robustjax.data.registry import Split
+from robustjax.models import batched
 from robustjax.robustness import attacks
 from robustjax.robustness.evaluators import base
 from robustjax.robustness.evaluators import checks
@@ -151,7 +152,7 @@ def adversarial_images(apply_fn: Callable, variables: Any, images, labels,
   impl = None
   if jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key):
     impl, keys = jax.random.key_impl(keys), jax.random.key_data(keys)
-  args = parallel.replicate(mesh, (base.stack(variables) if many else
+  args = parallel.replicate(mesh, (batched.stack(variables) if many else
                                    variables, jnp.asarray(eps_grid)))
   stages = attacks.stages(attack) if staged else None
   if stages is None:
@@ -363,6 +364,14 @@ class AttackCell(base.Cell):
     return (self.chunk_size * sum(e > 0 for e in self.levels) *
             ATTACK_MEMORY_FACTOR)
 
+  def models_per_program(self) -> int:
+    """Also: the models' adversarial images, held on the host at once,
+    within `MANY_IMAGES_BYTES`."""
+    image_bytes = 4 * int(np.prod(self.split.images.shape)) * sum(
+        e > 0 for e in self.levels)
+    return max(1, min(super().models_per_program(),
+                      MANY_IMAGES_BYTES // max(1, image_bytes)))
+
   def correct(self, apply_fn: Callable, variables: Any,
               mesh: jax.sharding.Mesh = None) -> np.ndarray:
     """bool [num_eps, n]: example i still correct under attack at each eps."""
@@ -370,21 +379,15 @@ class AttackCell(base.Cell):
 
   def correct_many(self, apply_fn: Callable, variables: Sequence[Any],
                    mesh: jax.sharding.Mesh = None) -> np.ndarray:
-    """bool [K, num_eps, n]: K models attacked by one vmapped program, as
-    many at a time as keep their images within `MANY_IMAGES_BYTES`."""
+    """bool [K, num_eps, n]: K models attacked by one vmapped program."""
     def store_for(v):
       store = next((s for f, kept, s in _KEEP_FOR
                     if f is apply_fn and kept is v), None)
       return store and (lambda adv: store(self, adv))
-    image_bytes = 4 * np.prod(self.split.images.shape) * sum(
-        e > 0 for e in self.levels)
-    per_program = int(max(1, MANY_IMAGES_BYTES // max(1, image_bytes)))
-    return np.concatenate([robust_correct_many(
-        apply_fn, part, self.split.images, self.split.labels, self.rng,
+    return robust_correct_many(
+        apply_fn, variables, self.split.images, self.split.labels, self.rng,
         self.levels, self.attack, self.chunk_size, mesh, self.batch_size,
-        self.staged, [store_for(v) for v in part])
-        for part in (variables[i:i + per_program]
-                     for i in range(0, len(variables), per_program))])
+        self.staged, [store_for(v) for v in variables])
 
 
 _KEEP_FOR = []  # (apply_fn, variables, store) of the open `keep_images`.

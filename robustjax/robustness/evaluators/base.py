@@ -27,6 +27,7 @@ import numpy as np
 
 from robustjax import parallel
 from robustjax.data import pipeline
+from robustjax.models import batched
 from robustjax.robustness.evaluators import checks
 
 SHIFTS = ("clean", "domain", "corruption", "adversarial")
@@ -287,6 +288,25 @@ def _clean_program(apply_fn: Callable) -> Callable:
   return program("clean", apply_fn, (), build)
 
 
+def _classify(fn: Callable, variables: Any, images, labels, batch_size: int,
+              mesh: jax.sharding.Mesh) -> np.ndarray:
+  """Runs a clean program `fn(variables, b, float images, labels) -> bool
+  [M, B]` over the examples: bool [M, n]."""
+  variables = parallel.replicate(mesh, variables)
+  if np.dtype(images.dtype) == np.uint8:
+    # uint8 batches are converted by one model-free program, so a model's
+    # clean program is the same for uint8 images (clean, domain cells) and
+    # float ones (attacked, corrupted): one compile per model, not two. The
+    # conversion is the very division the fused program did.
+    to_float = program("to_float", None, (), lambda: jax.jit(
+        pipeline.to_float))
+    run = lambda b, x, y: fn(variables, b, to_float(x), y)
+  else:
+    run = lambda b, x, y: fn(variables, b, x, y)
+  return run_batches(run, (images, labels), global_batch(batch_size, mesh),
+                     mesh)
+
+
 def clean_correct(apply_fn: Callable, variables: Any, images, labels,
                   batch_size: int, mesh: jax.sharding.Mesh) -> np.ndarray:
   """Whether each example is classified correctly: bool [n].
@@ -302,26 +322,8 @@ def clean_correct(apply_fn: Callable, variables: Any, images, labels,
   Returns:
     bool numpy array [n].
   """
-  fn = _clean_program(apply_fn)
-  variables = parallel.replicate(mesh, variables)
-  if np.dtype(images.dtype) == np.uint8:
-    # uint8 batches are converted by one model-free program, so a model's
-    # clean program is the same for uint8 images (clean, domain cells) and
-    # float ones (attacked, corrupted): one compile per model, not two. The
-    # conversion is the very division the fused program did.
-    to_float = program("to_float", None, (), lambda: jax.jit(
-        pipeline.to_float))
-    run = lambda b, x, y: fn(variables, b, to_float(x), y)
-  else:
-    run = lambda b, x, y: fn(variables, b, x, y)
-  return run_batches(run, (images, labels), global_batch(batch_size, mesh),
-                     mesh)[0]
-
-
-def stack(variables: Sequence[Any]):
-  """K models' variables (equal structure and shapes) as one tree whose
-  leaves have a leading model axis."""
-  return jax.tree.map(lambda *xs: jnp.stack(xs), *variables)
+  return _classify(_clean_program(apply_fn), variables, images, labels,
+                   batch_size, mesh)[0]
 
 
 def _clean_program_many(apply_fn: Callable) -> Callable:
@@ -341,20 +343,14 @@ def clean_correct_many(apply_fn: Callable, variables: Sequence[Any], images,
   """`clean_correct` of K models sharing `apply_fn`: bool [K, n].
 
   One program classifies each batch with the K stacked models (vmapped over
-  their variables), so the batch is sent and converted once.
+  their variables, `batched.stack`), so the batch is sent and converted
+  once. One model runs `clean_correct`'s own program.
   """
   if len(variables) == 1:
     return clean_correct(apply_fn, variables[0], images, labels, batch_size,
                          mesh)[None]
-  fn = _clean_program_many(apply_fn)
-  stacked = parallel.replicate(mesh, stack(variables))
-  to_float = program("to_float", None, (), lambda: jax.jit(pipeline.to_float))
-  if np.dtype(images.dtype) == np.uint8:
-    run = lambda b, x, y: fn(stacked, b, to_float(x), y)
-  else:
-    run = lambda b, x, y: fn(stacked, b, x, y)
-  return run_batches(run, (images, labels), global_batch(batch_size, mesh),
-                     mesh)
+  return _classify(_clean_program_many(apply_fn), batched.stack(variables),
+                   images, labels, batch_size, mesh)
 
 
 def clean_correct_levels(apply_fn: Callable, variables: Any, images, labels,
@@ -370,19 +366,15 @@ def clean_correct_levels(apply_fn: Callable, variables: Any, images, labels,
     images: [L, n, H, W, C], one set of images per level.
     labels: int [n], the same for every level.
   """
-  images = _host(images)  # Global arrays of several processes: gathered.
-  levels, n = images.shape[:2]
-  flat = clean_correct(apply_fn, variables,
-                       images.reshape((levels * n,) + images.shape[2:]),
-                       np.tile(_host(labels), levels), batch_size, mesh)
-  return flat.reshape(levels, n)
+  return clean_correct_levels_many(apply_fn, [variables], images, labels,
+                                   batch_size, mesh)[0]
 
 
 def clean_correct_levels_many(apply_fn: Callable, variables: Sequence[Any],
                               images, labels, batch_size: int,
                               mesh: jax.sharding.Mesh) -> np.ndarray:
   """`clean_correct_levels` of K models sharing `apply_fn`: bool [K, L, n]."""
-  images = _host(images)
+  images = _host(images)  # Global arrays of several processes: gathered.
   levels, n = images.shape[:2]
   flat = clean_correct_many(apply_fn, variables,
                             images.reshape((levels * n,) + images.shape[2:]),

@@ -28,6 +28,7 @@ import numpy as np
 from robustjax import parallel
 from robustjax.data import pipeline
 from robustjax.data.registry import Split
+from robustjax.models import batched
 from robustjax.robustness import corruptions
 from robustjax.robustness.evaluators import base
 from robustjax.robustness.evaluators import checks
@@ -200,7 +201,7 @@ class CorruptionCell(base.Cell):
     fn = _fused_program(apply_fn, self.name, self.table,
                         _use_map(self.level_map), many)
     args = parallel.replicate(mesh, (
-        base.stack(variables) if many else variables, self.rng,
+        batched.stack(variables) if many else variables, self.rng,
         jnp.asarray(self.levels, jnp.int32)))
     return base.run_batches(lambda b, x, y: fn(args, b, x, y),
                             (self.split.images, self.split.labels),
